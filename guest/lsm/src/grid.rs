@@ -1,0 +1,141 @@
+//! The grid client: verified block reads and writes over the host's block I/O, and the
+//! free set that places new blocks.
+
+use crate::block::{self, BLOCK_SIZE_MAX, BLOCK_SIZE_MIN, BlockType};
+use crate::failure::Failure;
+use crate::free_set::FreeSet;
+use crate::io::{Context, WriteBlock};
+
+/// A reference to a block by the name its referrer stores: address and checksum.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockRef {
+    /// The block's address; 0 means "no block".
+    pub address: u64,
+    /// The block's header checksum.
+    pub checksum: u128,
+}
+
+impl BlockRef {
+    /// The reference to no block.
+    pub const NONE: BlockRef = BlockRef {
+        address: 0,
+        checksum: 0,
+    };
+
+    /// Whether this refers to no block.
+    pub fn is_none(&self) -> bool {
+        self.address == 0
+    }
+
+    /// Bytes in the encoded form: address (8) then checksum (16), little-endian.
+    pub const SIZE: usize = 24;
+
+    /// Write the encoded form into `out[..24]`.
+    pub fn encode(&self, out: &mut [u8]) {
+        out[..8].copy_from_slice(&self.address.to_le_bytes());
+        out[8..24].copy_from_slice(&self.checksum.to_le_bytes());
+    }
+
+    /// Read the encoded form from `bytes[..24]`.
+    pub fn decode(bytes: &[u8]) -> BlockRef {
+        BlockRef {
+            address: block::u64_at(bytes, 0),
+            checksum: block::u128_at(bytes, 8),
+        }
+    }
+}
+
+/// Block I/O with verification, and block placement.
+#[derive(Debug)]
+pub struct Grid {
+    context: Context,
+    block_size: usize,
+    free_set: FreeSet,
+}
+
+impl Grid {
+    /// A grid of `block_count` blocks of `block_size` bytes, all free.
+    pub fn new(context: Context, block_size: u32, block_count: u64) -> Result<Grid, Failure> {
+        if !block_size.is_power_of_two() || !(BLOCK_SIZE_MIN..=BLOCK_SIZE_MAX).contains(&block_size)
+        {
+            return Err(Failure::InvalidArgument(format!(
+                "block size {block_size} is not a power of two in \
+                 {BLOCK_SIZE_MIN}..={BLOCK_SIZE_MAX}"
+            )));
+        }
+        if block_count == 0 {
+            return Err(Failure::InvalidArgument("the grid has no blocks".into()));
+        }
+        Ok(Grid {
+            context,
+            block_size: block_size as usize,
+            free_set: FreeSet::new(block_count),
+        })
+    }
+
+    /// The size of every block, in bytes.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// The body capacity of a block, in bytes.
+    pub fn body_size_max(&self) -> usize {
+        self.block_size - block::HEADER_SIZE
+    }
+
+    /// The free set.
+    pub fn free_set(&self) -> &FreeSet {
+        &self.free_set
+    }
+
+    /// The free set, to acquire and release blocks.
+    pub fn free_set_mut(&mut self) -> &mut FreeSet {
+        &mut self.free_set
+    }
+
+    /// Replace the free set (when opening a checkpoint).
+    pub fn set_free_set(&mut self, free_set: FreeSet) {
+        assert_eq!(free_set.block_count(), self.free_set.block_count());
+        self.free_set = free_set;
+    }
+
+    /// A zeroed block buffer.
+    pub fn new_block(&self) -> Vec<u8> {
+        vec![0; self.block_size]
+    }
+
+    /// Read the block `reference` names and verify it holds `block_type`; a block that
+    /// fails verification is an error naming its address, never data.
+    pub async fn read(
+        &self,
+        reference: BlockRef,
+        block_type: BlockType,
+    ) -> Result<Vec<u8>, Failure> {
+        assert!(!reference.is_none());
+        if reference.address > self.free_set.block_count() {
+            return Err(Failure::CorruptBlock(format!(
+                "reference to address {} outside the grid of {} blocks",
+                reference.address,
+                self.free_set.block_count()
+            )));
+        }
+        let block = self.context.read(reference.address).await;
+        if block.len() != self.block_size {
+            return Err(Failure::Protocol(format!(
+                "read of address {} returned {} bytes, not one block of {}",
+                reference.address,
+                block.len(),
+                self.block_size
+            )));
+        }
+        block::verify(&block, reference.address, reference.checksum, block_type)?;
+        Ok(block)
+    }
+
+    /// Submit the write of a sealed block; await the result to know it is done.
+    pub fn write(&self, address: u64, block: &[u8]) -> WriteBlock {
+        assert_eq!(block.len(), self.block_size);
+        assert!(self.free_set.is_acquired(address));
+        self.context.write(address, block)
+    }
+}

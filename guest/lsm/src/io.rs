@@ -1,0 +1,248 @@
+//! What a guest imports from its host, and how I/O completions reach the step in flight.
+//!
+//! The guest core never calls bindings: it calls [`Host`], which each adapter implements
+//! over its target's imports (the component's WIT imports, or the native host directly).
+//! A read or write is submitted when its future is created; the future resolves once the
+//! adapter hands the matching completion to [`Context::complete_read`] or
+//! [`Context::complete_write`]. Completions may arrive in any order the host chooses.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context as TaskContext, Poll};
+
+use crate::failure::Failure;
+
+/// Grid reads and writes in flight at once, at most. TigerBeetle's grid uses 32 read and
+/// 32 write I/O slots; a table flush submits all of its blocks at once, so this also
+/// bounds the blocks a single table may have (see `tree::VALUE_BLOCKS_PER_TABLE_MAX`).
+pub const IO_IN_FLIGHT_MAX: usize = 64;
+
+/// Severity of a diagnostic message, as in the contract's `level`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Detail useful only when chasing a problem.
+    Debug,
+    /// Normal operation worth reporting.
+    Info,
+    /// Something unexpected that the guest handled.
+    Warn,
+    /// Something the guest could not handle.
+    Error,
+}
+
+/// The imports of the `state-machine` world, as the guest core sees them.
+pub trait Host {
+    /// `grid.submit-read`.
+    fn submit_read(&self, address: u64);
+    /// `grid.submit-write`.
+    fn submit_write(&self, address: u64, block: &[u8]);
+    /// `clock.now`.
+    fn now(&self) -> u64;
+    /// `clock.set-timer`.
+    fn set_timer(&self, id: u64, at: u64);
+    /// `clock.cancel-timer`.
+    fn cancel_timer(&self, id: u64);
+    /// `log.log`.
+    fn log(&self, level: Level, message: &str);
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IoKind {
+    Read,
+    Write,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    address: u64,
+    kind: IoKind,
+    done: bool,
+    /// The block, for a completed read.
+    block: Option<Vec<u8>>,
+}
+
+struct Inner {
+    host: Box<dyn Host>,
+    in_flight: RefCell<Vec<InFlight>>,
+}
+
+/// The guest's handle on its host: clock, timers, log and grid I/O. Cheap to clone; all
+/// clones share the table of I/O in flight.
+#[derive(Clone)]
+pub struct Context {
+    inner: Rc<Inner>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("in_flight", &self.inner.in_flight.borrow().len())
+            .finish()
+    }
+}
+
+impl Context {
+    /// A context over `host`, with no I/O in flight.
+    pub fn new(host: Box<dyn Host>) -> Context {
+        Context {
+            inner: Rc::new(Inner {
+                host,
+                in_flight: RefCell::new(Vec::with_capacity(IO_IN_FLIGHT_MAX)),
+            }),
+        }
+    }
+
+    /// The timestamp of the op being committed (or of the last one, between ops).
+    pub fn now(&self) -> u64 {
+        self.inner.host.now()
+    }
+
+    /// Arm timer `id` to fire at logical timestamp `at`.
+    pub fn set_timer(&self, id: u64, at: u64) {
+        self.inner.host.set_timer(id, at);
+    }
+
+    /// Disarm timer `id`.
+    pub fn cancel_timer(&self, id: u64) {
+        self.inner.host.cancel_timer(id);
+    }
+
+    /// Emit a diagnostic message.
+    pub fn log(&self, level: Level, message: &str) {
+        self.inner.host.log(level, message);
+    }
+
+    /// Reads and writes submitted and not yet consumed.
+    pub fn in_flight_count(&self) -> usize {
+        self.inner.in_flight.borrow().len()
+    }
+
+    /// Submit a read of `address` now; the future resolves to the block's bytes,
+    /// unverified (the grid verifies them).
+    pub fn read(&self, address: u64) -> ReadBlock {
+        self.submit(address, IoKind::Read);
+        self.inner.host.submit_read(address);
+        ReadBlock {
+            context: self.clone(),
+            address,
+        }
+    }
+
+    /// Submit a write of `block` to `address` now; the future resolves once it is done.
+    pub fn write(&self, address: u64, block: &[u8]) -> WriteBlock {
+        self.submit(address, IoKind::Write);
+        self.inner.host.submit_write(address, block);
+        WriteBlock {
+            context: self.clone(),
+            address,
+        }
+    }
+
+    fn submit(&self, address: u64, kind: IoKind) {
+        let mut in_flight = self.inner.in_flight.borrow_mut();
+        // Both are programming errors of the guest: the grid keeps at most one I/O per
+        // address and bounds how many it submits before awaiting them.
+        assert!(in_flight.len() < IO_IN_FLIGHT_MAX, "too much I/O in flight");
+        assert!(
+            in_flight.iter().all(|io| io.address != address),
+            "address {address} already has I/O in flight"
+        );
+        in_flight.push(InFlight {
+            address,
+            kind,
+            done: false,
+            block: None,
+        });
+    }
+
+    /// Hand a completed read to the future waiting for it.
+    pub fn complete_read(&self, address: u64, block: Vec<u8>) -> Result<(), Failure> {
+        let mut in_flight = self.inner.in_flight.borrow_mut();
+        let io = Self::find_pending(&mut in_flight, address, IoKind::Read)?;
+        io.done = true;
+        io.block = Some(block);
+        Ok(())
+    }
+
+    /// Mark a submitted write done.
+    pub fn complete_write(&self, address: u64) -> Result<(), Failure> {
+        let mut in_flight = self.inner.in_flight.borrow_mut();
+        let io = Self::find_pending(&mut in_flight, address, IoKind::Write)?;
+        io.done = true;
+        Ok(())
+    }
+
+    fn find_pending(
+        in_flight: &mut [InFlight],
+        address: u64,
+        kind: IoKind,
+    ) -> Result<&mut InFlight, Failure> {
+        in_flight
+            .iter_mut()
+            .find(|io| io.address == address && io.kind == kind && !io.done)
+            .ok_or_else(|| {
+                let kind = match kind {
+                    IoKind::Read => "read",
+                    IoKind::Write => "write",
+                };
+                Failure::Protocol(format!(
+                    "{kind} completion for address {address}, which has no {kind} in flight"
+                ))
+            })
+    }
+
+    /// Take the finished I/O at `address`, if it is finished.
+    fn take_done(&self, address: u64) -> Option<InFlight> {
+        let mut in_flight = self.inner.in_flight.borrow_mut();
+        let index = in_flight
+            .iter()
+            .position(|io| io.address == address && io.done)?;
+        Some(in_flight.swap_remove(index))
+    }
+}
+
+/// A read in flight; see [`Context::read`].
+#[derive(Debug)]
+#[must_use = "a read is only consumed by awaiting it"]
+pub struct ReadBlock {
+    context: Context,
+    address: u64,
+}
+
+impl Future for ReadBlock {
+    type Output = Vec<u8>;
+
+    fn poll(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<Vec<u8>> {
+        match self.context.take_done(self.address) {
+            Some(io) => {
+                assert_eq!(io.kind, IoKind::Read);
+                Poll::Ready(io.block.expect("a completed read holds its block"))
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// A write in flight; see [`Context::write`].
+#[derive(Debug)]
+#[must_use = "a write is only consumed by awaiting it"]
+pub struct WriteBlock {
+    context: Context,
+    address: u64,
+}
+
+impl Future for WriteBlock {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<()> {
+        match self.context.take_done(self.address) {
+            Some(io) => {
+                assert_eq!(io.kind, IoKind::Write);
+                Poll::Ready(())
+            }
+            None => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! The exports of the `state-machine` world, as a trait in plain Rust, and the driver that
+//! runs its asynchronous steps one at a time.
+//!
+//! A [`StateMachine`] writes its asynchronous steps as `async fn`s that await grid I/O.
+//! The [`Driver`] owns the machine; starting a step moves the machine into the step's
+//! future, which is polled once when the step starts and again after every completion.
+//! When it finishes it hands the machine back. At most one step is in flight, as the
+//! contract requires, and a step runs to completion without re-entrancy: there is no
+//! waker and no other task, so the order of execution is a pure function of the order
+//! of calls.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll, Waker};
+
+use crate::failure::Failure;
+use crate::io::Context;
+
+/// Options passed to `init`, as in the contract's `options`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// The largest request body, in bytes, that `input-valid` accepts.
+    pub batch_size_limit: u32,
+    /// The size of every grid block, in bytes.
+    pub block_size: u32,
+    /// How many blocks the grid holds; valid addresses are `1..=block_count`.
+    pub block_count: u64,
+    /// Machine-specific settings as `(name, value)` pairs.
+    pub settings: Vec<(String, String)>,
+}
+
+/// Where an asynchronous step stands, as in the contract's `step`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Waiting for I/O completions.
+    Pending,
+    /// Complete.
+    Done,
+}
+
+/// A deterministic state machine. Adapters bind it to a target through [`Driver`].
+///
+/// The `async fn`s are never sent across threads: a guest is single-threaded by contract.
+#[allow(async_fn_in_trait)]
+pub trait StateMachine: Sized + 'static {
+    /// Allocate everything from `options`.
+    fn init(context: Context, options: &Options) -> Result<Self, Failure>;
+
+    /// Open empty (`None`) or at a checkpoint state returned earlier.
+    async fn open(&mut self, checkpoint: Option<&[u8]>) -> Result<(), Failure>;
+
+    /// Whether a request may be committed; the error is the reason, for the client.
+    fn input_valid(&self, operation: u8, body: &[u8]) -> Result<(), String>;
+
+    /// Load what `commit` of this op will read.
+    async fn prefetch(&mut self, op: u64, operation: u8, body: &[u8]) -> Result<(), Failure>;
+
+    /// Apply the op; write its reply into `reply` (empty on entry).
+    fn commit(
+        &mut self,
+        client: u128,
+        op: u64,
+        timestamp: u64,
+        operation: u8,
+        body: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> Result<(), Failure>;
+
+    /// A bounded beat of background work after committing `op`.
+    async fn compact(&mut self, op: u64) -> Result<(), Failure>;
+
+    /// Make the state as of `op` durable in the grid.
+    async fn checkpoint(&mut self, op: u64) -> Result<(), Failure>;
+
+    /// The state naming the latest checkpoint.
+    fn checkpoint_state(&self) -> Vec<u8>;
+
+    /// Timer `id` fired.
+    async fn timer(&mut self, id: u64) -> Result<(), Failure>;
+}
+
+type StepFuture<M> = Pin<Box<dyn Future<Output = (M, Result<(), Failure>)>>>;
+
+enum State<M> {
+    /// No step in flight.
+    Idle(M),
+    /// A step owns the machine until it finishes.
+    Busy(StepFuture<M>),
+    /// A step failed; the instance is unusable and says why on every call.
+    Failed(Failure),
+}
+
+/// Runs a [`StateMachine`] by the contract: one asynchronous step at a time, polled
+/// after every completion. Every export of the world maps onto one method here.
+pub struct Driver<M: StateMachine> {
+    context: Context,
+    state: State<M>,
+}
+
+impl<M: StateMachine> std::fmt::Debug for Driver<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.state {
+            State::Idle(_) => "idle",
+            State::Busy(_) => "busy",
+            State::Failed(_) => "failed",
+        };
+        f.debug_struct("Driver").field("state", &state).finish()
+    }
+}
+
+impl<M: StateMachine> Driver<M> {
+    /// `init`.
+    pub fn init(context: Context, options: &Options) -> Result<Driver<M>, Failure> {
+        let machine = M::init(context.clone(), options)?;
+        Ok(Driver {
+            context,
+            state: State::Idle(machine),
+        })
+    }
+
+    /// `open`.
+    pub fn open(&mut self, checkpoint: Option<Vec<u8>>) -> Result<Step, Failure> {
+        self.start(|mut machine| async move {
+            let result = machine.open(checkpoint.as_deref()).await;
+            (machine, result)
+        })
+    }
+
+    /// `input-valid`. A machine that is busy or failed refuses everything.
+    pub fn input_valid(&self, operation: u8, body: &[u8]) -> Result<(), String> {
+        match &self.state {
+            State::Idle(machine) => machine.input_valid(operation, body),
+            State::Busy(_) => Err("the state machine is busy with a step".to_string()),
+            State::Failed(failure) => Err(format!("the state machine failed: {failure}")),
+        }
+    }
+
+    /// `prefetch`.
+    pub fn prefetch(&mut self, op: u64, operation: u8, body: Vec<u8>) -> Result<Step, Failure> {
+        self.start(move |mut machine| async move {
+            let result = machine.prefetch(op, operation, &body).await;
+            (machine, result)
+        })
+    }
+
+    /// `commit`.
+    pub fn commit(
+        &mut self,
+        client: u128,
+        op: u64,
+        timestamp: u64,
+        operation: u8,
+        body: &[u8],
+    ) -> Result<Vec<u8>, Failure> {
+        let machine = self.idle("commit")?;
+        let mut reply = Vec::new();
+        match machine.commit(client, op, timestamp, operation, body, &mut reply) {
+            Ok(()) => Ok(reply),
+            Err(failure) => {
+                self.state = State::Failed(failure.clone());
+                Err(failure)
+            }
+        }
+    }
+
+    /// `compact`.
+    pub fn compact(&mut self, op: u64) -> Result<Step, Failure> {
+        self.start(move |mut machine| async move {
+            let result = machine.compact(op).await;
+            (machine, result)
+        })
+    }
+
+    /// `checkpoint`.
+    pub fn checkpoint(&mut self, op: u64) -> Result<Step, Failure> {
+        self.start(move |mut machine| async move {
+            let result = machine.checkpoint(op).await;
+            (machine, result)
+        })
+    }
+
+    /// `checkpoint-state`; empty while a step is in flight or after a failure.
+    pub fn checkpoint_state(&self) -> Vec<u8> {
+        match &self.state {
+            State::Idle(machine) => machine.checkpoint_state(),
+            State::Busy(_) | State::Failed(_) => Vec::new(),
+        }
+    }
+
+    /// `timer`.
+    pub fn timer(&mut self, id: u64) -> Result<Step, Failure> {
+        self.start(move |mut machine| async move {
+            let result = machine.timer(id).await;
+            (machine, result)
+        })
+    }
+
+    /// `read-done`.
+    pub fn read_done(&mut self, address: u64, block: Vec<u8>) -> Result<Step, Failure> {
+        self.guard(|context| context.complete_read(address, block))?;
+        self.poll()
+    }
+
+    /// `write-done`.
+    pub fn write_done(&mut self, address: u64) -> Result<Step, Failure> {
+        self.guard(|context| context.complete_write(address))?;
+        self.poll()
+    }
+
+    /// The machine, when no step is in flight (for tests and inspection).
+    pub fn machine(&self) -> Option<&M> {
+        match &self.state {
+            State::Idle(machine) => Some(machine),
+            State::Busy(_) | State::Failed(_) => None,
+        }
+    }
+
+    fn idle(&mut self, what: &str) -> Result<&mut M, Failure> {
+        match &mut self.state {
+            State::Idle(machine) => Ok(machine),
+            State::Busy(_) => Err(Failure::Protocol(format!(
+                "{what} while another step is in flight"
+            ))),
+            State::Failed(failure) => Err(failure.clone()),
+        }
+    }
+
+    /// Run `action`, recording its failure so every later call reports it.
+    fn guard(
+        &mut self,
+        action: impl FnOnce(&Context) -> Result<(), Failure>,
+    ) -> Result<(), Failure> {
+        if let State::Failed(failure) = &self.state {
+            return Err(failure.clone());
+        }
+        action(&self.context).inspect_err(|failure| self.state = State::Failed(failure.clone()))
+    }
+
+    fn start<F, Fut>(&mut self, step: F) -> Result<Step, Failure>
+    where
+        F: FnOnce(M) -> Fut,
+        Fut: Future<Output = (M, Result<(), Failure>)> + 'static,
+    {
+        self.idle("a step")?;
+        let State::Idle(machine) = std::mem::replace(
+            &mut self.state,
+            State::Failed(Failure::Protocol("a step is starting".into())),
+        ) else {
+            unreachable!("checked idle above");
+        };
+        self.state = State::Busy(Box::pin(step(machine)));
+        self.poll()
+    }
+
+    fn poll(&mut self) -> Result<Step, Failure> {
+        let State::Busy(future) = &mut self.state else {
+            return match &self.state {
+                State::Failed(failure) => Err(failure.clone()),
+                _ => Err(Failure::Protocol(
+                    "a completion arrived with no step in flight".into(),
+                )),
+            };
+        };
+        let mut task_context = TaskContext::from_waker(Waker::noop());
+        match future.as_mut().poll(&mut task_context) {
+            Poll::Pending => {
+                // A pending step must be waiting for I/O, or no completion could ever
+                // wake it: that would be a deadlock in the guest.
+                assert!(
+                    self.context.in_flight_count() > 0,
+                    "step pending with no I/O"
+                );
+                Ok(Step::Pending)
+            }
+            Poll::Ready((machine, Ok(()))) => {
+                assert_eq!(
+                    self.context.in_flight_count(),
+                    0,
+                    "step done with I/O in flight"
+                );
+                self.state = State::Idle(machine);
+                Ok(Step::Done)
+            }
+            Poll::Ready((_, Err(failure))) => {
+                self.state = State::Failed(failure.clone());
+                Err(failure)
+            }
+        }
+    }
+}
