@@ -1,1 +1,380 @@
+//! The echo state machine, after TigerBeetle's testing state machine.
+//!
+//! Every committed `echo` request is echoed back as its reply, and a [`Thing`]
+//! `{timestamp, value, id}` is inserted into a tree that lives in the grid, with
+//! `id = op` and `value` = the low 64 bits of a checksum over
+//! `(client, op, timestamp, operation, body)`. A `lookup` reads Things back by id, so
+//! that clients can see what was stored.
+//!
+//! Plain Rust with no bindings: the component adapter and the native host drive it
+//! through [`carapace_lsm::Driver`].
 
+use carapace_lsm::checkpoint;
+use carapace_lsm::checksum::Checksummer;
+use carapace_lsm::grid::Grid;
+use carapace_lsm::tree::{Tree, Value};
+use carapace_lsm::{Context, Failure, Level, Options, StateMachine};
+
+mod settings;
+
+pub use settings::Settings;
+
+/// The operations of the echo machine. The numbers are part of the log format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Operation {
+    /// Reply with the request body; insert a Thing for the op.
+    Echo = 1,
+    /// Body: one or more ids (16 bytes each, little-endian). Reply: the Thing of each id
+    /// that exists (32 bytes each, in request order). Inserts nothing.
+    Lookup = 2,
+}
+
+impl Operation {
+    /// The operation numbered `operation`, if there is one.
+    pub fn from_u8(operation: u8) -> Option<Operation> {
+        match operation {
+            1 => Some(Operation::Echo),
+            2 => Some(Operation::Lookup),
+            _ => None,
+        }
+    }
+}
+
+/// The largest body the machine accepts whatever the options say: TigerBeetle's message
+/// body size limit. It bounds the prefetch and reply buffers allocated at init.
+pub const BATCH_SIZE_LIMIT_MAX: u32 = 1024 * 1024 - 256;
+
+/// Bytes of an id in a `lookup` body.
+pub const ID_SIZE: usize = 16;
+
+/// The tree id of the things tree; recorded in its blocks.
+pub const THINGS_TREE_ID: u16 = 1;
+
+/// The timer id of the periodic statistics message.
+pub const STATS_TIMER_ID: u64 = 1;
+
+/// The record inserted per committed echo op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Thing {
+    /// The timestamp of the op that inserted it.
+    pub timestamp: u64,
+    /// The low 64 bits of the checksum of the op's request; see [`thing_value`].
+    pub value: u64,
+    /// The op that inserted it.
+    pub id: u128,
+}
+
+impl Value for Thing {
+    /// timestamp (8), value (8), id (16), little-endian.
+    const SIZE: usize = 32;
+
+    fn key(&self) -> u128 {
+        self.id
+    }
+
+    fn encode(&self, out: &mut [u8]) {
+        out[0..8].copy_from_slice(&self.timestamp.to_le_bytes());
+        out[8..16].copy_from_slice(&self.value.to_le_bytes());
+        out[16..32].copy_from_slice(&self.id.to_le_bytes());
+    }
+
+    fn decode(bytes: &[u8]) -> Thing {
+        Thing {
+            timestamp: u64::from_le_bytes(bytes[0..8].try_into().unwrap()),
+            value: u64::from_le_bytes(bytes[8..16].try_into().unwrap()),
+            id: u128::from_le_bytes(bytes[16..32].try_into().unwrap()),
+        }
+    }
+}
+
+/// The low 64 bits of the checksum over `(client, op, timestamp, operation, body)`, each
+/// field little-endian in that order.
+pub fn thing_value(client: u128, op: u64, timestamp: u64, operation: u8, body: &[u8]) -> u64 {
+    let checksum = Checksummer::new()
+        .update(&client.to_le_bytes())
+        .update(&op.to_le_bytes())
+        .update(&timestamp.to_le_bytes())
+        .update(&[operation])
+        .update(body)
+        .finish();
+    checksum as u64
+}
+
+/// What prefetch loaded for the op it ran for.
+#[derive(Debug)]
+struct Prefetched {
+    op: u64,
+    /// `(id, thing)` per id the op reads, in request order.
+    things: Vec<(u128, Option<Thing>)>,
+}
+
+/// The echo state machine.
+#[derive(Debug)]
+pub struct Echo {
+    context: Context,
+    settings: Settings,
+    batch_size_limit: u32,
+    grid: Grid,
+    things: Tree<Thing>,
+    prefetched: Prefetched,
+    /// The last op committed (or the checkpoint's op, after open).
+    op_committed: u64,
+    /// The last op compacted.
+    op_compacted: u64,
+    checkpoint_state: Vec<u8>,
+}
+
+impl Echo {
+    /// The things tree (for tests and inspection).
+    pub fn things(&self) -> &Tree<Thing> {
+        &self.things
+    }
+
+    /// The grid (for tests and inspection).
+    pub fn grid(&self) -> &Grid {
+        &self.grid
+    }
+
+    /// The last committed op.
+    pub fn op_committed(&self) -> u64 {
+        self.op_committed
+    }
+
+    fn ids_max(batch_size_limit: u32) -> usize {
+        (batch_size_limit as usize / ID_SIZE).max(1)
+    }
+
+    fn protocol(&self, what: String) -> Failure {
+        Failure::Protocol(what)
+    }
+
+    /// Arm the statistics timer at the next multiple of the interval after `now`, so
+    /// that a machine reopened at a checkpoint arms it for the same timestamp.
+    fn arm_stats_timer(&self) {
+        let interval = self.settings.stats_interval;
+        if interval > 0 {
+            let now = self.context.now();
+            let at = (now / interval).saturating_add(1).saturating_mul(interval);
+            self.context.set_timer(STATS_TIMER_ID, at);
+        }
+    }
+}
+
+impl StateMachine for Echo {
+    fn init(context: Context, options: &Options) -> Result<Echo, Failure> {
+        let settings = Settings::parse(&options.settings)?;
+        if !(1..=BATCH_SIZE_LIMIT_MAX).contains(&options.batch_size_limit) {
+            return Err(Failure::InvalidArgument(format!(
+                "batch size limit {} is not in 1..={BATCH_SIZE_LIMIT_MAX}",
+                options.batch_size_limit
+            )));
+        }
+        let grid = Grid::new(context.clone(), options.block_size, options.block_count)?;
+        let things = Tree::new(
+            &grid,
+            THINGS_TREE_ID,
+            settings.bar_ops as usize,
+            settings.table_count_max,
+        )?;
+        Ok(Echo {
+            context,
+            settings,
+            batch_size_limit: options.batch_size_limit,
+            grid,
+            things,
+            prefetched: Prefetched {
+                op: 0,
+                things: Vec::with_capacity(Self::ids_max(options.batch_size_limit)),
+            },
+            op_committed: 0,
+            op_compacted: 0,
+            checkpoint_state: Vec::new(),
+        })
+    }
+
+    async fn open(&mut self, checkpoint: Option<&[u8]>) -> Result<(), Failure> {
+        if let Some(bytes) = checkpoint {
+            let (state, tables) = checkpoint::open(&mut self.grid, bytes).await?;
+            if state.op % self.settings.bar_ops != 0 {
+                return Err(Failure::InvalidArgument(format!(
+                    "checkpoint op {} is not at the end of a bar of {} ops",
+                    state.op, self.settings.bar_ops
+                )));
+            }
+            if let Some(table) = tables.iter().find(|table| table.tree_id != THINGS_TREE_ID) {
+                return Err(Failure::InvalidArgument(format!(
+                    "checkpoint holds a table of unknown tree {}",
+                    table.tree_id
+                )));
+            }
+            self.things.restore_tables(&tables)?;
+            self.op_committed = state.op;
+            self.op_compacted = state.op;
+            self.checkpoint_state = bytes.to_vec();
+            self.context.log(
+                Level::Info,
+                &format!(
+                    "opened checkpoint at op {} with {} tables",
+                    state.op,
+                    tables.len()
+                ),
+            );
+        }
+        self.arm_stats_timer();
+        Ok(())
+    }
+
+    fn input_valid(&self, operation: u8, body: &[u8]) -> Result<(), String> {
+        if body.len() > self.batch_size_limit as usize {
+            return Err(format!(
+                "body of {} bytes exceeds the batch size limit of {} bytes",
+                body.len(),
+                self.batch_size_limit
+            ));
+        }
+        match Operation::from_u8(operation) {
+            Some(Operation::Echo) => Ok(()),
+            Some(Operation::Lookup) if body.is_empty() || body.len() % ID_SIZE != 0 => {
+                Err(format!(
+                    "lookup body of {} bytes is not one or more ids of {ID_SIZE} bytes",
+                    body.len()
+                ))
+            }
+            Some(Operation::Lookup) => Ok(()),
+            None => Err(format!("unknown operation {operation}")),
+        }
+    }
+
+    async fn prefetch(&mut self, op: u64, operation: u8, body: &[u8]) -> Result<(), Failure> {
+        if op != self.op_compacted + 1 {
+            return Err(self.protocol(format!(
+                "prefetch of op {op} after op {} was compacted",
+                self.op_compacted
+            )));
+        }
+        if let Err(reason) = self.input_valid(operation, body) {
+            return Err(self.protocol(format!("prefetch of an invalid request: {reason}")));
+        }
+        self.prefetched.op = op;
+        self.prefetched.things.clear();
+        match Operation::from_u8(operation) {
+            Some(Operation::Echo) => {
+                let thing = self.things.get(&self.grid, u128::from(op)).await?;
+                self.prefetched.things.push((u128::from(op), thing));
+            }
+            Some(Operation::Lookup) => {
+                for id in body.chunks_exact(ID_SIZE) {
+                    let id = u128::from_le_bytes(id.try_into().unwrap());
+                    let thing = self.things.get(&self.grid, id).await?;
+                    self.prefetched.things.push((id, thing));
+                }
+            }
+            None => unreachable!("input_valid accepted operation {operation}"),
+        }
+        Ok(())
+    }
+
+    fn commit(
+        &mut self,
+        client: u128,
+        op: u64,
+        timestamp: u64,
+        operation: u8,
+        body: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> Result<(), Failure> {
+        if op != self.prefetched.op || op != self.op_committed + 1 {
+            return Err(self.protocol(format!(
+                "commit of op {op}, but op {} was prefetched and op {} committed last",
+                self.prefetched.op, self.op_committed
+            )));
+        }
+        match Operation::from_u8(operation) {
+            Some(Operation::Echo) => {
+                let (id, existing) = self.prefetched.things[0];
+                assert_eq!(id, u128::from(op));
+                assert!(
+                    existing.is_none(),
+                    "thing {id} exists before its op commits"
+                );
+                self.things.put(Thing {
+                    timestamp,
+                    value: thing_value(client, op, timestamp, operation, body),
+                    id,
+                });
+                reply.extend_from_slice(body);
+            }
+            Some(Operation::Lookup) => {
+                for (_, thing) in &self.prefetched.things {
+                    if let Some(thing) = thing {
+                        let start = reply.len();
+                        reply.resize(start + Thing::SIZE, 0);
+                        thing.encode(&mut reply[start..]);
+                    }
+                }
+            }
+            None => {
+                return Err(self.protocol(format!("commit of unknown operation {operation}")));
+            }
+        }
+        self.op_committed = op;
+        Ok(())
+    }
+
+    async fn compact(&mut self, op: u64) -> Result<(), Failure> {
+        if op != self.op_committed || op != self.op_compacted + 1 {
+            return Err(self.protocol(format!(
+                "compact of op {op}, but op {} committed and op {} compacted last",
+                self.op_committed, self.op_compacted
+            )));
+        }
+        if op % self.settings.bar_ops == 0 {
+            self.things.flush(&mut self.grid, op).await?;
+        }
+        self.op_compacted = op;
+        Ok(())
+    }
+
+    async fn checkpoint(&mut self, op: u64) -> Result<(), Failure> {
+        if op != self.op_compacted {
+            return Err(self.protocol(format!(
+                "checkpoint at op {op}, but op {} was compacted last",
+                self.op_compacted
+            )));
+        }
+        if op % self.settings.bar_ops != 0 {
+            return Err(Failure::InvalidArgument(format!(
+                "checkpoint at op {op} is not at the end of a bar of {} ops",
+                self.settings.bar_ops
+            )));
+        }
+        assert_eq!(self.things.memory_count(), 0);
+        let state = checkpoint::write(&mut self.grid, op, self.things.tables()).await?;
+        self.checkpoint_state = state.encode();
+        Ok(())
+    }
+
+    fn checkpoint_state(&self) -> Vec<u8> {
+        self.checkpoint_state.clone()
+    }
+
+    async fn timer(&mut self, id: u64) -> Result<(), Failure> {
+        if id != STATS_TIMER_ID {
+            return Err(self.protocol(format!("timer {id} was never armed")));
+        }
+        let free_set = self.grid.free_set();
+        self.context.log(
+            Level::Info,
+            &format!(
+                "stats at op {}: {} tables, {} of {} blocks in use",
+                self.op_committed,
+                self.things.tables().len(),
+                free_set.acquired_count(),
+                free_set.block_count()
+            ),
+        );
+        self.arm_stats_timer();
+        Ok(())
+    }
+}

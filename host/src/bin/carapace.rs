@@ -1,1 +1,13 @@
-fn main() {}
+//! The `carapace` binary: parse, dispatch, report errors. All logic is in the library.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    match carapace::cli::Cli::parse().execute() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

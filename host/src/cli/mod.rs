@@ -1,0 +1,29 @@
+//! The `carapace` command line: one module per subcommand, each a clap struct with an
+//! `execute` method. The binary only parses and dispatches.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+pub mod run;
+
+/// A deterministic, sandboxed state-machine runtime.
+#[derive(Debug, Parser)]
+#[command(name = "carapace", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Run(run::RunCommand),
+}
+
+impl Cli {
+    /// Run the chosen subcommand.
+    pub fn execute(self) -> Result<()> {
+        match self.command {
+            Command::Run(command) => command.execute(),
+        }
+    }
+}

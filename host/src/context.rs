@@ -1,0 +1,313 @@
+//! The host's side of the imports: grid I/O queued until the host completes it, the
+//! logical clock and timers, and the guest's log. Shared by the wasm and native
+//! machines, so both see exactly the same host.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, Result};
+
+use crate::prng::Prng;
+use crate::storage::Storage;
+
+/// Grid I/O a guest may have in flight at once. Generous above the guest's own bound
+/// (`carapace_lsm::io::IO_IN_FLIGHT_MAX`); exceeding it is a contract violation.
+pub const IO_IN_FLIGHT_MAX: usize = 256;
+
+/// Log messages kept for inspection; older ones are dropped first.
+pub const LOG_MESSAGES_MAX: usize = 4096;
+
+/// Timers a guest may have armed at once.
+pub const TIMERS_ARMED_MAX: usize = 64;
+
+/// Severity of a guest's log message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Detail.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Handled surprise.
+    Warn,
+    /// Unhandled problem.
+    Error,
+}
+
+/// A message the guest logged, with the op it was logged during (or after).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogMessage {
+    /// The last committed op when the message was logged.
+    pub op: u64,
+    /// Its severity.
+    pub level: Level,
+    /// Its text.
+    pub message: String,
+}
+
+/// In which order the host completes I/O that is in flight together.
+#[derive(Clone, Debug)]
+pub enum IoOrder {
+    /// In submission order.
+    Fifo,
+    /// In an order drawn from a PRNG with this seed: the same seed, the same order.
+    Seeded(u64),
+}
+
+/// A submitted grid operation.
+#[derive(Debug)]
+enum Submitted {
+    Read { address: u64 },
+    Write { address: u64, block: Vec<u8> },
+}
+
+impl Submitted {
+    fn address(&self) -> u64 {
+        match self {
+            Submitted::Read { address } | Submitted::Write { address, .. } => *address,
+        }
+    }
+}
+
+/// A completed grid operation, to deliver to the guest.
+#[derive(Debug)]
+pub enum Completion {
+    /// A read finished with these bytes.
+    Read {
+        /// The block's address.
+        address: u64,
+        /// The block as stored.
+        block: Vec<u8>,
+    },
+    /// A write finished.
+    Write {
+        /// The block's address.
+        address: u64,
+    },
+}
+
+/// Everything the host provides to one guest instance.
+pub struct HostContext {
+    storage: Box<dyn Storage>,
+    block_size: u32,
+    block_count: u64,
+    in_flight: Vec<Submitted>,
+    order: Option<Prng>,
+    /// The timestamp `clock.now` returns.
+    now: u64,
+    /// The last committed op, for log messages.
+    op: u64,
+    /// Armed timers: id -> timestamp.
+    timers: BTreeMap<u64, u64>,
+    log: Vec<LogMessage>,
+    echo_log: bool,
+    /// The first contract violation by the guest, reported when its call returns.
+    violation: Option<String>,
+    /// Counters, for reports.
+    pub(crate) stats: IoStats,
+}
+
+/// Counts of grid I/O done for the guest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoStats {
+    /// Blocks read.
+    pub reads: u64,
+    /// Blocks written.
+    pub writes: u64,
+}
+
+impl std::fmt::Debug for HostContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostContext")
+            .field("block_size", &self.block_size)
+            .field("block_count", &self.block_count)
+            .field("in_flight", &self.in_flight.len())
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostContext {
+    /// A host over `storage` with the grid's geometry.
+    pub fn new(
+        storage: Box<dyn Storage>,
+        block_size: u32,
+        block_count: u64,
+        order: IoOrder,
+    ) -> HostContext {
+        HostContext {
+            storage,
+            block_size,
+            block_count,
+            in_flight: Vec::with_capacity(IO_IN_FLIGHT_MAX),
+            order: match order {
+                IoOrder::Fifo => None,
+                IoOrder::Seeded(seed) => Some(Prng::new(seed)),
+            },
+            now: 0,
+            op: 0,
+            timers: BTreeMap::new(),
+            log: Vec::new(),
+            echo_log: false,
+            violation: None,
+            stats: IoStats::default(),
+        }
+    }
+
+    /// Print the guest's log messages to stderr as they arrive.
+    pub fn set_echo_log(&mut self, echo: bool) {
+        self.echo_log = echo;
+    }
+
+    /// The messages the guest logged (the newest [`LOG_MESSAGES_MAX`]).
+    pub fn log_messages(&self) -> &[LogMessage] {
+        &self.log
+    }
+
+    /// Grid I/O counts.
+    pub fn io_stats(&self) -> IoStats {
+        self.stats
+    }
+
+    pub(crate) fn set_clock(&mut self, op: u64, now: u64) {
+        self.op = op;
+        self.now = now;
+    }
+
+    /// Forget armed timers: they do not survive a restart (the guest re-arms in `open`).
+    pub(crate) fn clear_timers(&mut self) {
+        self.timers.clear();
+    }
+
+    /// The earliest armed timer due at or before `timestamp`, disarmed.
+    pub(crate) fn take_due_timer(&mut self, timestamp: u64) -> Option<u64> {
+        let (&id, _) = self
+            .timers
+            .iter()
+            .filter(|(_, at)| **at <= timestamp)
+            .min_by_key(|(id, at)| (**at, **id))?;
+        self.timers.remove(&id);
+        Some(id)
+    }
+
+    /// Take the first contract violation recorded during the last guest call.
+    pub(crate) fn take_violation(&mut self) -> Option<String> {
+        self.violation.take()
+    }
+
+    fn violate(&mut self, what: String) -> anyhow::Error {
+        let error = anyhow::anyhow!("guest broke the contract: {what}");
+        self.violation.get_or_insert(what);
+        error
+    }
+
+    /// Whether I/O is in flight.
+    pub(crate) fn has_in_flight(&self) -> bool {
+        !self.in_flight.is_empty()
+    }
+
+    /// Complete one operation in flight, chosen by the I/O order, against storage.
+    pub(crate) fn complete_next(&mut self) -> Result<Option<Completion>> {
+        if self.in_flight.is_empty() {
+            return Ok(None);
+        }
+        let index = match &mut self.order {
+            None => 0,
+            Some(prng) => prng.below(self.in_flight.len() as u64) as usize,
+        };
+        // `remove` keeps the rest in submission order, so FIFO stays FIFO.
+        Ok(Some(match self.in_flight.remove(index) {
+            Submitted::Read { address } => {
+                let mut block = vec![0; self.block_size as usize];
+                self.storage
+                    .read(address, &mut block)
+                    .with_context(|| format!("reading grid block {address}"))?;
+                self.stats.reads += 1;
+                Completion::Read { address, block }
+            }
+            Submitted::Write { address, block } => {
+                self.storage
+                    .write(address, &block)
+                    .with_context(|| format!("writing grid block {address}"))?;
+                self.stats.writes += 1;
+                Completion::Write { address }
+            }
+        }))
+    }
+
+    /// Make every completed write durable.
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        self.storage.sync().context("syncing the grid")
+    }
+
+    fn check_submission(&mut self, address: u64) -> Result<()> {
+        if !(1..=self.block_count).contains(&address) {
+            return Err(self.violate(format!(
+                "grid address {address} outside 1..={}",
+                self.block_count
+            )));
+        }
+        if self.in_flight.len() == IO_IN_FLIGHT_MAX {
+            return Err(self.violate(format!("more than {IO_IN_FLIGHT_MAX} grid I/Os in flight")));
+        }
+        if self.in_flight.iter().any(|io| io.address() == address) {
+            return Err(self.violate(format!(
+                "second I/O on grid address {address} while one is in flight"
+            )));
+        }
+        Ok(())
+    }
+
+    /// `grid.submit-read`.
+    pub fn submit_read(&mut self, address: u64) -> Result<()> {
+        self.check_submission(address)?;
+        self.in_flight.push(Submitted::Read { address });
+        Ok(())
+    }
+
+    /// `grid.submit-write`.
+    pub fn submit_write(&mut self, address: u64, block: Vec<u8>) -> Result<()> {
+        self.check_submission(address)?;
+        if block.len() != self.block_size as usize {
+            return Err(self.violate(format!(
+                "write of {} bytes to grid address {address}; blocks are {} bytes",
+                block.len(),
+                self.block_size
+            )));
+        }
+        self.in_flight.push(Submitted::Write { address, block });
+        Ok(())
+    }
+
+    /// `clock.now`.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// `clock.set-timer`.
+    pub fn set_timer(&mut self, id: u64, at: u64) -> Result<()> {
+        if !self.timers.contains_key(&id) && self.timers.len() == TIMERS_ARMED_MAX {
+            return Err(self.violate(format!("more than {TIMERS_ARMED_MAX} timers armed")));
+        }
+        self.timers.insert(id, at);
+        Ok(())
+    }
+
+    /// `clock.cancel-timer`.
+    pub fn cancel_timer(&mut self, id: u64) {
+        self.timers.remove(&id);
+    }
+
+    /// `log.log`.
+    pub fn log(&mut self, level: Level, message: String) {
+        if self.echo_log {
+            eprintln!("guest [{level:?}] op {}: {message}", self.op);
+        }
+        if self.log.len() == LOG_MESSAGES_MAX {
+            self.log.remove(0);
+        }
+        self.log.push(LogMessage {
+            op: self.op,
+            level,
+            message,
+        });
+    }
+}

@@ -1,0 +1,254 @@
+//! The lifecycle, as the host drives it: `init` -> `open`, then for each committed op
+//! (due timers) -> `prefetch` -> `commit` -> `compact`, and a `checkpoint` every
+//! checkpoint interval. Every asynchronous step is run to `done` by completing the
+//! guest's I/O one operation at a time, in the host context's deterministic order.
+
+use anyhow::{Context as _, Result, bail, ensure};
+
+use crate::machine::{Machine, Options, Step};
+
+/// Completions delivered to finish one step, at most. A guest whose step stays
+/// pending longer is treated as stuck rather than looping forever.
+pub const COMPLETIONS_PER_STEP_MAX: u64 = 1 << 24;
+
+/// Timers delivered before one op, at most: a guest that keeps re-arming timers in
+/// the past must not stall the host.
+pub const TIMERS_PER_OP_MAX: usize = 64;
+
+/// A committed request, as the log records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// The client that sent it.
+    pub client: u128,
+    /// Its op number: one more than the previous committed op.
+    pub op: u64,
+    /// Its timestamp: greater than the previous op's.
+    pub timestamp: u64,
+    /// The state machine operation.
+    pub operation: u8,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// A checkpoint as the host keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The op it is at.
+    pub op: u64,
+    /// The timestamp of that op (the clock a reopened guest sees).
+    pub timestamp: u64,
+    /// The guest's checkpoint state.
+    pub state: Vec<u8>,
+}
+
+impl Checkpoint {
+    /// The checkpoint id: the checksum of the state. Because the state names its blocks
+    /// by checksum, the id covers the whole durable state of the machine.
+    pub fn id(&self) -> u128 {
+        carapace_lsm::checksum::checksum(&self.state)
+    }
+}
+
+/// How the host paces a machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaConfig {
+    /// Options for `init`.
+    pub options: Options,
+    /// Checkpoint after every op that is a multiple of this.
+    pub checkpoint_interval_ops: u64,
+}
+
+/// A state machine instance and where it stands in the log.
+#[derive(Debug)]
+pub struct Replica<M: Machine> {
+    machine: M,
+    config: ReplicaConfig,
+    /// The last committed op.
+    op: u64,
+    /// Its timestamp.
+    timestamp: u64,
+    checkpoint: Option<Checkpoint>,
+}
+
+impl<M: Machine> Replica<M> {
+    /// `init` and `open` `machine`, empty or at `checkpoint`.
+    pub fn open(
+        mut machine: M,
+        config: ReplicaConfig,
+        checkpoint: Option<Checkpoint>,
+    ) -> Result<Replica<M>> {
+        ensure!(
+            config.checkpoint_interval_ops > 0,
+            "the checkpoint interval must be at least one op"
+        );
+        machine.init(&config.options).context("`init`")?;
+        let (op, timestamp) = checkpoint
+            .as_ref()
+            .map_or((0, 0), |checkpoint| (checkpoint.op, checkpoint.timestamp));
+        machine.with_context(|context| {
+            context.clear_timers();
+            context.set_clock(op, timestamp);
+        });
+        let step = machine.open(
+            checkpoint
+                .as_ref()
+                .map(|checkpoint| checkpoint.state.as_slice()),
+        );
+        let mut replica = Replica {
+            machine,
+            config,
+            op,
+            timestamp,
+            checkpoint,
+        };
+        replica.finish_step("open", step)?;
+        Ok(replica)
+    }
+
+    /// The last committed op.
+    pub fn op(&self) -> u64 {
+        self.op
+    }
+
+    /// The timestamp of the last committed op.
+    pub fn timestamp(&self) -> u64 {
+        self.timestamp
+    }
+
+    /// The latest checkpoint, taken or opened.
+    pub fn checkpoint(&self) -> Option<&Checkpoint> {
+        self.checkpoint.as_ref()
+    }
+
+    /// The machine (for its host context, mostly).
+    pub fn machine_mut(&mut self) -> &mut M {
+        &mut self.machine
+    }
+
+    /// Whether the machine accepts a request; the error is the reason for the client.
+    pub fn input_valid(&mut self, operation: u8, body: &[u8]) -> Result<Result<(), String>> {
+        self.machine.input_valid(operation, body)
+    }
+
+    /// Commit `request` and return its reply: due timers, prefetch, commit, compact,
+    /// and a checkpoint if the op ends an interval. The request must be the next op,
+    /// with a later timestamp, and valid (see [`Replica::input_valid`]).
+    pub fn commit(&mut self, request: &Request) -> Result<Vec<u8>> {
+        ensure!(
+            request.op == self.op + 1,
+            "op {} does not follow the last committed op {}",
+            request.op,
+            self.op
+        );
+        ensure!(
+            request.timestamp > self.timestamp,
+            "op {} has timestamp {}, not after the previous {}",
+            request.op,
+            request.timestamp,
+            self.timestamp
+        );
+        if let Err(reason) = self.machine.input_valid(request.operation, &request.body)? {
+            bail!("op {} is not valid input: {reason}", request.op);
+        }
+        self.deliver_due_timers(request.timestamp)?;
+
+        let op = request.op;
+        self.machine
+            .with_context(|context| context.set_clock(op - 1, request.timestamp));
+        let step = self.machine.prefetch(op, request.operation, &request.body);
+        self.finish_step("prefetch", step)
+            .with_context(|| format!("op {op}"))?;
+        let reply = self
+            .machine
+            .commit(
+                request.client,
+                op,
+                request.timestamp,
+                request.operation,
+                &request.body,
+            )
+            .with_context(|| format!("`commit` of op {op}"))?;
+        self.op = op;
+        self.timestamp = request.timestamp;
+        self.machine
+            .with_context(|context| context.set_clock(op, request.timestamp));
+        let step = self.machine.compact(op);
+        self.finish_step("compact", step)
+            .with_context(|| format!("op {op}"))?;
+        if op % self.config.checkpoint_interval_ops == 0 {
+            self.take_checkpoint()?;
+        }
+        Ok(reply)
+    }
+
+    fn deliver_due_timers(&mut self, timestamp: u64) -> Result<()> {
+        for _ in 0..TIMERS_PER_OP_MAX {
+            let Some(id) = self
+                .machine
+                .with_context(|context| context.take_due_timer(timestamp))
+            else {
+                return Ok(());
+            };
+            let step = self.machine.timer(id);
+            self.finish_step("timer", step)
+                .with_context(|| format!("timer {id} before op {}", self.op + 1))?;
+        }
+        bail!(
+            "more than {TIMERS_PER_OP_MAX} timers fell due before op {}: the guest keeps re-arming them",
+            self.op + 1
+        )
+    }
+
+    fn take_checkpoint(&mut self) -> Result<()> {
+        let op = self.op;
+        let step = self.machine.checkpoint(op);
+        self.finish_step("checkpoint", step)
+            .with_context(|| format!("op {op}"))?;
+        self.machine.with_context(|context| context.sync())?;
+        let state = self
+            .machine
+            .checkpoint_state()
+            .context("`checkpoint-state`")?;
+        ensure!(
+            !state.is_empty(),
+            "the guest returned an empty checkpoint state at op {op}"
+        );
+        self.checkpoint = Some(Checkpoint {
+            op,
+            timestamp: self.timestamp,
+            state,
+        });
+        Ok(())
+    }
+
+    /// Deliver completions until the step in flight is done.
+    fn finish_step(&mut self, what: &str, first: Result<Step>) -> Result<()> {
+        let mut step = first.with_context(|| format!("`{what}`"))?;
+        let mut completions = 0;
+        while step == Step::Pending {
+            ensure!(
+                completions < COMPLETIONS_PER_STEP_MAX,
+                "`{what}` still pending after {COMPLETIONS_PER_STEP_MAX} completions"
+            );
+            let completion = self
+                .machine
+                .with_context(|context| context.complete_next())?;
+            step = match completion {
+                None => bail!("`{what}` is pending with no I/O in flight"),
+                Some(crate::context::Completion::Read { address, block }) => self
+                    .machine
+                    .read_done(address, block)
+                    .with_context(|| format!("`read-done` of address {address} during `{what}`"))?,
+                Some(crate::context::Completion::Write { address }) => {
+                    self.machine.write_done(address).with_context(|| {
+                        format!("`write-done` of address {address} during `{what}`")
+                    })?
+                }
+            };
+            completions += 1;
+        }
+        let stray = self.machine.with_context(|context| context.has_in_flight());
+        ensure!(!stray, "`{what}` is done with I/O still in flight");
+        Ok(())
+    }
+}

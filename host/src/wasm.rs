@@ -1,0 +1,323 @@
+//! The wasmtime side: an engine configured for determinism, components checked against
+//! the `state-machine` world before they run, and [`WasmMachine`], one instance driven
+//! through the generated bindings.
+
+use anyhow::{Context as _, Result, bail};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+
+use crate::context::{HostContext, Level};
+use crate::machine::{GuestFailure, Machine, Options, Step};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "state-machine",
+        imports: { default: trappable },
+        anyhow: true,
+    });
+}
+
+use bindings::carapace::state_machine::{clock, grid, log, types};
+use bindings::exports::carapace::state_machine::machine::Guest as MachineExports;
+
+/// The interfaces a component may import: the world's, and nothing else.
+pub const WORLD_IMPORTS: [&str; 4] = [
+    "carapace:state-machine/types@0.1.0",
+    "carapace:state-machine/grid@0.1.0",
+    "carapace:state-machine/clock@0.1.0",
+    "carapace:state-machine/log@0.1.0",
+];
+
+/// Limits on one guest instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel for one export call. Deterministic: the same call on the same state uses
+    /// the same fuel, so running out is reproducible, unlike a wall-clock timeout.
+    pub fuel_per_call: u64,
+    /// Linear memory a guest may grow to, in bytes.
+    pub memory_bytes_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            // Generous: a checkpoint of a large grid touches every free-set word.
+            fuel_per_call: 10_000_000_000,
+            memory_bytes_max: 1 << 30,
+        }
+    }
+}
+
+/// A wasmtime engine and linker for the `state-machine` world.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<WasmState>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a store holds: the host context the imports use, and the store's limits.
+struct WasmState {
+    context: HostContext,
+    limits: StoreLimits,
+}
+
+impl Runtime {
+    /// An engine configured for deterministic execution.
+    pub fn new(limits: Limits) -> Result<Runtime> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        // Every source of nondeterminism wasm has, switched off (docs.wasmtime.dev,
+        // "Deterministic Wasm Execution").
+        config.cranelift_nan_canonicalization(true);
+        // Threads are compiled out: this build of wasmtime has no `threads` feature.
+        config.wasm_relaxed_simd(false);
+        config.consume_fuel(true);
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("configuring the wasmtime engine")?;
+        let mut linker = Linker::new(&engine);
+        bindings::StateMachine::add_to_linker::<WasmState, HasSelf<WasmState>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(anyhow::Error::from)
+        .context("linking the host imports")?;
+        Ok(Runtime {
+            engine,
+            linker,
+            limits,
+        })
+    }
+
+    /// Compile `bytes` as a component and check that it imports nothing outside the
+    /// world; the error names the first import that is.
+    pub fn load(&self, bytes: &[u8]) -> Result<Component> {
+        let component = Component::new(&self.engine, bytes)
+            .map_err(anyhow::Error::from)
+            .context("compiling the component")?;
+        let component_type = component.component_type();
+        for (name, _) in component_type.imports(&self.engine) {
+            if !WORLD_IMPORTS.contains(&name) {
+                bail!(
+                    "the component imports `{name}`, which is outside the `state-machine` world \
+                     (allowed: {})",
+                    WORLD_IMPORTS.join(", ")
+                );
+            }
+        }
+        Ok(component)
+    }
+
+    /// Instantiate `component` over `context`.
+    pub fn instantiate(&self, component: &Component, context: HostContext) -> Result<WasmMachine> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes_max)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(&self.engine, WasmState { context, limits });
+        store.limiter(|state| &mut state.limits);
+        store.set_fuel(self.limits.fuel_per_call)?;
+        let bindings = bindings::StateMachine::instantiate(&mut store, component, &self.linker)
+            .map_err(anyhow::Error::from)
+            .context("instantiating the component")?;
+        Ok(WasmMachine {
+            store,
+            bindings,
+            fuel_per_call: self.limits.fuel_per_call,
+        })
+    }
+}
+
+/// One component instance in its own store.
+pub struct WasmMachine {
+    store: Store<WasmState>,
+    bindings: bindings::StateMachine,
+    fuel_per_call: u64,
+}
+
+impl std::fmt::Debug for WasmMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmMachine").finish_non_exhaustive()
+    }
+}
+
+impl WasmMachine {
+    /// Call one export with a full tank of fuel; a trap or a contract violation during
+    /// the call becomes an error naming the export.
+    fn call<T>(
+        &mut self,
+        export: &str,
+        call: impl FnOnce(&MachineExports, &mut Store<WasmState>) -> wasmtime::Result<T>,
+    ) -> Result<T> {
+        self.store.set_fuel(self.fuel_per_call)?;
+        let result = call(
+            self.bindings.carapace_state_machine_machine(),
+            &mut self.store,
+        );
+        if let Some(violation) = self.store.data_mut().context.take_violation() {
+            bail!("guest broke the contract in `{export}`: {violation}");
+        }
+        result.map_err(|error| {
+            anyhow::Error::from(error).context(format!("guest trapped in `{export}`"))
+        })
+    }
+
+    fn step(
+        &mut self,
+        export: &str,
+        call: impl FnOnce(
+            &MachineExports,
+            &mut Store<WasmState>,
+        ) -> wasmtime::Result<Result<types::Step, types::Failure>>,
+    ) -> Result<Step> {
+        match self.call(export, call)? {
+            Ok(types::Step::Pending) => Ok(Step::Pending),
+            Ok(types::Step::Done) => Ok(Step::Done),
+            Err(failure) => Err(wasm_failure(failure).into()),
+        }
+    }
+}
+
+fn wasm_failure(failure: types::Failure) -> GuestFailure {
+    let (kind, message) = match failure {
+        types::Failure::InvalidArgument(message) => ("invalid-argument", message),
+        types::Failure::CorruptBlock(message) => ("corrupt-block", message),
+        types::Failure::OutOfSpace(message) => ("out-of-space", message),
+        types::Failure::Protocol(message) => ("protocol", message),
+    };
+    GuestFailure { kind, message }
+}
+
+impl Machine for WasmMachine {
+    fn init(&mut self, options: &Options) -> Result<()> {
+        let options = types::Options {
+            batch_size_limit: options.batch_size_limit,
+            block_size: options.block_size,
+            block_count: options.block_count,
+            settings: options.settings.clone(),
+        };
+        self.call("init", |exports, store| exports.call_init(store, &options))?
+            .map_err(|failure| wasm_failure(failure).into())
+    }
+
+    fn open(&mut self, checkpoint: Option<&[u8]>) -> Result<Step> {
+        self.step("open", |exports, store| {
+            exports.call_open(store, checkpoint)
+        })
+    }
+
+    fn input_valid(&mut self, operation: u8, body: &[u8]) -> Result<Result<(), String>> {
+        self.call("input-valid", |exports, store| {
+            exports.call_input_valid(store, operation, body)
+        })
+    }
+
+    fn prefetch(&mut self, op: u64, operation: u8, body: &[u8]) -> Result<Step> {
+        self.step("prefetch", |exports, store| {
+            exports.call_prefetch(store, op, operation, body)
+        })
+    }
+
+    fn commit(
+        &mut self,
+        client: u128,
+        op: u64,
+        timestamp: u64,
+        operation: u8,
+        body: &[u8],
+    ) -> Result<Vec<u8>> {
+        let client = types::U128 {
+            high: (client >> 64) as u64,
+            low: client as u64,
+        };
+        self.call("commit", |exports, store| {
+            exports.call_commit(store, client, op, timestamp, operation, body)
+        })?
+        .map_err(|failure| wasm_failure(failure).into())
+    }
+
+    fn compact(&mut self, op: u64) -> Result<Step> {
+        self.step("compact", |exports, store| exports.call_compact(store, op))
+    }
+
+    fn checkpoint(&mut self, op: u64) -> Result<Step> {
+        self.step("checkpoint", |exports, store| {
+            exports.call_checkpoint(store, op)
+        })
+    }
+
+    fn checkpoint_state(&mut self) -> Result<Vec<u8>> {
+        self.call("checkpoint-state", |exports, store| {
+            exports.call_checkpoint_state(store)
+        })
+    }
+
+    fn read_done(&mut self, address: u64, block: Vec<u8>) -> Result<Step> {
+        self.step("read-done", |exports, store| {
+            exports.call_read_done(store, address, &block)
+        })
+    }
+
+    fn write_done(&mut self, address: u64) -> Result<Step> {
+        self.step("write-done", |exports, store| {
+            exports.call_write_done(store, address)
+        })
+    }
+
+    fn timer(&mut self, id: u64) -> Result<Step> {
+        self.step("timer", |exports, store| exports.call_timer(store, id))
+    }
+
+    fn with_context<R>(&mut self, action: impl FnOnce(&mut HostContext) -> R) -> R {
+        action(&mut self.store.data_mut().context)
+    }
+}
+
+impl types::Host for WasmState {}
+
+impl grid::Host for WasmState {
+    fn submit_read(&mut self, address: u64) -> Result<()> {
+        self.context.submit_read(address)
+    }
+
+    fn submit_write(&mut self, address: u64, block: Vec<u8>) -> Result<()> {
+        self.context.submit_write(address, block)
+    }
+}
+
+impl clock::Host for WasmState {
+    fn now(&mut self) -> Result<u64> {
+        Ok(self.context.now())
+    }
+
+    fn set_timer(&mut self, id: u64, at: u64) -> Result<()> {
+        self.context.set_timer(id, at)
+    }
+
+    fn cancel_timer(&mut self, id: u64) -> Result<()> {
+        self.context.cancel_timer(id);
+        Ok(())
+    }
+}
+
+impl log::Host for WasmState {
+    fn log(&mut self, level: types::Level, message: String) -> Result<()> {
+        let level = match level {
+            types::Level::Debug => Level::Debug,
+            types::Level::Info => Level::Info,
+            types::Level::Warn => Level::Warn,
+            types::Level::Error => Level::Error,
+        };
+        self.context.log(level, message);
+        Ok(())
+    }
+}
