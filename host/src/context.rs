@@ -177,15 +177,16 @@ impl HostContext {
         self.timers.clear();
     }
 
-    /// The earliest armed timer due at or before `timestamp`, disarmed.
-    pub(crate) fn take_due_timer(&mut self, timestamp: u64) -> Option<u64> {
-        let (&id, _) = self
+    /// The earliest armed timer due at or before `timestamp`, disarmed: its id and
+    /// deadline.
+    pub(crate) fn take_due_timer(&mut self, timestamp: u64) -> Option<(u64, u64)> {
+        let (&id, &at) = self
             .timers
             .iter()
             .filter(|(_, at)| **at <= timestamp)
             .min_by_key(|(id, at)| (**at, **id))?;
         self.timers.remove(&id);
-        Some(id)
+        Some((id, at))
     }
 
     /// Take the first contract violation recorded during the last guest call.

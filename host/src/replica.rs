@@ -183,10 +183,13 @@ impl<M: Machine> Replica<M> {
 
     fn deliver_due_timers(&mut self, timestamp: u64) -> Result<()> {
         for _ in 0..TIMERS_PER_OP_MAX {
-            let Some(id) = self
-                .machine
-                .with_context(|context| context.take_due_timer(timestamp))
-            else {
+            let op = self.op;
+            let Some(id) = self.machine.with_context(|context| {
+                let (id, at) = context.take_due_timer(timestamp)?;
+                // The timer fires at its deadline: that is the time the guest sees.
+                context.set_clock(op, at);
+                Some(id)
+            }) else {
                 return Ok(());
             };
             let step = self.machine.timer(id);

@@ -33,6 +33,13 @@ impl MemoryStorage {
         MemoryStorage::default()
     }
 
+    /// A copy that shares nothing with this storage: the image a crash would leave.
+    pub fn snapshot(&self) -> MemoryStorage {
+        MemoryStorage {
+            blocks: Rc::new(RefCell::new(self.blocks.borrow().clone())),
+        }
+    }
+
     /// Blocks written so far.
     pub fn written_count(&self) -> usize {
         self.blocks.borrow().len()

@@ -1,1 +1,11 @@
+//! One integration test binary, a module per topic.
 
+mod support;
+
+mod components;
+mod determinism;
+mod input;
+mod recovery;
+mod storage;
+mod timers;
+mod workload;

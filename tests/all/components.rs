@@ -1,0 +1,125 @@
+//! Components that do not fit the world, or misbehave, are refused with clear errors.
+
+use carapace::context::IoOrder;
+use carapace::replica::Replica;
+use carapace::storage::MemoryStorage;
+use carapace::wasm::{Limits, Runtime};
+
+use crate::support::*;
+
+fn load_error(bytes: &[u8]) -> String {
+    let runtime = Runtime::new(Limits::default()).unwrap();
+    format!("{:#}", runtime.load(bytes).unwrap_err())
+}
+
+#[test]
+fn a_component_importing_outside_the_world_is_refused_naming_the_import() {
+    let component = wat::parse_str(
+        r#"(component
+            (import "wasi:clocks/wall-clock@0.2.0" (instance
+                (export "now" (func (result u64)))))
+        )"#,
+    )
+    .unwrap();
+    let error = load_error(&component);
+    assert!(
+        error.contains("imports `wasi:clocks/wall-clock@0.2.0`"),
+        "{error}"
+    );
+    assert!(
+        error.contains("outside the `state-machine` world"),
+        "{error}"
+    );
+}
+
+#[test]
+fn bytes_that_are_not_a_component_are_refused() {
+    let error = load_error(b"definitely not wasm");
+    assert!(error.contains("compiling the component"), "{error}");
+    let core_module = wat::parse_str("(module)").unwrap();
+    let error = load_error(&core_module);
+    assert!(error.contains("compiling the component"), "{error}");
+}
+
+#[test]
+fn a_component_without_the_machine_export_is_refused() {
+    let runtime = Runtime::new(Limits::default()).unwrap();
+    let component = runtime
+        .load(&wat::parse_str("(component)").unwrap())
+        .unwrap();
+    let context = context(&MemoryStorage::new(), IoOrder::Fifo);
+    let error = format!(
+        "{:#}",
+        runtime.instantiate(&component, context).unwrap_err()
+    );
+    assert!(error.contains("instantiating the component"), "{error}");
+    assert!(
+        error.contains("carapace:state-machine/machine@0.1.0"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_guest_out_of_fuel_traps_with_an_error_not_a_panic() {
+    let limits = Limits {
+        fuel_per_call: 1_000,
+        ..Limits::default()
+    };
+    let runtime = Runtime::new(limits).unwrap();
+    let component = runtime.load(carapace::ECHO_COMPONENT).unwrap();
+    let machine = runtime
+        .instantiate(&component, context(&MemoryStorage::new(), IoOrder::Fifo))
+        .unwrap();
+    let error = format!("{:#}", Replica::open(machine, config(), None).unwrap_err());
+    assert!(error.contains("guest trapped in `init`"), "{error}");
+    assert!(error.contains("fuel"), "{error}");
+}
+
+#[test]
+fn a_guest_over_its_memory_limit_traps_with_an_error() {
+    let limits = Limits {
+        memory_bytes_max: 2 << 16,
+        ..Limits::default()
+    };
+    let runtime = Runtime::new(limits).unwrap();
+    let component = runtime.load(carapace::ECHO_COMPONENT).unwrap();
+    let result = runtime
+        .instantiate(&component, context(&MemoryStorage::new(), IoOrder::Fifo))
+        .and_then(|machine| Replica::open(machine, config(), None));
+    let error = format!("{:#}", result.unwrap_err());
+    assert!(
+        error.contains("memory") || error.contains("guest trapped"),
+        "{error}"
+    );
+}
+
+#[test]
+fn bad_options_are_refused_by_the_guest_with_the_reason() {
+    for (settings, expected) in [
+        (vec![("bar-ops", "3")], "setting `bar-ops`: 3"),
+        (
+            vec![("no-such-setting", "1")],
+            "unknown setting `no-such-setting`",
+        ),
+    ] {
+        let error = format!(
+            "{:#}",
+            wasm_replica(
+                &MemoryStorage::new(),
+                IoOrder::Fifo,
+                config_with(&settings),
+                None
+            )
+            .unwrap_err()
+        );
+        assert!(error.contains("invalid-argument"), "{error}");
+        assert!(error.contains(expected), "{error}");
+    }
+    let mut bad_block_size = config();
+    bad_block_size.options.block_size = 1000;
+    let error = format!(
+        "{:#}",
+        wasm_replica(&MemoryStorage::new(), IoOrder::Fifo, bad_block_size, None).unwrap_err()
+    );
+    assert!(error.contains("block size 1000"), "{error}");
+}

@@ -1,0 +1,68 @@
+//! Same log, same replies and checkpoint ids: across runs, I/O orders, and targets.
+
+use carapace::context::IoOrder;
+use carapace::machine::Machine;
+use carapace::replica::Replica;
+use carapace::storage::MemoryStorage;
+use carapace::workload::Workload;
+
+use crate::support::*;
+
+/// Every reply and every checkpoint id of `ops` workload ops.
+fn trace<M: Machine>(mut replica: Replica<M>, seed: u64, ops: u64) -> (Vec<Vec<u8>>, Vec<u128>) {
+    let mut workload = Workload::new(seed, BATCH_SIZE_LIMIT);
+    let mut replies = Vec::new();
+    let mut checkpoint_ids = Vec::new();
+    for _ in 0..ops {
+        let request = workload.next_request(replica.op(), replica.timestamp());
+        replies.push(replica.commit(&request).unwrap());
+        if let Some(checkpoint) = replica
+            .checkpoint()
+            .filter(|checkpoint| checkpoint.op == request.op)
+        {
+            checkpoint_ids.push(checkpoint.id());
+        }
+    }
+    (replies, checkpoint_ids)
+}
+
+fn wasm_trace(seed: u64, order: IoOrder, ops: u64) -> (Vec<Vec<u8>>, Vec<u128>) {
+    trace(
+        wasm_replica(&MemoryStorage::new(), order, config(), None).unwrap(),
+        seed,
+        ops,
+    )
+}
+
+#[test]
+fn same_seed_gives_the_same_checkpoint_ids_and_another_seed_does_not() {
+    let first = wasm_trace(5, IoOrder::Seeded(5), 600);
+    let second = wasm_trace(5, IoOrder::Seeded(5), 600);
+    assert_eq!(first, second);
+    assert_eq!(first.1.len(), 600 / CHECKPOINT_INTERVAL_OPS as usize);
+    let other = wasm_trace(6, IoOrder::Seeded(6), 600);
+    assert_ne!(first.1.last(), other.1.last());
+}
+
+#[test]
+fn io_completion_order_does_not_change_the_state() {
+    let fifo = wasm_trace(3, IoOrder::Fifo, 300);
+    for order_seed in [1, 2, 99] {
+        assert_eq!(
+            wasm_trace(3, IoOrder::Seeded(order_seed), 300),
+            fifo,
+            "order seed {order_seed}"
+        );
+    }
+}
+
+#[test]
+fn native_and_wasm_give_the_same_replies_and_checkpoint_ids() {
+    let wasm = wasm_trace(8, IoOrder::Seeded(8), 500);
+    let native = trace(
+        native_replica(&MemoryStorage::new(), IoOrder::Seeded(8), config(), None).unwrap(),
+        8,
+        500,
+    );
+    assert_eq!(native, wasm);
+}

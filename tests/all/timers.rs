@@ -1,0 +1,55 @@
+//! Logical timers fire at the same place in the log, natively, in wasm, and after a
+//! restart.
+
+use carapace::context::IoOrder;
+use carapace::machine::Machine;
+use carapace::replica::Replica;
+use carapace::storage::MemoryStorage;
+use carapace::workload::{self, Workload};
+
+use crate::support::*;
+
+fn stats_messages<M: Machine>(replica: &mut Replica<M>) -> Vec<(u64, String)> {
+    replica.machine_mut().with_context(|context| {
+        context
+            .log_messages()
+            .iter()
+            .filter(|message| message.message.starts_with("stats"))
+            .map(|message| (message.op, message.message.clone()))
+            .collect()
+    })
+}
+
+#[test]
+fn timers_fire_at_the_same_ops_in_wasm_natively_and_after_reopening() {
+    let config = config_with(&[("stats-interval", "5000")]);
+    let storage = MemoryStorage::new();
+    let mut wasm = wasm_replica(&storage, IoOrder::Seeded(1), config.clone(), None).unwrap();
+    let mut native = native_replica(
+        &MemoryStorage::new(),
+        IoOrder::Seeded(1),
+        config.clone(),
+        None,
+    )
+    .unwrap();
+    workload::run(&mut wasm, &mut Workload::new(9, BATCH_SIZE_LIMIT), 64).unwrap();
+    workload::run(&mut native, &mut Workload::new(9, BATCH_SIZE_LIMIT), 64).unwrap();
+    let fired = stats_messages(&mut wasm);
+    assert!(fired.len() >= 4, "{fired:?}");
+    assert_eq!(fired, stats_messages(&mut native));
+
+    // Reopen at the checkpoint of op 32 over the storage as it was then, and replay:
+    // the timer is re-armed for the same deadline and fires before the same ops.
+    let mut workload = Workload::new(9, BATCH_SIZE_LIMIT);
+    let storage = MemoryStorage::new();
+    let mut first_half = wasm_replica(&storage, IoOrder::Fifo, config.clone(), None).unwrap();
+    workload::run(&mut first_half, &mut workload, 32).unwrap();
+    let checkpoint = first_half.checkpoint().unwrap().clone();
+    assert_eq!(checkpoint.op, 32);
+    let mut reopened =
+        wasm_replica(&storage.snapshot(), IoOrder::Fifo, config, Some(checkpoint)).unwrap();
+    workload::run(&mut reopened, &mut workload, 32).unwrap();
+    let expected: Vec<_> = fired.iter().filter(|(op, _)| *op >= 32).cloned().collect();
+    assert!(!expected.is_empty());
+    assert_eq!(stats_messages(&mut reopened), expected);
+}

@@ -1,0 +1,26 @@
+//! TigerBeetle's echo workload through the wasm host.
+
+use carapace::context::IoOrder;
+use carapace::storage::MemoryStorage;
+use carapace::workload::{self, Workload};
+
+use crate::support::*;
+
+#[test]
+fn thousands_of_echo_ops_through_the_wasm_host() {
+    let storage = MemoryStorage::new();
+    let mut replica = wasm_replica(&storage, IoOrder::Seeded(11), config(), None).unwrap();
+    let mut workload = Workload::new(11, BATCH_SIZE_LIMIT);
+    // `workload::run` checks every reply against its request.
+    let report = workload::run(&mut replica, &mut workload, 4_000).unwrap();
+    assert_eq!(report.ops, 4_000);
+    assert!(report.bytes > 4_000 * u64::from(BATCH_SIZE_LIMIT) / 3);
+    assert_eq!(replica.op(), 4_000);
+    assert_eq!(replica.checkpoint().unwrap().op, 4_000);
+    // One table (one value block and one index block) per bar of 4 ops, at least.
+    assert!(
+        storage.written_count() >= 2_000,
+        "{} blocks",
+        storage.written_count()
+    );
+}
