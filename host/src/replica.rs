@@ -175,7 +175,7 @@ impl<M: Machine> Replica<M> {
         let step = self.machine.compact(op);
         self.finish_step("compact", step)
             .with_context(|| format!("op {op}"))?;
-        if op % self.config.checkpoint_interval_ops == 0 {
+        if op.is_multiple_of(self.config.checkpoint_interval_ops) {
             self.take_checkpoint()?;
         }
         Ok(reply)

@@ -153,9 +153,8 @@ impl Echo {
     /// that a machine reopened at a checkpoint arms it for the same timestamp.
     fn arm_stats_timer(&self) {
         let interval = self.settings.stats_interval;
-        if interval > 0 {
-            let now = self.context.now();
-            let at = (now / interval).saturating_add(1).saturating_mul(interval);
+        if let Some(intervals) = self.context.now().checked_div(interval) {
+            let at = intervals.saturating_add(1).saturating_mul(interval);
             self.context.set_timer(STATS_TIMER_ID, at);
         }
     }
@@ -235,7 +234,7 @@ impl StateMachine for Echo {
         }
         match Operation::from_u8(operation) {
             Some(Operation::Echo) => Ok(()),
-            Some(Operation::Lookup) if body.is_empty() || body.len() % ID_SIZE != 0 => {
+            Some(Operation::Lookup) if body.is_empty() || !body.len().is_multiple_of(ID_SIZE) => {
                 Err(format!(
                     "lookup body of {} bytes is not one or more ids of {ID_SIZE} bytes",
                     body.len()
@@ -329,7 +328,7 @@ impl StateMachine for Echo {
                 self.op_committed, self.op_compacted
             )));
         }
-        if op % self.settings.bar_ops == 0 {
+        if op.is_multiple_of(self.settings.bar_ops) {
             self.things.flush(&mut self.grid, op).await?;
         }
         self.op_compacted = op;
@@ -343,7 +342,7 @@ impl StateMachine for Echo {
                 self.op_compacted
             )));
         }
-        if op % self.settings.bar_ops != 0 {
+        if !op.is_multiple_of(self.settings.bar_ops) {
             return Err(Failure::InvalidArgument(format!(
                 "checkpoint at op {op} is not at the end of a bar of {} ops",
                 self.settings.bar_ops

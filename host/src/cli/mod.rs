@@ -4,6 +4,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+pub mod bench;
 pub mod run;
 
 /// A deterministic, sandboxed state-machine runtime.
@@ -17,6 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Run(run::RunCommand),
+    Bench(bench::BenchCommand),
 }
 
 impl Cli {
@@ -24,6 +26,7 @@ impl Cli {
     pub fn execute(self) -> Result<()> {
         match self.command {
             Command::Run(command) => command.execute(),
+            Command::Bench(command) => command.execute(),
         }
     }
 }

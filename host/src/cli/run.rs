@@ -21,22 +21,15 @@ pub enum Target {
     Native,
 }
 
-/// Run the seeded echo workload: every reply is checked equal to its request, and the
-/// last checkpoint's id is printed (the same seed and options give the same id).
-#[derive(Debug, Args)]
-pub struct RunCommand {
+/// The workload and the machine's options, shared by `run` and `bench`.
+#[derive(Clone, Debug, Args)]
+pub struct WorkloadArgs {
     /// Ops to commit.
     #[arg(long, default_value_t = 20_000)]
     pub ops: u64,
     /// Seed of the workload and of the I/O completion order.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// The state machine component; the embedded echo machine by default.
-    #[arg(long)]
-    pub module: Option<PathBuf>,
-    /// Where the state machine runs (`native` only runs the embedded echo machine).
-    #[arg(long, value_enum, default_value_t = Target::Wasm)]
-    pub target: Target,
     /// The largest request body in bytes; bodies are uniform in 0..=this.
     #[arg(long, default_value_t = 4096)]
     pub batch_size_limit: u32,
@@ -52,76 +45,27 @@ pub struct RunCommand {
     /// A machine setting `name=value` (repeatable), for example `bar-ops=4`.
     #[arg(long = "setting", value_name = "NAME=VALUE")]
     pub settings: Vec<String>,
-    /// Print the guest's log messages.
-    #[arg(long)]
-    pub log: bool,
 }
 
-impl RunCommand {
-    /// Run the workload and print the report.
-    pub fn execute(self) -> Result<()> {
-        let config = self.replica_config()?;
-        let mut context = HostContext::new(
-            Box::new(MemoryStorage::new()),
-            self.block_size,
-            self.grid_blocks,
-            IoOrder::Seeded(self.seed),
-        );
-        context.set_echo_log(self.log);
-        let mut workload = Workload::new(self.seed, self.batch_size_limit);
-        let (report, checkpoint) = match self.target {
-            Target::Wasm => {
-                let bytes = match &self.module {
-                    Some(path) => std::fs::read(path)
-                        .with_context(|| format!("reading `{}`", path.display()))?,
-                    None => crate::ECHO_COMPONENT.to_vec(),
-                };
-                let runtime = Runtime::new(Limits::default())?;
-                let component = runtime.load(&bytes).with_context(|| self.module_name())?;
-                let machine = runtime.instantiate(&component, context)?;
-                run(machine, config, &mut workload, self.ops)?
-            }
-            Target::Native => {
-                if self.module.is_some() {
-                    bail!("`--target native` runs the built-in echo machine; drop `--module`");
-                }
-                run(NativeMachine::new(context), config, &mut workload, self.ops)?
-            }
-        };
-        println!("module      {}", self.module_name());
-        println!("target      {:?}", self.target);
-        println!("seed        {}", self.seed);
-        println!("ops         {}", report.ops);
-        println!(
-            "bytes       {} (request bodies, each echoed back)",
-            report.bytes
-        );
-        println!("elapsed     {:.3} s", report.elapsed.as_secs_f64());
-        println!("ops/s       {:.0}", report.ops_per_second());
-        match checkpoint {
-            Some((op, id)) => println!("checkpoint  op {op} id {id:032x}"),
-            None => println!(
-                "checkpoint  none (fewer than {} ops)",
-                self.checkpoint_interval
-            ),
-        }
-        Ok(())
-    }
+/// What one workload run produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// Counts and timing.
+    pub report: RunReport,
+    /// The last checkpoint's op and id, if any was taken.
+    pub checkpoint: Option<(u64, u128)>,
+}
 
-    fn module_name(&self) -> String {
-        match &self.module {
-            Some(path) => format!("`{}`", path.display()),
-            None => "embedded echo".into(),
-        }
-    }
-
+impl WorkloadArgs {
     fn replica_config(&self) -> Result<ReplicaConfig> {
         let settings = self
             .settings
             .iter()
             .map(|setting| match setting.split_once('=') {
-                Some((name, value)) => Ok((name.to_string(), value.to_string())),
-                None => bail!("setting `{setting}` is not of the form NAME=VALUE"),
+                Some((name, value)) if !name.is_empty() => {
+                    Ok((name.to_string(), value.to_string()))
+                }
+                _ => bail!("setting `{setting}` is not of the form NAME=VALUE"),
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(ReplicaConfig {
@@ -134,21 +78,95 @@ impl RunCommand {
             checkpoint_interval_ops: self.checkpoint_interval,
         })
     }
+
+    /// Run the workload on `target`; `module` is a component's bytes (wasm only).
+    pub fn execute_on(&self, target: Target, module: &[u8], echo_log: bool) -> Result<Outcome> {
+        let config = self.replica_config()?;
+        let mut context = HostContext::new(
+            Box::new(MemoryStorage::new()),
+            self.block_size,
+            self.grid_blocks,
+            IoOrder::Seeded(self.seed),
+        );
+        context.set_echo_log(echo_log);
+        match target {
+            Target::Wasm => {
+                let runtime = Runtime::new(Limits::default())?;
+                let component = runtime.load(module)?;
+                self.execute(runtime.instantiate(&component, context)?, config)
+            }
+            Target::Native => self.execute(NativeMachine::new(context), config),
+        }
+    }
+
+    fn execute<M: Machine>(&self, machine: M, config: ReplicaConfig) -> Result<Outcome> {
+        let mut replica = Replica::open(machine, config, None)?;
+        let mut workload = Workload::new(self.seed, self.batch_size_limit);
+        let report = workload::run(&mut replica, &mut workload, self.ops)?;
+        let checkpoint = replica
+            .checkpoint()
+            .map(|checkpoint| (checkpoint.op, checkpoint.id()));
+        Ok(Outcome { report, checkpoint })
+    }
 }
 
-/// The last checkpoint's op and id.
-type CheckpointSummary = Option<(u64, u128)>;
+/// Run the seeded echo workload: every reply is checked equal to its request, and the
+/// last checkpoint's id is printed (the same seed and options give the same id).
+#[derive(Debug, Args)]
+pub struct RunCommand {
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    /// The state machine component; the embedded echo machine by default.
+    #[arg(long)]
+    module: Option<PathBuf>,
+    /// Where the state machine runs (`native` only runs the embedded echo machine).
+    #[arg(long, value_enum, default_value_t = Target::Wasm)]
+    target: Target,
+    /// Print the guest's log messages.
+    #[arg(long)]
+    log: bool,
+}
 
-fn run<M: Machine>(
-    machine: M,
-    config: ReplicaConfig,
-    workload: &mut Workload,
-    ops: u64,
-) -> Result<(RunReport, CheckpointSummary)> {
-    let mut replica = Replica::open(machine, config, None)?;
-    let report = workload::run(&mut replica, workload, ops)?;
-    let checkpoint = replica
-        .checkpoint()
-        .map(|checkpoint| (checkpoint.op, checkpoint.id()));
-    Ok((report, checkpoint))
+impl RunCommand {
+    /// Run the workload and print the report.
+    pub fn execute(self) -> Result<()> {
+        let module = match (&self.module, self.target) {
+            (Some(_), Target::Native) => {
+                bail!("`--target native` runs the built-in echo machine; drop `--module`")
+            }
+            (Some(path), Target::Wasm) => {
+                std::fs::read(path).with_context(|| format!("reading `{}`", path.display()))?
+            }
+            (None, _) => crate::ECHO_COMPONENT.to_vec(),
+        };
+        let name = match &self.module {
+            Some(path) => format!("`{}`", path.display()),
+            None => "embedded echo".into(),
+        };
+        let outcome = self
+            .workload
+            .execute_on(self.target, &module, self.log)
+            .with_context(|| format!("running {name}"))?;
+        println!("module      {name}");
+        println!("target      {:?}", self.target);
+        println!("seed        {}", self.workload.seed);
+        print_outcome(&outcome, self.workload.checkpoint_interval);
+        Ok(())
+    }
+}
+
+/// Print counts, rate and checkpoint of a run.
+pub fn print_outcome(outcome: &Outcome, checkpoint_interval: u64) {
+    let report = &outcome.report;
+    println!("ops         {}", report.ops);
+    println!(
+        "bytes       {} (request bodies, each echoed back)",
+        report.bytes
+    );
+    println!("elapsed     {:.3} s", report.elapsed.as_secs_f64());
+    println!("ops/s       {:.0}", report.ops_per_second());
+    match outcome.checkpoint {
+        Some((op, id)) => println!("checkpoint  op {op} id {id:032x}"),
+        None => println!("checkpoint  none (fewer than {checkpoint_interval} ops)"),
+    }
 }

@@ -1,0 +1,57 @@
+//! `cargo xtask <task>`: the project's tasks that are more than one cargo command.
+//!
+//! - `ci`: formatting, lints, then every test (what `.ci/run` runs);
+//! - `bench`: the wasm-vs-native benchmark, in release mode.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("bench") => bench(&args[1..]),
+        _ => bail!("usage: cargo xtask <ci | bench [carapace bench options]>"),
+    }
+}
+
+fn ci() -> Result<()> {
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    cargo(&["test", "--workspace"])
+}
+
+fn bench(extra: &[String]) -> Result<()> {
+    let mut args = vec![
+        "run",
+        "--release",
+        "--quiet",
+        "--package",
+        "carapace",
+        "--",
+        "bench",
+    ];
+    args.extend(extra.iter().map(String::as_str));
+    cargo(&args)
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    eprintln!("$ cargo {}", args.join(" "));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(args)
+        .status()
+        .with_context(|| format!("running `cargo {}`", args.join(" ")))?;
+    if !status.success() {
+        bail!("`cargo {}` failed", args.join(" "));
+    }
+    Ok(())
+}
