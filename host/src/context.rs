@@ -2,7 +2,7 @@
 //! logical clock and timers, and the guest's log. Shared by the wasm and native
 //! machines, so both see exactly the same host.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use anyhow::{Context as _, Result};
 
@@ -97,7 +97,7 @@ pub struct HostContext {
     op: u64,
     /// Armed timers: id -> timestamp.
     timers: BTreeMap<u64, u64>,
-    log: Vec<LogMessage>,
+    log: VecDeque<LogMessage>,
     echo_log: bool,
     /// The first contract violation by the guest, reported when its call returns.
     violation: Option<String>,
@@ -145,7 +145,7 @@ impl HostContext {
             now: 0,
             op: 0,
             timers: BTreeMap::new(),
-            log: Vec::new(),
+            log: VecDeque::with_capacity(LOG_MESSAGES_MAX),
             echo_log: false,
             violation: None,
             stats: IoStats::default(),
@@ -157,9 +157,9 @@ impl HostContext {
         self.echo_log = echo;
     }
 
-    /// The messages the guest logged (the newest [`LOG_MESSAGES_MAX`]).
-    pub fn log_messages(&self) -> &[LogMessage] {
-        &self.log
+    /// The messages the guest logged (the newest [`LOG_MESSAGES_MAX`]), oldest first.
+    pub fn log_messages(&self) -> impl Iterator<Item = &LogMessage> {
+        self.log.iter()
     }
 
     /// Grid I/O counts.
@@ -303,9 +303,9 @@ impl HostContext {
             eprintln!("guest [{level:?}] op {}: {message}", self.op);
         }
         if self.log.len() == LOG_MESSAGES_MAX {
-            self.log.remove(0);
+            self.log.pop_front();
         }
-        self.log.push(LogMessage {
+        self.log.push_back(LogMessage {
             op: self.op,
             level,
             message,

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod cli;
 mod components;
 mod determinism;
 mod input;

@@ -69,16 +69,41 @@ fn check_reads_back_and_detects_damage<M: Machine>(open: impl Fn(&MemoryStorage)
     }
 }
 
+/// Without a block cache, every lookup reads the grid.
+fn uncached() -> carapace::replica::ReplicaConfig {
+    config_with(&[("grid-cache-blocks", "0")])
+}
+
 #[test]
 fn things_read_back_from_blocks_and_a_flipped_byte_is_caught_in_wasm() {
     check_reads_back_and_detects_damage(|storage| {
-        wasm_replica(storage, IoOrder::Fifo, config(), None).unwrap()
+        wasm_replica(storage, IoOrder::Fifo, uncached(), None).unwrap()
     });
 }
 
 #[test]
 fn things_read_back_from_blocks_and_a_flipped_byte_is_caught_natively() {
     check_reads_back_and_detects_damage(|storage| {
-        native_replica(storage, IoOrder::Fifo, config(), None).unwrap()
+        native_replica(storage, IoOrder::Fifo, uncached(), None).unwrap()
     });
+}
+
+#[test]
+fn damage_behind_the_cache_is_caught_once_the_block_is_read_again() {
+    let storage = MemoryStorage::new();
+    let mut replica = wasm_replica(&storage, IoOrder::Fifo, config(), None).unwrap();
+    for op in 1..=CHECKPOINT_INTERVAL_OPS {
+        replica.commit(&echo(op)).unwrap();
+    }
+    assert!(storage.corrupt(1, 100, 0x01));
+    // The cache still holds the block as written: the lookup is served correctly.
+    let op = CHECKPOINT_INTERVAL_OPS + 1;
+    assert_eq!(replica.commit(&lookup(op, 1)).unwrap().len(), Thing::SIZE);
+
+    // A machine reopened at the checkpoint starts with an empty cache.
+    let checkpoint = replica.checkpoint().unwrap().clone();
+    let mut reopened = wasm_replica(&storage, IoOrder::Fifo, config(), Some(checkpoint)).unwrap();
+    let error = format!("{:#}", reopened.commit(&lookup(op, 1)).unwrap_err());
+    assert!(error.contains("corrupt-block"), "{error}");
+    assert!(error.contains("block at address 1 "), "{error}");
 }

@@ -13,7 +13,6 @@ fn stats_messages<M: Machine>(replica: &mut Replica<M>) -> Vec<(u64, String)> {
     replica.machine_mut().with_context(|context| {
         context
             .log_messages()
-            .iter()
             .filter(|message| message.message.starts_with("stats"))
             .map(|message| (message.op, message.message.clone()))
             .collect()

@@ -169,7 +169,12 @@ impl StateMachine for Echo {
                 options.batch_size_limit
             )));
         }
-        let grid = Grid::new(context.clone(), options.block_size, options.block_count)?;
+        let grid = Grid::new(
+            context.clone(),
+            options.block_size,
+            options.block_count,
+            settings.grid_cache_blocks,
+        )?;
         let things = Tree::new(
             &grid,
             THINGS_TREE_ID,

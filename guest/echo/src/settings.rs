@@ -13,6 +13,8 @@ pub struct Settings {
     /// `stats-interval`: log statistics every this many timestamp units; 0 (the
     /// default) never.
     pub stats_interval: u64,
+    /// `grid-cache-blocks`: blocks the grid's cache holds. Default 1,024; 0 disables it.
+    pub grid_cache_blocks: usize,
 }
 
 impl Default for Settings {
@@ -21,9 +23,13 @@ impl Default for Settings {
             bar_ops: 32,
             table_count_max: 65_536,
             stats_interval: 0,
+            grid_cache_blocks: 1024,
         }
     }
 }
+
+/// The largest `grid-cache-blocks`: 64 Ki blocks (256 MiB of 4 KiB blocks).
+pub const GRID_CACHE_BLOCKS_LIMIT: usize = 1 << 16;
 
 /// The largest `table-count-max`: its manifest must fit in memory allocated at init.
 pub const TABLE_COUNT_MAX_LIMIT: usize = 1 << 20;
@@ -60,6 +66,16 @@ impl Settings {
                     settings.table_count_max = count as usize;
                 }
                 "stats-interval" => settings.stats_interval = number()?,
+                "grid-cache-blocks" => {
+                    let count = number()?;
+                    if count > GRID_CACHE_BLOCKS_LIMIT as u64 {
+                        return Err(Failure::InvalidArgument(format!(
+                            "setting `grid-cache-blocks`: {count} is more than \
+                             {GRID_CACHE_BLOCKS_LIMIT}"
+                        )));
+                    }
+                    settings.grid_cache_blocks = count as usize;
+                }
                 _ => {
                     return Err(Failure::InvalidArgument(format!(
                         "unknown setting `{name}`"

@@ -1,7 +1,10 @@
 //! The grid client: verified block reads and writes over the host's block I/O, and the
 //! free set that places new blocks.
 
+use std::cell::RefCell;
+
 use crate::block::{self, BLOCK_SIZE_MAX, BLOCK_SIZE_MIN, BlockType};
+use crate::cache::BlockCache;
 use crate::failure::Failure;
 use crate::free_set::FreeSet;
 use crate::io::{Context, WriteBlock};
@@ -45,17 +48,26 @@ impl BlockRef {
     }
 }
 
-/// Block I/O with verification, and block placement.
+/// Block I/O with verification, a block cache, and block placement.
 #[derive(Debug)]
 pub struct Grid {
     context: Context,
     block_size: usize,
     free_set: FreeSet,
+    /// Interior mutability: reads take `&self` so that a tree can read while the
+    /// machine holds other borrows; the guest is single-threaded.
+    cache: RefCell<BlockCache>,
 }
 
 impl Grid {
-    /// A grid of `block_count` blocks of `block_size` bytes, all free.
-    pub fn new(context: Context, block_size: u32, block_count: u64) -> Result<Grid, Failure> {
+    /// A grid of `block_count` blocks of `block_size` bytes, all free, with a cache of
+    /// `cache_blocks` blocks.
+    pub fn new(
+        context: Context,
+        block_size: u32,
+        block_count: u64,
+        cache_blocks: usize,
+    ) -> Result<Grid, Failure> {
         if !block_size.is_power_of_two() || !(BLOCK_SIZE_MIN..=BLOCK_SIZE_MAX).contains(&block_size)
         {
             return Err(Failure::InvalidArgument(format!(
@@ -70,6 +82,7 @@ impl Grid {
             context,
             block_size: block_size as usize,
             free_set: FreeSet::new(block_count),
+            cache: RefCell::new(BlockCache::new(block_size as usize, cache_blocks)),
         })
     }
 
@@ -119,6 +132,9 @@ impl Grid {
                 self.free_set.block_count()
             )));
         }
+        if let Some(block) = self.read_cached(reference, block_type) {
+            return Ok(block);
+        }
         let block = self.context.read(reference.address).await;
         if block.len() != self.block_size {
             return Err(Failure::Protocol(format!(
@@ -129,13 +145,28 @@ impl Grid {
             )));
         }
         block::verify(&block, reference.address, reference.checksum, block_type)?;
+        self.cache.borrow_mut().insert(reference.address, &block);
         Ok(block)
+    }
+
+    /// The cached block `reference` names, if the cache holds that very block. Cached
+    /// blocks were verified when read or sealed when written, so comparing the header's
+    /// name, address and type with the reference is enough; a block since rewritten at
+    /// the same address is a miss.
+    fn read_cached(&self, reference: BlockRef, block_type: BlockType) -> Option<Vec<u8>> {
+        let mut cache = self.cache.borrow_mut();
+        let block = cache.get(reference.address)?;
+        let is_same_block = block::u128_at(block, 0) == reference.checksum
+            && block::u64_at(block, 32) == reference.address
+            && block[54] == block_type as u8;
+        is_same_block.then(|| block.to_vec())
     }
 
     /// Submit the write of a sealed block; await the result to know it is done.
     pub fn write(&self, address: u64, block: &[u8]) -> WriteBlock {
         assert_eq!(block.len(), self.block_size);
         assert!(self.free_set.is_acquired(address));
+        self.cache.borrow_mut().insert(address, block);
         self.context.write(address, block)
     }
 }

@@ -3,11 +3,13 @@
 //!
 //! - [`io`]: the host imports as a trait, and the routing of I/O completions;
 //! - [`machine`]: the exports as a trait, and the driver that runs asynchronous steps;
-//! - [`block`], [`grid`], [`free_set`], [`trailer`]: checksummed blocks and their placement;
+//! - [`block`], [`grid`], [`cache`], [`free_set`], [`trailer`]: checksummed blocks, their
+//!   cache and their placement;
 //! - [`tree`]: memory table and on-disk tables of fixed-size values;
 //! - [`checkpoint`]: the checkpoint state and how it is written and opened.
 
 pub mod block;
+pub mod cache;
 pub mod checkpoint;
 pub mod checksum;
 pub mod failure;

@@ -120,6 +120,9 @@ pub struct Tree<V: Value> {
     mutable: Vec<V>,
     /// On-disk tables, oldest first.
     tables: Vec<TableInfo>,
+    /// The smallest and largest key of any table: a lookup outside it needs no I/O
+    /// (TigerBeetle keeps the same per-tree range).
+    table_key_range: Option<(u128, u128)>,
     table_count_max: usize,
     _value: PhantomData<V>,
 }
@@ -152,6 +155,7 @@ impl<V: Value> Tree<V> {
             tree_id,
             mutable: Vec::with_capacity(values_per_bar_max),
             tables: Vec::with_capacity(table_count_max),
+            table_key_range: None,
             table_count_max,
             _value: PhantomData,
         })
@@ -199,6 +203,12 @@ impl<V: Value> Tree<V> {
     pub async fn get(&self, grid: &Grid, key: u128) -> Result<Option<V>, Failure> {
         if let Some(value) = self.get_from_memory(key) {
             return Ok(Some(value));
+        }
+        if !self
+            .table_key_range
+            .is_some_and(|(min, max)| (min..=max).contains(&key))
+        {
+            return Ok(None);
         }
         for table in self.tables.iter().rev() {
             if !(table.key_min..=table.key_max).contains(&key) {
@@ -314,9 +324,14 @@ impl<V: Value> Tree<V> {
         for write in writes {
             write.await;
         }
+        let (key_min, key_max) = (
+            self.mutable[0].key(),
+            self.mutable[self.mutable.len() - 1].key(),
+        );
+        self.widen_key_range(key_min, key_max);
         self.tables.push(TableInfo {
-            key_min: self.mutable[0].key(),
-            key_max: self.mutable[self.mutable.len() - 1].key(),
+            key_min,
+            key_max,
             index: BlockRef { address, checksum },
             snapshot_min: snapshot,
             value_count: self.mutable.len() as u32,
@@ -349,7 +364,24 @@ impl<V: Value> Tree<V> {
         }
         self.tables.clear();
         self.tables.extend_from_slice(tables);
+        self.table_key_range = None;
+        for table in tables {
+            if table.key_min > table.key_max {
+                return Err(Failure::InvalidArgument(format!(
+                    "table at address {} of tree {} has key_min above key_max",
+                    table.index.address, self.tree_id
+                )));
+            }
+            self.widen_key_range(table.key_min, table.key_max);
+        }
         Ok(())
+    }
+
+    fn widen_key_range(&mut self, key_min: u128, key_max: u128) {
+        self.table_key_range = Some(match self.table_key_range {
+            None => (key_min, key_max),
+            Some((min, max)) => (min.min(key_min), max.max(key_max)),
+        });
     }
 }
 
