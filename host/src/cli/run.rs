@@ -25,7 +25,7 @@ pub enum Target {
 #[derive(Clone, Debug, Args)]
 pub struct WorkloadArgs {
     /// Ops to commit.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 100_000)]
     pub ops: u64,
     /// Seed of the workload and of the I/O completion order.
     #[arg(long, default_value_t = 1)]
