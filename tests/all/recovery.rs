@@ -138,5 +138,5 @@ fn a_damaged_checkpoint_state_is_refused() {
         "{:#}",
         wasm_replica(&run.storage, IoOrder::Fifo, config(), Some(truncated)).unwrap_err()
     );
-    assert!(error.contains("50 bytes, expected 128"), "{error}");
+    assert!(error.contains("50 bytes, expected 192"), "{error}");
 }

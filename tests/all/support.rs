@@ -7,7 +7,8 @@ use carapace::replica::{Checkpoint, Replica, ReplicaConfig};
 use carapace::storage::MemoryStorage;
 use carapace::wasm::{Limits, Runtime, WasmMachine};
 
-/// Small blocks and short bars, so that tests exercise many tables and checkpoints fast.
+/// Small blocks, short bars and small levels (the echo machine's `test` profile), so
+/// that tests exercise many levels and checkpoints fast.
 pub const BLOCK_SIZE: u32 = 1024;
 pub const BLOCK_COUNT: u64 = 1 << 14;
 pub const BATCH_SIZE_LIMIT: u32 = 512;
@@ -18,7 +19,7 @@ pub fn config() -> ReplicaConfig {
 }
 
 pub fn config_with(settings: &[(&str, &str)]) -> ReplicaConfig {
-    let mut all = vec![("bar-ops".to_string(), "4".to_string())];
+    let mut all = vec![("lsm-profile".to_string(), "test".to_string())];
     all.extend(
         settings
             .iter()

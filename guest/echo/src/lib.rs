@@ -1,18 +1,24 @@
 //! The echo state machine, after TigerBeetle's testing state machine.
 //!
 //! Every committed `echo` request is echoed back as its reply, and a [`Thing`]
-//! `{timestamp, value, id}` is inserted into a tree that lives in the grid, with
+//! `{timestamp, value, id}` is inserted into an LSM forest that lives in the grid, with
 //! `id = op` and `value` = the low 64 bits of a checksum over
 //! `(client, op, timestamp, operation, body)`. A `lookup` reads Things back by id, so
 //! that clients can see what was stored.
 //!
+//! The Things groove has three trees, as TigerBeetle's testing state machine: the
+//! object tree keyed by timestamp, a unique index `id -> timestamp`, and a composite
+//! index on `value`. Prefetch looks each id up (index, then object) into the prefetch
+//! cache; commit reads only that cache.
+//!
 //! Plain Rust with no bindings: the component adapter and the native host drive it
 //! through [`carapace_lsm::Driver`].
 
-use carapace_lsm::checkpoint;
 use carapace_lsm::checksum::Checksummer;
-use carapace_lsm::grid::Grid;
-use carapace_lsm::tree::{Tree, Value};
+use carapace_lsm::forest::Forest;
+use carapace_lsm::groove::{CompositeKey, TOMBSTONE_BIT, UniqueKey};
+use carapace_lsm::table::{Layout, Value};
+use carapace_lsm::tree::{Shape, TreeConfig};
 use carapace_lsm::{Context, Failure, Level, Options, StateMachine};
 
 mod settings;
@@ -48,8 +54,18 @@ pub const BATCH_SIZE_LIMIT_MAX: u32 = 1024 * 1024 - 256;
 /// Bytes of an id in a `lookup` body.
 pub const ID_SIZE: usize = 16;
 
-/// The tree id of the things tree; recorded in its blocks.
+/// The tree ids of the Things groove, recorded in their blocks: the object tree, the
+/// unique index on `id`, the composite index on `value`.
 pub const THINGS_TREE_ID: u16 = 1;
+/// See [`THINGS_TREE_ID`].
+pub const THINGS_ID_TREE_ID: u16 = 2;
+/// See [`THINGS_TREE_ID`].
+pub const THINGS_VALUE_TREE_ID: u16 = 3;
+
+/// Positions of the trees in the forest.
+const OBJECTS: usize = 0;
+const IDS: usize = 1;
+const VALUES: usize = 2;
 
 /// The timer id of the periodic statistics message.
 pub const STATS_TIMER_ID: u64 = 1;
@@ -69,8 +85,21 @@ impl Value for Thing {
     /// timestamp (8), value (8), id (16), little-endian.
     const SIZE: usize = 32;
 
+    /// Things are keyed by timestamp in the object tree.
     fn key(&self) -> u128 {
-        self.id
+        u128::from(self.timestamp & !TOMBSTONE_BIT)
+    }
+
+    fn is_tombstone(&self) -> bool {
+        self.timestamp & TOMBSTONE_BIT != 0
+    }
+
+    fn tombstone(key: u128) -> Thing {
+        Thing {
+            timestamp: key as u64 | TOMBSTONE_BIT,
+            value: 0,
+            id: 0,
+        }
     }
 
     fn encode(&self, out: &mut [u8]) {
@@ -115,8 +144,7 @@ pub struct Echo {
     context: Context,
     settings: Settings,
     batch_size_limit: u32,
-    grid: Grid,
-    things: Tree<Thing>,
+    forest: Forest,
     prefetched: Prefetched,
     /// The last op committed (or the checkpoint's op, after open).
     op_committed: u64,
@@ -126,14 +154,48 @@ pub struct Echo {
 }
 
 impl Echo {
-    /// The things tree (for tests and inspection).
-    pub fn things(&self) -> &Tree<Thing> {
-        &self.things
+    /// The forest (for tests and inspection).
+    pub fn forest(&self) -> &Forest {
+        &self.forest
     }
 
-    /// The grid (for tests and inspection).
-    pub fn grid(&self) -> &Grid {
-        &self.grid
+    /// The Thing with `id` as op `snapshot` sees it: the unique index gives its
+    /// timestamp, the object tree the Thing.
+    async fn get_thing(&self, id: u128, snapshot: u64) -> Result<Option<Thing>, Failure> {
+        let mut bytes = [0; Thing::SIZE];
+        if !self.forest.get(IDS, id, snapshot, &mut bytes).await? {
+            return Ok(None);
+        }
+        let index = UniqueKey::decode(&bytes);
+        if !self
+            .forest
+            .get(OBJECTS, u128::from(index.timestamp), snapshot, &mut bytes)
+            .await?
+        {
+            return Err(Failure::CorruptBlock(format!(
+                "thing {id} is indexed at timestamp {} but not stored",
+                index.timestamp
+            )));
+        }
+        Ok(Some(Thing::decode(&bytes)))
+    }
+
+    fn insert_thing(&mut self, thing: &Thing) {
+        let mut bytes = [0; Thing::SIZE];
+        thing.encode(&mut bytes);
+        self.forest.put(OBJECTS, &bytes);
+        let index = UniqueKey {
+            key: thing.id,
+            timestamp: thing.timestamp,
+        };
+        index.encode(&mut bytes);
+        self.forest.put(IDS, &bytes[..UniqueKey::SIZE]);
+        let index = CompositeKey {
+            field: thing.value,
+            timestamp: thing.timestamp,
+        };
+        index.encode(&mut bytes);
+        self.forest.put(VALUES, &bytes[..CompositeKey::SIZE]);
     }
 
     /// The last committed op.
@@ -169,24 +231,37 @@ impl StateMachine for Echo {
                 options.batch_size_limit
             )));
         }
-        let grid = Grid::new(
+        let shape = Shape {
+            bar_ops: settings.bar_ops,
+            levels: settings.levels,
+            growth_factor: settings.growth_factor,
+            value_blocks_per_table_max: settings.value_blocks_per_table_max,
+        };
+        let tree = |tree_id, layout| TreeConfig {
+            tree_id,
+            layout,
+            // One insert per tree per op.
+            values_per_bar_max: settings.bar_ops as usize,
+            table_count_max: settings.table_count_max,
+        };
+        let trees = [
+            tree(THINGS_TREE_ID, Layout::of::<Thing>()),
+            tree(THINGS_ID_TREE_ID, Layout::of::<UniqueKey>()),
+            tree(THINGS_VALUE_TREE_ID, Layout::of::<CompositeKey>()),
+        ];
+        let forest = Forest::new(
             context.clone(),
             options.block_size,
             options.block_count,
             settings.grid_cache_blocks,
-        )?;
-        let things = Tree::new(
-            &grid,
-            THINGS_TREE_ID,
-            settings.bar_ops as usize,
-            settings.table_count_max,
+            shape,
+            &trees,
         )?;
         Ok(Echo {
             context,
             settings,
             batch_size_limit: options.batch_size_limit,
-            grid,
-            things,
+            forest,
             prefetched: Prefetched {
                 op: 0,
                 things: Vec::with_capacity(Self::ids_max(options.batch_size_limit)),
@@ -199,30 +274,16 @@ impl StateMachine for Echo {
 
     async fn open(&mut self, checkpoint: Option<&[u8]>) -> Result<(), Failure> {
         if let Some(bytes) = checkpoint {
-            let (state, tables) = checkpoint::open(&mut self.grid, bytes).await?;
-            if state.op % self.settings.bar_ops != 0 {
-                return Err(Failure::InvalidArgument(format!(
-                    "checkpoint op {} is not at the end of a bar of {} ops",
-                    state.op, self.settings.bar_ops
-                )));
-            }
-            if let Some(table) = tables.iter().find(|table| table.tree_id != THINGS_TREE_ID) {
-                return Err(Failure::InvalidArgument(format!(
-                    "checkpoint holds a table of unknown tree {}",
-                    table.tree_id
-                )));
-            }
-            self.things.restore_tables(&tables)?;
-            self.op_committed = state.op;
-            self.op_compacted = state.op;
+            let op = self.forest.open(bytes).await?;
+            self.op_committed = op;
+            self.op_compacted = op;
             self.checkpoint_state = bytes.to_vec();
+            let tables: usize = (0..3)
+                .map(|tree| self.forest.tree(tree).tables().len())
+                .sum();
             self.context.log(
                 Level::Info,
-                &format!(
-                    "opened checkpoint at op {} with {} tables",
-                    state.op,
-                    tables.len()
-                ),
+                &format!("opened checkpoint at op {op} with {tables} tables"),
             );
         }
         self.arm_stats_timer();
@@ -264,13 +325,13 @@ impl StateMachine for Echo {
         self.prefetched.things.clear();
         match Operation::from_u8(operation) {
             Some(Operation::Echo) => {
-                let thing = self.things.get(&self.grid, u128::from(op)).await?;
+                let thing = self.get_thing(u128::from(op), op).await?;
                 self.prefetched.things.push((u128::from(op), thing));
             }
             Some(Operation::Lookup) => {
                 for id in body.chunks_exact(ID_SIZE) {
                     let id = u128::from_le_bytes(id.try_into().unwrap());
-                    let thing = self.things.get(&self.grid, id).await?;
+                    let thing = self.get_thing(id, op).await?;
                     self.prefetched.things.push((id, thing));
                 }
             }
@@ -294,6 +355,11 @@ impl StateMachine for Echo {
                 self.prefetched.op, self.op_committed
             )));
         }
+        if timestamp & TOMBSTONE_BIT != 0 {
+            return Err(self.protocol(format!(
+                "op {op} has timestamp {timestamp}, at or past 2^63"
+            )));
+        }
         match Operation::from_u8(operation) {
             Some(Operation::Echo) => {
                 let (id, existing) = self.prefetched.things[0];
@@ -302,7 +368,7 @@ impl StateMachine for Echo {
                     existing.is_none(),
                     "thing {id} exists before its op commits"
                 );
-                self.things.put(Thing {
+                self.insert_thing(&Thing {
                     timestamp,
                     value: thing_value(client, op, timestamp, operation, body),
                     id,
@@ -333,9 +399,7 @@ impl StateMachine for Echo {
                 self.op_committed, self.op_compacted
             )));
         }
-        if op.is_multiple_of(self.settings.bar_ops) {
-            self.things.flush(&mut self.grid, op).await?;
-        }
+        self.forest.compact(op).await?;
         self.op_compacted = op;
         Ok(())
     }
@@ -347,14 +411,7 @@ impl StateMachine for Echo {
                 self.op_compacted
             )));
         }
-        if !op.is_multiple_of(self.settings.bar_ops) {
-            return Err(Failure::InvalidArgument(format!(
-                "checkpoint at op {op} is not at the end of a bar of {} ops",
-                self.settings.bar_ops
-            )));
-        }
-        assert_eq!(self.things.memory_count(), 0);
-        let state = checkpoint::write(&mut self.grid, op, self.things.tables()).await?;
+        let state = self.forest.checkpoint(op).await?;
         self.checkpoint_state = state.encode();
         Ok(())
     }
@@ -367,13 +424,15 @@ impl StateMachine for Echo {
         if id != STATS_TIMER_ID {
             return Err(self.protocol(format!("timer {id} was never armed")));
         }
-        let free_set = self.grid.free_set();
+        let free_set = self.forest.grid().free_set();
+        let tables: Vec<usize> = (0..3)
+            .map(|tree| self.forest.tree(tree).tables().len())
+            .collect();
         self.context.log(
             Level::Info,
             &format!(
-                "stats at op {}: {} tables, {} of {} blocks in use",
+                "stats at op {}: tables per tree {tables:?}, {} of {} blocks in use",
                 self.op_committed,
-                self.things.tables().len(),
                 free_set.acquired_count(),
                 free_set.block_count()
             ),

@@ -1,81 +1,124 @@
 //! The echo machine's settings: the `settings` pairs of the contract's `options`.
+//!
+//! `lsm-profile` picks a set of defaults (`production`, the default, or `test`: short
+//! bars and small levels so that tests exercise many levels and checkpoints fast); the
+//! other settings override single values of the profile, whatever their order.
 
 use carapace_lsm::Failure;
+use carapace_lsm::tree::LEVELS_MAX;
 
-/// Settings of the echo machine, with their defaults.
+/// Settings of the echo machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settings {
-    /// `bar-ops`: ops per bar; the memory table is flushed at each bar's end and
-    /// checkpoints must fall on a bar's end. A power of two in `2..=1024`; default 32.
+    /// `bar-ops`: ops per bar, a power of two in `2..=1024`. Production 32, test 4.
     pub bar_ops: u64,
-    /// `table-count-max`: tables the manifest holds at most. Default 65,536.
+    /// `lsm-levels`: levels of each tree, `1..=7`. Production 7, test 4.
+    pub levels: u8,
+    /// `lsm-growth-factor`: level `l` holds `factor^(l+1)` tables before it compacts.
+    /// Production 8, test 4.
+    pub growth_factor: u32,
+    /// `table-value-blocks-max`: value blocks per table built by compaction.
+    /// Production 16, test 2.
+    pub value_blocks_per_table_max: usize,
+    /// `table-count-max`: tables each tree holds at most, allocated at init.
+    /// Production 65,536 (a million echo ops in bars of 32 need about 31,250), test 4,096.
     pub table_count_max: usize,
+    /// `grid-cache-blocks`: blocks the grid's cache holds; 0 disables it.
+    /// Production 1,024, test 64.
+    pub grid_cache_blocks: usize,
     /// `stats-interval`: log statistics every this many timestamp units; 0 (the
     /// default) never.
     pub stats_interval: u64,
-    /// `grid-cache-blocks`: blocks the grid's cache holds. Default 1,024; 0 disables it.
-    pub grid_cache_blocks: usize,
+}
+
+impl Settings {
+    /// The production profile.
+    pub const PRODUCTION: Settings = Settings {
+        bar_ops: 32,
+        levels: LEVELS_MAX,
+        growth_factor: 8,
+        value_blocks_per_table_max: 16,
+        table_count_max: 65_536,
+        grid_cache_blocks: 1024,
+        stats_interval: 0,
+    };
+
+    /// The test profile.
+    pub const TEST: Settings = Settings {
+        bar_ops: 4,
+        levels: 4,
+        growth_factor: 4,
+        value_blocks_per_table_max: 2,
+        table_count_max: 4096,
+        grid_cache_blocks: 64,
+        stats_interval: 0,
+    };
 }
 
 impl Default for Settings {
     fn default() -> Settings {
-        Settings {
-            bar_ops: 32,
-            table_count_max: 65_536,
-            stats_interval: 0,
-            grid_cache_blocks: 1024,
-        }
+        Settings::PRODUCTION
     }
 }
 
 /// The largest `grid-cache-blocks`: 64 Ki blocks (256 MiB of 4 KiB blocks).
-pub const GRID_CACHE_BLOCKS_LIMIT: usize = 1 << 16;
+pub const GRID_CACHE_BLOCKS_LIMIT: u64 = 1 << 16;
 
 /// The largest `table-count-max`: its manifest must fit in memory allocated at init.
-pub const TABLE_COUNT_MAX_LIMIT: usize = 1 << 20;
+pub const TABLE_COUNT_MAX_LIMIT: u64 = 1 << 20;
 
 impl Settings {
-    /// Parse `(name, value)` pairs over the defaults; an unknown name or a bad value is
-    /// an error naming it.
+    /// Parse `(name, value)` pairs over the chosen profile; an unknown name or a bad
+    /// value is an error naming it.
     pub fn parse(pairs: &[(String, String)]) -> Result<Settings, Failure> {
-        let mut settings = Settings::default();
-        for (name, value) in pairs {
-            let number = || {
-                value.parse::<u64>().map_err(|_| {
+        let mut settings = Settings::PRODUCTION;
+        for (name, value) in pairs.iter().filter(|(name, _)| name == "lsm-profile") {
+            settings = match value.as_str() {
+                "production" => Settings::PRODUCTION,
+                "test" => Settings::TEST,
+                _ => {
+                    return Err(Failure::InvalidArgument(format!(
+                        "setting `{name}`: `{value}` is neither `production` nor `test`"
+                    )));
+                }
+            };
+        }
+        for (name, value) in pairs.iter().filter(|(name, _)| name != "lsm-profile") {
+            let number = |range: std::ops::RangeInclusive<u64>| {
+                let number = value.parse::<u64>().map_err(|_| {
                     Failure::InvalidArgument(format!("setting `{name}`: `{value}` is not a number"))
-                })
+                })?;
+                if !range.contains(&number) {
+                    return Err(Failure::InvalidArgument(format!(
+                        "setting `{name}`: {number} is not in {}..={}",
+                        range.start(),
+                        range.end()
+                    )));
+                }
+                Ok(number)
             };
             match name.as_str() {
                 "bar-ops" => {
-                    let bar_ops = number()?;
-                    if !bar_ops.is_power_of_two() || !(2..=1024).contains(&bar_ops) {
+                    let bar_ops = number(2..=1024)?;
+                    if !bar_ops.is_power_of_two() {
                         return Err(Failure::InvalidArgument(format!(
-                            "setting `bar-ops`: {bar_ops} is not a power of two in 2..=1024"
+                            "setting `bar-ops`: {bar_ops} is not a power of two"
                         )));
                     }
                     settings.bar_ops = bar_ops;
                 }
+                "lsm-levels" => settings.levels = number(1..=u64::from(LEVELS_MAX))? as u8,
+                "lsm-growth-factor" => settings.growth_factor = number(2..=64)? as u32,
+                "table-value-blocks-max" => {
+                    settings.value_blocks_per_table_max = number(1..=1024)? as usize
+                }
                 "table-count-max" => {
-                    let count = number()?;
-                    if !(1..=TABLE_COUNT_MAX_LIMIT as u64).contains(&count) {
-                        return Err(Failure::InvalidArgument(format!(
-                            "setting `table-count-max`: {count} is not in \
-                             1..={TABLE_COUNT_MAX_LIMIT}"
-                        )));
-                    }
-                    settings.table_count_max = count as usize;
+                    settings.table_count_max = number(1..=TABLE_COUNT_MAX_LIMIT)? as usize
                 }
-                "stats-interval" => settings.stats_interval = number()?,
                 "grid-cache-blocks" => {
-                    let count = number()?;
-                    if count > GRID_CACHE_BLOCKS_LIMIT as u64 {
-                        return Err(Failure::InvalidArgument(format!(
-                            "setting `grid-cache-blocks`: {count} is more than \
-                             {GRID_CACHE_BLOCKS_LIMIT}"
-                        )));
-                    }
-                    settings.grid_cache_blocks = count as usize;
+                    settings.grid_cache_blocks = number(0..=GRID_CACHE_BLOCKS_LIMIT)? as usize
                 }
+                "stats-interval" => settings.stats_interval = number(0..=u64::MAX)?,
                 _ => {
                     return Err(Failure::InvalidArgument(format!(
                         "unknown setting `{name}`"
@@ -98,27 +141,37 @@ mod tests {
     }
 
     #[test]
-    fn parses_known_settings() {
-        let settings =
-            Settings::parse(&pairs(&[("bar-ops", "4"), ("stats-interval", "9")])).unwrap();
-        assert_eq!(settings.bar_ops, 4);
+    fn a_profile_then_overrides_in_any_order() {
+        let settings = Settings::parse(&pairs(&[
+            ("bar-ops", "8"),
+            ("lsm-profile", "test"),
+            ("stats-interval", "9"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.bar_ops, 8);
         assert_eq!(settings.stats_interval, 9);
-        assert_eq!(
-            settings.table_count_max,
-            Settings::default().table_count_max
-        );
+        assert_eq!(settings.levels, Settings::TEST.levels);
+        assert_eq!(Settings::parse(&[]).unwrap(), Settings::PRODUCTION);
     }
 
     #[test]
     fn refuses_bad_settings_by_name() {
         for (list, expected) in [
             (&[("bar-opz", "4")][..], "unknown setting `bar-opz`"),
-            (&[("bar-ops", "3")][..], "setting `bar-ops`: 3"),
+            (
+                &[("bar-ops", "3")][..],
+                "setting `bar-ops`: 3 is not a power of two",
+            ),
             (&[("bar-ops", "x")][..], "`x` is not a number"),
             (
                 &[("table-count-max", "0")][..],
-                "setting `table-count-max`: 0",
+                "setting `table-count-max`: 0 is not in 1..=",
             ),
+            (
+                &[("lsm-levels", "8")][..],
+                "setting `lsm-levels`: 8 is not in 1..=7",
+            ),
+            (&[("lsm-profile", "fast")][..], "`fast` is neither"),
         ] {
             let error = Settings::parse(&pairs(list)).unwrap_err();
             assert!(error.message().contains(expected), "{error}");

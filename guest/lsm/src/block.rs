@@ -41,6 +41,8 @@ pub const BLOCK_SIZE_MAX: u32 = 512 * 1024;
 pub enum BlockType {
     /// A chunk of the encoded free set.
     FreeSet = 1,
+    /// A chunk of the immutable memory tables a checkpoint carries.
+    Immutable = 2,
     /// A chunk of the manifest: table infos.
     Manifest = 3,
     /// A table's index block: one entry per value block.
@@ -53,6 +55,7 @@ impl BlockType {
     fn from_u8(byte: u8) -> Option<BlockType> {
         match byte {
             1 => Some(BlockType::FreeSet),
+            2 => Some(BlockType::Immutable),
             3 => Some(BlockType::Manifest),
             4 => Some(BlockType::Index),
             5 => Some(BlockType::Value),

@@ -5,18 +5,26 @@
 //! - [`machine`]: the exports as a trait, and the driver that runs asynchronous steps;
 //! - [`block`], [`grid`], [`cache`], [`free_set`], [`trailer`]: checksummed blocks, their
 //!   cache and their placement;
-//! - [`tree`]: memory table and on-disk tables of fixed-size values;
-//! - [`checkpoint`]: the checkpoint state and how it is written and opened.
+//! - [`table`], [`tree`], [`compaction`]: on-disk tables, trees of memory tables and
+//!   levels, and the compactions that move values down the levels;
+//! - [`manifest_log`]: the append-only log of table changes;
+//! - [`forest`]: the trees of a machine, paced by op number, and checkpoints;
+//! - [`checkpoint`]: the checkpoint state.
 
 pub mod block;
 pub mod cache;
 pub mod checkpoint;
 pub mod checksum;
+pub mod compaction;
 pub mod failure;
+pub mod forest;
 pub mod free_set;
 pub mod grid;
+pub mod groove;
 pub mod io;
 pub mod machine;
+pub mod manifest_log;
+pub mod table;
 pub mod trailer;
 pub mod tree;
 

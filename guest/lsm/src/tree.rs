@@ -1,401 +1,562 @@
-//! A tree of fixed-size values keyed by `u128`: a memory table that collects one bar of
-//! updates, flushed at the bar's end into an on-disk table of sorted value blocks and
-//! one index block. Point lookups look in memory first, then in tables newest first.
+//! A tree: a mutable memory table collecting one bar of updates, an immutable one
+//! waiting to be flushed, and on-disk tables in levels that grow by a constant factor.
 //!
-//! Value block body: `value_count` values of `V::SIZE` bytes, sorted by key, unique.
-//! Index block body: one [`IndexEntry`] per value block, in key order.
+//! Lookups go through the mutable table, the immutable table, then level 0 downwards,
+//! taking in each level the one visible table whose key range holds the key; the
+//! first hit wins and a tombstone means "absent". Compactions (see [`crate::compaction`])
+//! move data down one level per half-bar; their results become visible together at
+//! the half-bar's end, applied here in a fixed order and recorded in the manifest log.
 
-use std::marker::PhantomData;
+use std::cell::RefCell;
 
-use crate::block::{self, BlockInfo, BlockType};
+use crate::compaction::{Compaction, Mode, VALUE_SIZE_MAX};
 use crate::failure::Failure;
-use crate::grid::{BlockRef, Grid};
-use crate::io::IO_IN_FLIGHT_MAX;
+use crate::grid::Grid;
+use crate::manifest_log::{Event, EventKind, LogPosition, ManifestLog};
+use crate::table::{self, IndexEntry, Layout, TableBuilder, TableInfo};
 
-/// A fixed-size value that carries its key.
-pub trait Value: Copy + std::fmt::Debug + PartialEq {
-    /// Encoded size in bytes.
-    const SIZE: usize;
-    /// The key the tree orders and finds the value by.
-    fn key(&self) -> u128;
-    /// Write the encoded form into `out[..Self::SIZE]`.
-    fn encode(&self, out: &mut [u8]);
-    /// Read the encoded form from `bytes[..Self::SIZE]`.
-    fn decode(bytes: &[u8]) -> Self;
+/// Levels a forest may have at most (TigerBeetle's count).
+pub const LEVELS_MAX: u8 = 7;
+
+/// How a forest shapes its trees; the same for every tree of the forest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// Ops per bar: the memory tables swap at the end of each; even.
+    pub bar_ops: u64,
+    /// Levels of on-disk tables, `1..=LEVELS_MAX`.
+    pub levels: u8,
+    /// Level `l` holds at most `growth_factor^(l + 1)` tables before it compacts.
+    pub growth_factor: u32,
+    /// Value blocks a table built by compaction holds at most.
+    pub value_blocks_per_table_max: usize,
 }
 
-/// Value blocks a table may have at most: every block of a flush is submitted at once,
-/// and the index block needs one more I/O slot.
-pub const VALUE_BLOCKS_PER_TABLE_MAX: usize = IO_IN_FLIGHT_MAX - 1;
+impl Shape {
+    /// Tables level `level` holds before it compacts into the next.
+    pub fn level_table_count_limit(&self, level: u8) -> u64 {
+        u64::from(self.growth_factor).saturating_pow(u32::from(level) + 1)
+    }
 
-/// An on-disk table, as the manifest records it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TableInfo {
-    /// The smallest key in the table.
-    pub key_min: u128,
-    /// The largest key in the table.
-    pub key_max: u128,
-    /// The table's index block.
-    pub index: BlockRef,
-    /// The op whose flush wrote the table.
-    pub snapshot_min: u64,
-    /// Values in the table.
-    pub value_count: u32,
-    /// The tree the table belongs to.
+    /// Beats in a half-bar.
+    pub fn half_bar_beats(&self) -> u64 {
+        self.bar_ops / 2
+    }
+}
+
+/// What a tree holds, fixed at init.
+#[derive(Clone, Copy, Debug)]
+pub struct TreeConfig {
+    /// Recorded in the tree's blocks and table infos; unique in the forest, non-zero.
     pub tree_id: u16,
-    /// The level the table sits in.
-    pub level: u8,
+    /// Its values.
+    pub layout: Layout,
+    /// Updates one bar may bring, at most: the size of each memory table.
+    pub values_per_bar_max: usize,
+    /// Tables the tree holds at most, over all levels.
+    pub table_count_max: usize,
 }
 
-impl TableInfo {
-    /// Encoded size: key_min 16, key_max 16, index checksum 16, index address 8,
-    /// snapshot_min 8, value_count 4, tree_id 2, level 1, reserved 1.
-    pub const SIZE: usize = 72;
-
-    /// Write the encoded form into `out[..72]`.
-    pub fn encode(&self, out: &mut [u8]) {
-        out[0..16].copy_from_slice(&self.key_min.to_le_bytes());
-        out[16..32].copy_from_slice(&self.key_max.to_le_bytes());
-        out[32..48].copy_from_slice(&self.index.checksum.to_le_bytes());
-        out[48..56].copy_from_slice(&self.index.address.to_le_bytes());
-        out[56..64].copy_from_slice(&self.snapshot_min.to_le_bytes());
-        out[64..68].copy_from_slice(&self.value_count.to_le_bytes());
-        out[68..70].copy_from_slice(&self.tree_id.to_le_bytes());
-        out[70] = self.level;
-        out[71] = 0;
-    }
-
-    /// Read the encoded form from `bytes[..72]`.
-    pub fn decode(bytes: &[u8]) -> TableInfo {
-        TableInfo {
-            key_min: block::u128_at(bytes, 0),
-            key_max: block::u128_at(bytes, 16),
-            index: BlockRef {
-                checksum: block::u128_at(bytes, 32),
-                address: block::u64_at(bytes, 48),
-            },
-            snapshot_min: block::u64_at(bytes, 56),
-            value_count: block::u32_at(bytes, 64),
-            tree_id: block::u16_at(bytes, 68),
-            level: bytes[70],
-        }
-    }
-}
-
-/// One value block as its index block describes it.
+/// A table of the tree and the position of its latest event in the manifest log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct IndexEntry {
-    key_min: u128,
-    key_max: u128,
-    block: BlockRef,
+pub struct Table {
+    /// The table.
+    pub info: TableInfo,
+    /// Where its latest event sits in the manifest log.
+    pub log_position: LogPosition,
 }
 
-impl IndexEntry {
-    const SIZE: usize = 56;
-
-    fn encode(&self, out: &mut [u8]) {
-        out[0..16].copy_from_slice(&self.key_min.to_le_bytes());
-        out[16..32].copy_from_slice(&self.key_max.to_le_bytes());
-        out[32..48].copy_from_slice(&self.block.checksum.to_le_bytes());
-        out[48..56].copy_from_slice(&self.block.address.to_le_bytes());
-    }
-
-    fn decode(bytes: &[u8]) -> IndexEntry {
-        IndexEntry {
-            key_min: block::u128_at(bytes, 0),
-            key_max: block::u128_at(bytes, 16),
-            block: BlockRef {
-                checksum: block::u128_at(bytes, 32),
-                address: block::u64_at(bytes, 48),
-            },
-        }
-    }
-}
-
-/// A tree of `V`s.
+/// A tree of fixed-size values.
 #[derive(Debug)]
-pub struct Tree<V: Value> {
-    tree_id: u16,
-    /// Updates of the current bar, in arrival order; the newest of a key wins.
-    mutable: Vec<V>,
-    /// On-disk tables, oldest first.
-    tables: Vec<TableInfo>,
-    /// The smallest and largest key of any table: a lookup outside it needs no I/O
-    /// (TigerBeetle keeps the same per-tree range).
-    table_key_range: Option<(u128, u128)>,
-    table_count_max: usize,
-    _value: PhantomData<V>,
+pub struct Tree {
+    config: TreeConfig,
+    shape: Shape,
+    /// Values of the current bar, in arrival order; the newest of a key wins.
+    mutable: Vec<u8>,
+    /// The previous bar's values, sorted with unique keys; empty once flushed.
+    immutable: Vec<u8>,
+    sort_scratch: Vec<(u128, u32)>,
+    /// Tables sorted by `(level, key_min)`; tables of one level are disjoint.
+    tables: Vec<Table>,
+    /// One compaction per target level, allocated at init.
+    compactions: Vec<Compaction>,
+    active: Vec<bool>,
+    lookup_entries: RefCell<Vec<IndexEntry>>,
 }
 
-impl<V: Value> Tree<V> {
-    /// A tree whose memory table holds `values_per_bar_max` updates and whose manifest
-    /// holds `table_count_max` tables; both are allocated now.
-    pub fn new(
-        grid: &Grid,
-        tree_id: u16,
-        values_per_bar_max: usize,
-        table_count_max: usize,
-    ) -> Result<Tree<V>, Failure> {
-        assert!(tree_id > 0);
-        let values_per_block = Self::values_per_block(grid);
-        let blocks = values_per_bar_max.div_ceil(values_per_block);
-        let index_entries_max = grid.body_size_max() / IndexEntry::SIZE;
-        if values_per_block == 0
-            || blocks > VALUE_BLOCKS_PER_TABLE_MAX
-            || blocks > index_entries_max
-        {
+impl Tree {
+    /// A tree shaped by `shape`; everything it needs is allocated now.
+    pub fn new(grid: &Grid, shape: Shape, config: TreeConfig) -> Result<Tree, Failure> {
+        assert!(config.tree_id > 0);
+        let layout = config.layout;
+        assert!(layout.value_size <= VALUE_SIZE_MAX);
+        let entries_max = grid.body_size_max() / IndexEntry::SIZE;
+        if shape.value_blocks_per_table_max == 0 || shape.value_blocks_per_table_max > entries_max {
             return Err(Failure::InvalidArgument(format!(
-                "a bar of {values_per_bar_max} values of tree {tree_id} needs {blocks} value \
-                 blocks of {} bytes; a table has at most {}",
-                grid.block_size(),
-                VALUE_BLOCKS_PER_TABLE_MAX.min(index_entries_max)
+                "{} value blocks per table do not fit an index block of {} bytes (at most {entries_max})",
+                shape.value_blocks_per_table_max,
+                grid.block_size()
             )));
         }
+        let inputs_max = shape.growth_factor as usize + 1;
+        let compactions = (0..shape.levels)
+            .map(|_| {
+                let builder = TableBuilder::new(
+                    grid,
+                    layout,
+                    config.tree_id,
+                    shape.value_blocks_per_table_max,
+                );
+                Compaction::new(builder, inputs_max, entries_max)
+            })
+            .collect();
         Ok(Tree {
-            tree_id,
-            mutable: Vec::with_capacity(values_per_bar_max),
-            tables: Vec::with_capacity(table_count_max),
-            table_key_range: None,
-            table_count_max,
-            _value: PhantomData,
+            config,
+            shape,
+            mutable: Vec::with_capacity(config.values_per_bar_max * layout.value_size),
+            immutable: Vec::with_capacity(config.values_per_bar_max * layout.value_size),
+            sort_scratch: Vec::with_capacity(config.values_per_bar_max),
+            tables: Vec::with_capacity(config.table_count_max),
+            compactions,
+            active: vec![false; usize::from(shape.levels)],
+            lookup_entries: RefCell::new(Vec::with_capacity(entries_max)),
         })
     }
 
-    fn values_per_block(grid: &Grid) -> usize {
-        grid.body_size_max() / V::SIZE
-    }
-
-    /// The tree's id, recorded in its blocks and table infos.
+    /// The tree's id.
     pub fn tree_id(&self) -> u16 {
-        self.tree_id
+        self.config.tree_id
     }
 
-    /// The on-disk tables, oldest first.
-    pub fn tables(&self) -> &[TableInfo] {
+    /// Its values' layout.
+    pub fn layout(&self) -> &Layout {
+        &self.config.layout
+    }
+
+    /// Tables the tree holds at most.
+    pub fn table_count_max(&self) -> usize {
+        self.config.table_count_max
+    }
+
+    /// Every table, sorted by level then key.
+    pub fn tables(&self) -> &[Table] {
         &self.tables
     }
 
-    /// Updates waiting in memory for the bar's flush.
-    pub fn memory_count(&self) -> usize {
-        self.mutable.len()
+    /// The tables of `level`, by key.
+    pub fn level(&self, level: u8) -> &[Table] {
+        let start = self
+            .tables
+            .partition_point(|table| table.info.level < level);
+        let end = self
+            .tables
+            .partition_point(|table| table.info.level <= level);
+        &self.tables[start..end]
+    }
+
+    /// Values in the memory tables (mutable, immutable).
+    pub fn memory_counts(&self) -> (usize, usize) {
+        let size = self.config.layout.value_size;
+        (self.mutable.len() / size, self.immutable.len() / size)
     }
 
     /// Insert or replace a value.
-    pub fn put(&mut self, value: V) {
+    pub fn put(&mut self, value: &[u8]) {
+        let size = self.config.layout.value_size;
+        assert_eq!(value.len(), size);
         assert!(
             self.mutable.len() < self.mutable.capacity(),
             "memory table of tree {} is full",
-            self.tree_id
+            self.config.tree_id
         );
-        self.mutable.push(value);
+        self.mutable.extend_from_slice(value);
     }
 
-    /// The newest value for `key` in memory, if any.
-    pub fn get_from_memory(&self, key: u128) -> Option<V> {
-        self.mutable
-            .iter()
+    /// Delete `key` (a tombstone that compaction carries down and finally drops).
+    pub fn remove(&mut self, key: u128) {
+        let mut tombstone = [0; VALUE_SIZE_MAX];
+        let size = self.config.layout.value_size;
+        (self.config.layout.tombstone_of)(key, &mut tombstone[..size]);
+        self.put(&tombstone[..size]);
+    }
+
+    /// Find `key` in the memory tables: `Some(found)` if they decide it.
+    fn get_from_memory(&self, key: u128, out: &mut [u8]) -> Option<bool> {
+        let layout = &self.config.layout;
+        let size = layout.value_size;
+        let found = self
+            .mutable
+            .chunks_exact(size)
             .rev()
-            .find(|value| value.key() == key)
-            .copied()
+            .find(|value| (layout.key_of)(value) == key)
+            .or_else(|| {
+                let count = self.immutable.len() / size;
+                let value_at = |index: usize| &self.immutable[index * size..(index + 1) * size];
+                let position =
+                    table::partition_point(count, |index| (layout.key_of)(value_at(index)) < key);
+                (position < count && (layout.key_of)(value_at(position)) == key)
+                    .then(|| value_at(position))
+            })?;
+        out[..size].copy_from_slice(found);
+        Some(!(layout.is_tombstone)(found))
     }
 
-    /// The newest value for `key`, from memory or the tables.
-    pub async fn get(&self, grid: &Grid, key: u128) -> Result<Option<V>, Failure> {
-        if let Some(value) = self.get_from_memory(key) {
-            return Ok(Some(value));
-        }
-        if !self
-            .table_key_range
-            .is_some_and(|(min, max)| (min..=max).contains(&key))
-        {
-            return Ok(None);
-        }
-        for table in self.tables.iter().rev() {
-            if !(table.key_min..=table.key_max).contains(&key) {
-                continue;
-            }
-            if let Some(value) = self.get_from_table(grid, table, key).await? {
-                return Ok(Some(value));
-            }
-        }
-        Ok(None)
-    }
-
-    async fn get_from_table(
+    /// The value of `key` as lookups at op `snapshot` see it, copied into `out`;
+    /// whether there is one.
+    pub async fn get(
         &self,
         grid: &Grid,
-        table: &TableInfo,
         key: u128,
-    ) -> Result<Option<V>, Failure> {
-        let index = grid.read(table.index, BlockType::Index).await?;
-        let entries = Self::entries(&index, table.index.address)?;
-        // The first value block whose key_max reaches the key is the only candidate.
-        let position = entries.partition_point(|entry| entry.key_max < key);
-        let Some(entry) = entries.get(position).filter(|entry| entry.key_min <= key) else {
-            return Ok(None);
-        };
-        let values = grid.read(entry.block, BlockType::Value).await?;
-        let body = Self::used_body(&values);
-        if body.len() % V::SIZE != 0 {
-            return Err(Failure::CorruptBlock(format!(
-                "value block at address {} holds {} bytes, not a whole number of values",
-                entry.block.address,
-                body.len()
+        snapshot: u64,
+        out: &mut [u8],
+    ) -> Result<bool, Failure> {
+        if let Some(found) = self.get_from_memory(key, out) {
+            return Ok(found);
+        }
+        let layout = self.config.layout;
+        for level in 0..self.shape.levels {
+            let tables = self.level(level);
+            let position = tables.partition_point(|table| table.info.key_max < key);
+            let Some(table) = tables
+                .get(position)
+                .filter(|table| table.info.key_min <= key)
+            else {
+                continue;
+            };
+            if !table.info.visible(snapshot) {
+                continue;
+            }
+            // The buffer is taken out for the await, not borrowed across it.
+            let mut entries = self.lookup_entries.take();
+            let found = table::lookup(grid, &layout, &table.info, key, &mut entries, out).await;
+            self.lookup_entries.replace(entries);
+            if found? {
+                return Ok(!(layout.is_tombstone)(&out[..layout.value_size]));
+            }
+        }
+        Ok(false)
+    }
+
+    /// End of a bar: the mutable table, sorted and with one value per key (the
+    /// newest), becomes the immutable table, which must have been flushed.
+    pub fn swap_memory_tables(&mut self) {
+        assert!(
+            self.immutable.is_empty(),
+            "tree {}: immutable table not flushed",
+            self.config.tree_id
+        );
+        let layout = self.config.layout;
+        let size = layout.value_size;
+        self.sort_scratch.clear();
+        self.sort_scratch.extend(
+            self.mutable
+                .chunks_exact(size)
+                .enumerate()
+                .map(|(index, value)| ((layout.key_of)(value), index as u32)),
+        );
+        // Stable: arrival order within a key is kept, so the last of a run is newest.
+        self.sort_scratch.sort_by_key(|&(key, _)| key);
+        for (position, &(key, index)) in self.sort_scratch.iter().enumerate() {
+            let is_newest = self
+                .sort_scratch
+                .get(position + 1)
+                .is_none_or(|&(next, _)| next != key);
+            if is_newest {
+                let start = index as usize * size;
+                self.immutable
+                    .extend_from_slice(&self.mutable[start..start + size]);
+            }
+        }
+        self.mutable.clear();
+    }
+
+    /// Replace the immutable table (when opening a checkpoint).
+    pub fn restore_immutable(&mut self, values: &[u8]) -> Result<(), Failure> {
+        let layout = self.config.layout;
+        let size = layout.value_size;
+        let sorted = values
+            .chunks_exact(size)
+            .zip(values.chunks_exact(size).skip(1))
+            .all(|(a, b)| (layout.key_of)(a) < (layout.key_of)(b));
+        if !values.len().is_multiple_of(size) || values.len() > self.immutable.capacity() || !sorted
+        {
+            return Err(Failure::InvalidArgument(format!(
+                "checkpoint's immutable table of tree {} ({} bytes) is not sorted values of {size} bytes \
+                 within one bar",
+                self.config.tree_id,
+                values.len()
             )));
         }
-        let count = body.len() / V::SIZE;
-        let value_at = |index: usize| V::decode(&body[index * V::SIZE..]);
-        let position = partition_point(count, |index| value_at(index).key() < key);
-        Ok((position < count)
-            .then(|| value_at(position))
-            .filter(|value| value.key() == key))
+        self.immutable.clear();
+        self.immutable.extend_from_slice(values);
+        Ok(())
     }
 
-    fn used_body(block: &[u8]) -> &[u8] {
-        let size = block::u32_at(block, 48) as usize;
-        &block[block::HEADER_SIZE..size]
+    /// The immutable table's values, sorted.
+    pub fn immutable(&self) -> &[u8] {
+        &self.immutable
     }
 
-    fn entries(index: &[u8], address: u64) -> Result<Vec<IndexEntry>, Failure> {
-        let body = Self::used_body(index);
-        if body.len() % IndexEntry::SIZE != 0 {
-            return Err(Failure::CorruptBlock(format!(
-                "index block at address {address} holds {} bytes, not a whole number of entries",
-                body.len()
-            )));
-        }
-        Ok(body
-            .chunks_exact(IndexEntry::SIZE)
-            .map(IndexEntry::decode)
-            .collect())
-    }
-
-    /// Write the memory table out as a table (the end of a bar). Values are sorted, and
-    /// of several updates to one key only the newest is kept.
-    pub async fn flush(&mut self, grid: &mut Grid, snapshot: u64) -> Result<(), Failure> {
-        if self.mutable.is_empty() {
-            return Ok(());
-        }
-        if self.tables.len() == self.table_count_max {
+    /// Insert a table (when opening a checkpoint, or at a half-bar's end).
+    pub fn insert_table(&mut self, table: Table) -> Result<(), Failure> {
+        if self.tables.len() == self.config.table_count_max {
             return Err(Failure::OutOfSpace(format!(
                 "tree {} holds its maximum of {} tables",
-                self.tree_id, self.table_count_max
+                self.config.tree_id, self.config.table_count_max
             )));
         }
-        // Stable sort keeps arrival order within a key; the last of each run is newest.
-        self.mutable.sort_by_key(|value| value.key());
-        let mut write = 0;
-        for read in 0..self.mutable.len() {
-            let is_last_of_key = read + 1 == self.mutable.len()
-                || self.mutable[read + 1].key() != self.mutable[read].key();
-            if is_last_of_key {
-                self.mutable[write] = self.mutable[read];
-                write += 1;
-            }
-        }
-        self.mutable.truncate(write);
-
-        let values_per_block = Self::values_per_block(grid);
-        let mut block = grid.new_block();
-        let mut index = grid.new_block();
-        let mut writes = Vec::with_capacity(VALUE_BLOCKS_PER_TABLE_MAX + 1);
-        let mut index_size = 0;
-        for chunk in self.mutable.chunks(values_per_block) {
-            let address = grid.free_set_mut().acquire()?;
-            let body = block::body_mut(&mut block);
-            for (value, out) in chunk.iter().zip(body.chunks_exact_mut(V::SIZE)) {
-                value.encode(out);
-            }
-            let info = self.block_info(address, snapshot, BlockType::Value);
-            let checksum = block::seal(&mut block, info, chunk.len() * V::SIZE);
-            writes.push(grid.write(address, &block));
-            let entry = IndexEntry {
-                key_min: chunk[0].key(),
-                key_max: chunk[chunk.len() - 1].key(),
-                block: BlockRef { address, checksum },
-            };
-            entry.encode(&mut block::body_mut(&mut index)[index_size..]);
-            index_size += IndexEntry::SIZE;
-        }
-        let address = grid.free_set_mut().acquire()?;
-        let info = self.block_info(address, snapshot, BlockType::Index);
-        let checksum = block::seal(&mut index, info, index_size);
-        writes.push(grid.write(address, &index));
-        for write in writes {
-            write.await;
-        }
-        let (key_min, key_max) = (
-            self.mutable[0].key(),
-            self.mutable[self.mutable.len() - 1].key(),
-        );
-        self.widen_key_range(key_min, key_max);
-        self.tables.push(TableInfo {
-            key_min,
-            key_max,
-            index: BlockRef { address, checksum },
-            snapshot_min: snapshot,
-            value_count: self.mutable.len() as u32,
-            tree_id: self.tree_id,
-            level: 0,
-        });
-        self.mutable.clear();
-        Ok(())
-    }
-
-    fn block_info(&self, address: u64, snapshot: u64, block_type: BlockType) -> BlockInfo {
-        BlockInfo {
-            address,
-            snapshot,
-            tree_id: self.tree_id,
-            block_type,
-        }
-    }
-
-    /// Replace the tables (when opening a checkpoint). The memory table must be empty.
-    pub fn restore_tables(&mut self, tables: &[TableInfo]) -> Result<(), Failure> {
-        assert!(self.mutable.is_empty());
-        if tables.len() > self.table_count_max {
+        let info = table.info;
+        if info.level >= self.shape.levels
+            || info.key_min > info.key_max
+            || info.tree_id != self.config.tree_id
+        {
             return Err(Failure::InvalidArgument(format!(
-                "the checkpoint holds {} tables of tree {}, more than its maximum of {}",
-                tables.len(),
-                self.tree_id,
-                self.table_count_max
+                "table at address {} (tree {}, level {}) does not fit tree {}",
+                info.index.address, info.tree_id, info.level, self.config.tree_id
             )));
         }
-        self.tables.clear();
-        self.tables.extend_from_slice(tables);
-        self.table_key_range = None;
-        for table in tables {
-            if table.key_min > table.key_max {
-                return Err(Failure::InvalidArgument(format!(
-                    "table at address {} of tree {} has key_min above key_max",
-                    table.index.address, self.tree_id
-                )));
+        let overlapping = self
+            .level(info.level)
+            .iter()
+            .any(|other| other.info.overlaps(info.key_min, info.key_max));
+        if overlapping {
+            return Err(Failure::CorruptBlock(format!(
+                "table at address {} overlaps another table of level {} in tree {}",
+                info.index.address, info.level, self.config.tree_id
+            )));
+        }
+        let position = self.tables.partition_point(|other| {
+            (other.info.level, other.info.key_min) < (info.level, info.key_min)
+        });
+        self.tables.insert(position, table);
+        Ok(())
+    }
+
+    fn position_of(&self, info: &TableInfo) -> usize {
+        let start = self.tables.partition_point(|other| {
+            (other.info.level, other.info.key_min) < (info.level, info.key_min)
+        });
+        assert!(
+            self.tables
+                .get(start)
+                .is_some_and(|other| other.info.index == info.index),
+            "table at address {} is not in tree {}",
+            info.index.address,
+            self.config.tree_id
+        );
+        start
+    }
+
+    /// Whether the table whose index block is at `address` has its latest event at
+    /// `position` (then the event is live), and the table if so.
+    pub fn table_with_event_at(&self, address: u64, position: LogPosition) -> Option<TableInfo> {
+        self.tables
+            .iter()
+            .find(|table| table.info.index.address == address && table.log_position == position)
+            .map(|table| table.info)
+    }
+
+    /// Record that the latest event of the table at `address` moved to `position`.
+    pub fn set_log_position(&mut self, address: u64, position: LogPosition) {
+        let table = self
+            .tables
+            .iter_mut()
+            .find(|table| table.info.index.address == address)
+            .expect("the table of a live event exists");
+        table.log_position = position;
+    }
+
+    /// Whether a compaction is in flight.
+    pub fn is_compacting(&self) -> bool {
+        self.active.iter().any(|&active| active)
+    }
+
+    /// Start the compactions of a half-bar: odd target levels in the first half, even
+    /// ones (and the immutable table into level 0) in the second. Outputs become
+    /// visible at `snapshot_output`.
+    pub fn start_half_bar(&mut self, first_half: bool, snapshot_output: u64) {
+        assert!(!self.is_compacting());
+        let first_target = if first_half { 1 } else { 0 };
+        for target in (first_target..self.shape.levels).step_by(2) {
+            self.active[usize::from(target)] = self.start_compaction(target, snapshot_output);
+        }
+    }
+
+    fn start_compaction(&mut self, target: u8, snapshot_output: u64) -> bool {
+        let layout = self.config.layout;
+        if target == 0 {
+            let size = layout.value_size;
+            let count = self.immutable.len() / size;
+            if count == 0 {
+                return false;
             }
-            self.widen_key_range(table.key_min, table.key_max);
+            let key_min = (layout.key_of)(&self.immutable[..size]);
+            let key_max = (layout.key_of)(&self.immutable[(count - 1) * size..]);
+            let inputs: Vec<TableInfo> = self.overlapping(0, key_min, key_max).collect();
+            let drop_tombstones = self.nothing_deeper_overlaps(0, key_min, key_max, &inputs);
+            self.compactions[0].start_merge(
+                0,
+                None,
+                count,
+                &inputs,
+                drop_tombstones,
+                snapshot_output,
+            );
+            return true;
+        }
+        let source = target - 1;
+        if (self.level(source).len() as u64) < self.shape.level_table_count_limit(source) {
+            return false;
+        }
+        // The table of the source level that overlaps the fewest tables of the target
+        // level; the first in key order among equals.
+        let chosen = self
+            .level(source)
+            .iter()
+            .min_by_key(|table| {
+                self.overlapping(target, table.info.key_min, table.info.key_max)
+                    .count()
+            })
+            .map(|table| table.info)
+            .expect("a full level has tables");
+        let inputs: Vec<TableInfo> = self
+            .overlapping(target, chosen.key_min, chosen.key_max)
+            .collect();
+        let compaction = &mut self.compactions[usize::from(target)];
+        if inputs.is_empty() {
+            compaction.start_move(target, chosen);
+        } else {
+            let key_min = chosen.key_min.min(inputs[0].key_min);
+            let key_max = chosen.key_max.max(inputs[inputs.len() - 1].key_max);
+            let drop_tombstones = self.nothing_deeper_overlaps(target, key_min, key_max, &inputs);
+            self.compactions[usize::from(target)].start_merge(
+                target,
+                Some(chosen),
+                0,
+                &inputs,
+                drop_tombstones,
+                snapshot_output,
+            );
+        }
+        true
+    }
+
+    fn overlapping(
+        &self,
+        level: u8,
+        key_min: u128,
+        key_max: u128,
+    ) -> impl Iterator<Item = TableInfo> + '_ {
+        let tables = self.level(level);
+        let start = tables.partition_point(|table| table.info.key_max < key_min);
+        tables[start..]
+            .iter()
+            .take_while(move |table| table.info.key_min <= key_max)
+            .map(|table| table.info)
+    }
+
+    fn nothing_deeper_overlaps(
+        &self,
+        target: u8,
+        key_min: u128,
+        key_max: u128,
+        _inputs: &[TableInfo],
+    ) -> bool {
+        (target + 1..self.shape.levels)
+            .all(|level| self.overlapping(level, key_min, key_max).next().is_none())
+    }
+
+    /// One beat of every compaction in flight: a quota of `remaining / beats_left`
+    /// input values each (everything left on the half-bar's last beat).
+    pub async fn beat(&mut self, grid: &mut Grid, beats_left: u64) -> Result<(), Failure> {
+        assert!(beats_left > 0);
+        let layout = self.config.layout;
+        for target in 0..usize::from(self.shape.levels) {
+            if !self.active[target] {
+                continue;
+            }
+            let compaction = &mut self.compactions[target];
+            let quota = compaction.remaining.div_ceil(beats_left);
+            compaction
+                .beat(grid, &layout, &self.immutable, quota, beats_left == 1)
+                .await?;
         }
         Ok(())
     }
 
-    fn widen_key_range(&mut self, key_min: u128, key_max: u128) {
-        self.table_key_range = Some(match self.table_key_range {
-            None => (key_min, key_max),
-            Some((min, max)) => (min.min(key_min), max.max(key_max)),
-        });
-    }
-}
-
-/// The first index in `0..count` for which `is_before` is false; `is_before` must be
-/// true for a prefix and false after it.
-fn partition_point(count: usize, is_before: impl Fn(usize) -> bool) -> usize {
-    let (mut low, mut high) = (0, count);
-    while low < high {
-        let middle = low + (high - low) / 2;
-        if is_before(middle) {
-            low = middle + 1;
-        } else {
-            high = middle;
+    /// End of a half-bar: make every compaction's results visible, in target order:
+    /// inputs end at `snapshot_max` and are removed (their blocks released), outputs
+    /// are inserted; every change is appended to the manifest log.
+    pub async fn finish_half_bar(
+        &mut self,
+        grid: &mut Grid,
+        log: &mut ManifestLog,
+        snapshot_max: u64,
+    ) -> Result<(), Failure> {
+        for target in 0..usize::from(self.shape.levels) {
+            if !std::mem::take(&mut self.active[target]) {
+                continue;
+            }
+            let compaction = &mut self.compactions[target];
+            assert_eq!(compaction.remaining, 0);
+            match compaction.mode {
+                Mode::Move(table) => {
+                    let position = self.position_of(&table);
+                    let mut moved = self.tables.remove(position);
+                    moved.info.level = target as u8;
+                    let event = Event {
+                        kind: EventKind::Update,
+                        table: moved.info,
+                    };
+                    moved.log_position = log.append(grid, event, snapshot_max).await?;
+                    self.insert_table(moved)?;
+                }
+                Mode::Merge => {
+                    let inputs: Vec<TableInfo> = compaction
+                        .a
+                        .tables()
+                        .iter()
+                        .chain(compaction.b.tables())
+                        .copied()
+                        .collect();
+                    let outputs = std::mem::take(&mut compaction.outputs);
+                    let release = std::mem::take(&mut compaction.release);
+                    if compaction.from_immutable {
+                        self.immutable.clear();
+                    }
+                    for mut input in inputs {
+                        let position = self.position_of(&input);
+                        self.tables.remove(position);
+                        input.snapshot_max = snapshot_max;
+                        let event = Event {
+                            kind: EventKind::Remove,
+                            table: input,
+                        };
+                        log.append(grid, event, snapshot_max).await?;
+                    }
+                    for &address in &release {
+                        grid.free_set_mut().release(address);
+                    }
+                    for mut output in outputs.iter().copied() {
+                        output.level = target as u8;
+                        let event = Event {
+                            kind: EventKind::Insert,
+                            table: output,
+                        };
+                        let log_position = log.append(grid, event, snapshot_max).await?;
+                        self.insert_table(Table {
+                            info: output,
+                            log_position,
+                        })?;
+                    }
+                    // Hand the buffers back, keeping their capacity.
+                    let compaction = &mut self.compactions[target];
+                    compaction.outputs = outputs;
+                    compaction.outputs.clear();
+                    compaction.release = release;
+                    compaction.release.clear();
+                }
+            }
         }
+        Ok(())
     }
-    low
 }

@@ -1,0 +1,281 @@
+//! One compaction: a table of level `a` (or the immutable memory table, for target
+//! level 0) merged with the tables of level `a + 1` it overlaps, into new tables of
+//! level `a + 1`, a quota of input values per beat.
+//!
+//! The newer input (level `a`) wins on equal keys. Tombstones are dropped when no
+//! deeper level overlaps the compaction's key range. Outputs and the removal of inputs
+//! take effect at the end of the half-bar, applied by the tree in a fixed order.
+
+use crate::block::BlockType;
+use crate::failure::Failure;
+use crate::grid::Grid;
+use crate::table::{self, IndexEntry, Layout, TableBuilder, TableInfo};
+
+/// Reads the values of a run of disjoint tables in key order, one block at a time,
+/// and records the address of every block it reads (they are released when the
+/// compaction's inputs are removed).
+#[derive(Debug)]
+pub(crate) struct TableCursor {
+    tables: Vec<TableInfo>,
+    table: usize,
+    entries: Vec<IndexEntry>,
+    entries_loaded: bool,
+    entry: usize,
+    block: Vec<u8>,
+    block_loaded: bool,
+    value: usize,
+    value_count: usize,
+}
+
+impl TableCursor {
+    pub(crate) fn new(tables_max: usize, entries_max: usize) -> TableCursor {
+        TableCursor {
+            tables: Vec::with_capacity(tables_max),
+            table: 0,
+            entries: Vec::with_capacity(entries_max),
+            entries_loaded: false,
+            entry: 0,
+            block: Vec::new(),
+            block_loaded: false,
+            value: 0,
+            value_count: 0,
+        }
+    }
+
+    pub(crate) fn reset(&mut self, tables: impl IntoIterator<Item = TableInfo>) {
+        self.tables.clear();
+        self.tables.extend(tables);
+        self.table = 0;
+        self.entries_loaded = false;
+        self.block_loaded = false;
+    }
+
+    pub(crate) fn tables(&self) -> &[TableInfo] {
+        &self.tables
+    }
+
+    /// Make a current value available; `false` once every table is exhausted.
+    async fn fill(
+        &mut self,
+        grid: &Grid,
+        layout: &Layout,
+        release: &mut Vec<u64>,
+    ) -> Result<bool, Failure> {
+        loop {
+            let Some(table) = self.tables.get(self.table) else {
+                return Ok(false);
+            };
+            if !self.entries_loaded {
+                let index = grid.read(table.index, BlockType::Index).await?;
+                table::index_entries(&index, table.index.address, &mut self.entries)?;
+                release.push(table.index.address);
+                self.entries_loaded = true;
+                self.entry = 0;
+                self.block_loaded = false;
+            }
+            let Some(entry) = self.entries.get(self.entry) else {
+                self.table += 1;
+                self.entries_loaded = false;
+                continue;
+            };
+            if !self.block_loaded {
+                self.block = grid.read(entry.block, BlockType::Value).await?;
+                let values = table::values(&self.block, entry.block.address, layout.value_size)?;
+                self.value_count = values.len() / layout.value_size;
+                release.push(entry.block.address);
+                self.block_loaded = true;
+                self.value = 0;
+            }
+            if self.value == self.value_count {
+                self.entry += 1;
+                self.block_loaded = false;
+                continue;
+            }
+            return Ok(true);
+        }
+    }
+
+    fn current<'a>(&'a self, layout: &Layout) -> &'a [u8] {
+        let start = crate::block::HEADER_SIZE + self.value * layout.value_size;
+        &self.block[start..start + layout.value_size]
+    }
+}
+
+/// What a compaction does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Nothing overlaps the chosen table: it only changes level.
+    Move(TableInfo),
+    /// Merge the inputs into new tables.
+    Merge,
+}
+
+/// A compaction into `target_level`, in flight during one half-bar.
+#[derive(Debug)]
+pub(crate) struct Compaction {
+    pub(crate) target_level: u8,
+    pub(crate) mode: Mode,
+    /// Input `a` is the immutable memory table (target level 0) rather than a table.
+    pub(crate) from_immutable: bool,
+    immutable_position: usize,
+    pub(crate) a: TableCursor,
+    pub(crate) b: TableCursor,
+    drop_tombstones: bool,
+    /// Input values not yet consumed.
+    pub(crate) remaining: u64,
+    builder: TableBuilder,
+    pub(crate) outputs: Vec<TableInfo>,
+    /// Addresses of input blocks, released when the inputs are removed.
+    pub(crate) release: Vec<u64>,
+    /// `snapshot_min` of the outputs: the first op of the next half-bar.
+    pub(crate) snapshot_output: u64,
+}
+
+impl Compaction {
+    pub(crate) fn new(builder: TableBuilder, tables_max: usize, entries_max: usize) -> Compaction {
+        Compaction {
+            target_level: 0,
+            mode: Mode::Merge,
+            from_immutable: false,
+            immutable_position: 0,
+            a: TableCursor::new(1, entries_max),
+            b: TableCursor::new(tables_max, entries_max),
+            drop_tombstones: false,
+            remaining: 0,
+            builder,
+            outputs: Vec::with_capacity(tables_max + 1),
+            release: Vec::with_capacity((tables_max + 1) * (entries_max + 1)),
+            snapshot_output: 0,
+        }
+    }
+
+    /// Set up a merge of `a` (or the immutable table's `immutable_count` values) with
+    /// `b`, into `target_level`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start_merge(
+        &mut self,
+        target_level: u8,
+        a: Option<TableInfo>,
+        immutable_count: usize,
+        b: &[TableInfo],
+        drop_tombstones: bool,
+        snapshot_output: u64,
+    ) {
+        assert!(self.builder.is_empty());
+        self.target_level = target_level;
+        self.mode = Mode::Merge;
+        self.from_immutable = a.is_none();
+        self.immutable_position = 0;
+        self.a.reset(a);
+        self.b.reset(b.iter().copied());
+        self.drop_tombstones = drop_tombstones;
+        let a_values = match a {
+            Some(table) => u64::from(table.value_count),
+            None => immutable_count as u64,
+        };
+        self.remaining = a_values
+            + b.iter()
+                .map(|table| u64::from(table.value_count))
+                .sum::<u64>();
+        self.outputs.clear();
+        self.release.clear();
+        self.snapshot_output = snapshot_output;
+    }
+
+    /// Set up a move of `table` into `target_level`.
+    pub(crate) fn start_move(&mut self, target_level: u8, table: TableInfo) {
+        self.target_level = target_level;
+        self.mode = Mode::Move(table);
+        self.from_immutable = false;
+        self.a.reset(None);
+        self.b.reset(None);
+        self.remaining = 0;
+        self.outputs.clear();
+        self.release.clear();
+    }
+
+    /// Merge up to `quota` input values (all that are left if `last`). `immutable`
+    /// holds the immutable table's sorted values.
+    pub(crate) async fn beat(
+        &mut self,
+        grid: &mut Grid,
+        layout: &Layout,
+        immutable: &[u8],
+        quota: u64,
+        last: bool,
+    ) -> Result<(), Failure> {
+        if self.mode != Mode::Merge {
+            return Ok(());
+        }
+        let size = layout.value_size;
+        let immutable_count = immutable.len() / size;
+        let mut consumed = 0;
+        while last || consumed < quota {
+            let a_has = if self.from_immutable {
+                self.immutable_position < immutable_count
+            } else {
+                self.a.fill(grid, layout, &mut self.release).await?
+            };
+            let b_has = self.b.fill(grid, layout, &mut self.release).await?;
+            if !a_has && !b_has {
+                break;
+            }
+            let a_value = a_has.then(|| {
+                if self.from_immutable {
+                    &immutable[self.immutable_position * size..(self.immutable_position + 1) * size]
+                } else {
+                    self.a.current(layout)
+                }
+            });
+            let b_value = b_has.then(|| self.b.current(layout));
+            let a_key = a_value.map(layout.key_of);
+            let b_key = b_value.map(layout.key_of);
+            let take_a = match (a_key, b_key) {
+                (Some(a), Some(b)) => a <= b,
+                (a, _) => a.is_some(),
+            };
+            let (value, drop_b) = if take_a {
+                (a_value.unwrap(), a_key == b_key)
+            } else {
+                (b_value.unwrap(), false)
+            };
+            let keep = !(self.drop_tombstones && (layout.is_tombstone)(value));
+            let mut scratch = [0u8; VALUE_SIZE_MAX];
+            scratch[..size].copy_from_slice(value);
+            if take_a {
+                if self.from_immutable {
+                    self.immutable_position += 1;
+                } else {
+                    self.a.value += 1;
+                }
+            } else {
+                self.b.value += 1;
+            }
+            if drop_b {
+                // The older value of the same key is superseded.
+                self.b.value += 1;
+                consumed += 1;
+            }
+            consumed += 1;
+            if keep
+                && let Some(table) = self
+                    .builder
+                    .push(grid, &scratch[..size], self.snapshot_output)
+                    .await?
+            {
+                self.outputs.push(table);
+            }
+        }
+        self.remaining = self.remaining.saturating_sub(consumed);
+        if last {
+            self.remaining = 0;
+            if let Some(table) = self.builder.flush(grid, self.snapshot_output).await? {
+                self.outputs.push(table);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The largest value any tree may have, in bytes: bounds the merge's scratch copy.
+pub const VALUE_SIZE_MAX: usize = 256;

@@ -1,0 +1,347 @@
+//! The forest: the grid, the trees of a state machine, the manifest log, and the
+//! pacing that drives compaction by op number.
+//!
+//! A bar is `bar_ops` ops; op `o` is beat `(o - 1) % bar_ops` of its bar. On a
+//! half-bar's first beat every tree starts its compactions; each beat does a quota of
+//! each; on the half-bar's last beat the results become visible (trees in order, levels
+//! in order) and the manifest log compacts a little; on the bar's last beat every
+//! tree's mutable table becomes its immutable table. Nothing here depends on time or on
+//! I/O completion order, so the same ops give the same blocks at the same addresses.
+
+use crate::block::BlockType;
+use crate::checkpoint::CheckpointState;
+use crate::failure::Failure;
+use crate::free_set::FreeSet;
+use crate::grid::Grid;
+use crate::io::Context;
+use crate::manifest_log::{COMPACT_BLOCKS_PER_HALF_BAR_MAX, Event, EventKind, ManifestLog};
+use crate::trailer;
+use crate::tree::{LEVELS_MAX, Shape, Table, Tree, TreeConfig};
+
+/// The forest of a state machine.
+#[derive(Debug)]
+pub struct Forest {
+    grid: Grid,
+    shape: Shape,
+    trees: Vec<Tree>,
+    log: ManifestLog,
+    checkpoint_state: Option<CheckpointState>,
+}
+
+impl Forest {
+    /// A forest over a grid of `block_count` blocks of `block_size` bytes, with a block
+    /// cache of `cache_blocks`, holding `trees` (in this fixed order).
+    pub fn new(
+        context: Context,
+        block_size: u32,
+        block_count: u64,
+        cache_blocks: usize,
+        shape: Shape,
+        trees: &[TreeConfig],
+    ) -> Result<Forest, Failure> {
+        if shape.bar_ops < 2 || !shape.bar_ops.is_multiple_of(2) {
+            return Err(Failure::InvalidArgument(format!(
+                "a bar of {} ops has no two halves",
+                shape.bar_ops
+            )));
+        }
+        if !(1..=LEVELS_MAX).contains(&shape.levels) || shape.growth_factor < 2 {
+            return Err(Failure::InvalidArgument(format!(
+                "{} levels with growth factor {}: levels must be in 1..={LEVELS_MAX}, growth at least 2",
+                shape.levels, shape.growth_factor
+            )));
+        }
+        for (index, tree) in trees.iter().enumerate() {
+            assert!(
+                trees[..index]
+                    .iter()
+                    .all(|other| other.tree_id != tree.tree_id)
+            );
+        }
+        let grid = Grid::new(context, block_size, block_count, cache_blocks)?;
+        let trees = trees
+            .iter()
+            .map(|config| Tree::new(&grid, shape, *config))
+            .collect::<Result<Vec<_>, _>>()?;
+        let live_events_max: usize = trees_table_count_max(&trees);
+        let entries_per_block = ManifestLog::new(&grid, 1).entries_per_block();
+        // Live events need this many blocks; compaction keeps the log within twice that.
+        let blocks_max = 2 * live_events_max.div_ceil(entries_per_block) + 16;
+        let log = ManifestLog::new(&grid, blocks_max);
+        Ok(Forest {
+            grid,
+            shape,
+            trees,
+            log,
+            checkpoint_state: None,
+        })
+    }
+
+    /// The grid.
+    pub fn grid(&self) -> &Grid {
+        &self.grid
+    }
+
+    /// The forest's shape.
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
+
+    /// The tree at `index` (the order given to [`Forest::new`]).
+    pub fn tree(&self, index: usize) -> &Tree {
+        &self.trees[index]
+    }
+
+    /// The manifest log.
+    pub fn manifest_log(&self) -> &ManifestLog {
+        &self.log
+    }
+
+    /// Insert or replace a value in tree `index`.
+    pub fn put(&mut self, index: usize, value: &[u8]) {
+        self.trees[index].put(value);
+    }
+
+    /// Delete `key` from tree `index`.
+    pub fn remove(&mut self, index: usize, key: u128) {
+        self.trees[index].remove(key);
+    }
+
+    /// The value of `key` in tree `index` as op `snapshot` sees it.
+    pub async fn get(
+        &self,
+        index: usize,
+        key: u128,
+        snapshot: u64,
+        out: &mut [u8],
+    ) -> Result<bool, Failure> {
+        self.trees[index].get(&self.grid, key, snapshot, out).await
+    }
+
+    /// The latest checkpoint written or opened.
+    pub fn checkpoint_state(&self) -> Option<&CheckpointState> {
+        self.checkpoint_state.as_ref()
+    }
+
+    /// One beat of compaction, after op `op` committed.
+    pub async fn compact(&mut self, op: u64) -> Result<(), Failure> {
+        assert!(op > 0);
+        let Forest {
+            grid,
+            shape,
+            trees,
+            log,
+            ..
+        } = self;
+        let half_beats = shape.half_bar_beats();
+        let beat = (op - 1) % shape.bar_ops;
+        let beat_in_half = beat % half_beats;
+        let half_bar_op_min = op - beat_in_half;
+        if beat_in_half == 0 {
+            for tree in trees.iter_mut() {
+                tree.start_half_bar(beat < half_beats, half_bar_op_min + half_beats);
+            }
+        }
+        for tree in trees.iter_mut() {
+            tree.beat(grid, half_beats - beat_in_half).await?;
+        }
+        if beat_in_half + 1 == half_beats {
+            for tree in trees.iter_mut() {
+                tree.finish_half_bar(grid, log, half_bar_op_min + half_beats - 1)
+                    .await?;
+            }
+            compact_log(grid, trees, log, op).await?;
+        }
+        if beat + 1 == shape.bar_ops {
+            for tree in trees.iter_mut() {
+                tree.swap_memory_tables();
+            }
+        }
+        Ok(())
+    }
+
+    /// Write a checkpoint at `op`, which must end a bar, and return its state. Blocks
+    /// released before it are free once it returns (the host makes it durable before
+    /// the next step).
+    pub async fn checkpoint(&mut self, op: u64) -> Result<CheckpointState, Failure> {
+        if !op.is_multiple_of(self.shape.bar_ops) {
+            return Err(Failure::InvalidArgument(format!(
+                "checkpoint at op {op} is not at the end of a bar of {} ops",
+                self.shape.bar_ops
+            )));
+        }
+        let Forest {
+            grid, trees, log, ..
+        } = self;
+        for tree in trees.iter() {
+            assert_eq!(
+                tree.memory_counts().0,
+                0,
+                "mutable table not swapped at a bar's end"
+            );
+            assert!(!tree.is_compacting());
+        }
+        log.write_open_block(grid, op).await?;
+        let mut immutable = Vec::new();
+        for tree in trees.iter() {
+            let values = tree.immutable();
+            let count = values.len() / tree.layout().value_size;
+            immutable.extend_from_slice(&(count as u32).to_le_bytes());
+            immutable.extend_from_slice(values);
+        }
+        let immutable_addresses = trailer::acquire(grid, immutable.len())?;
+        let block_count = grid.free_set().block_count();
+        // The free set's own blocks are acquired before it is encoded, so its image
+        // includes them; a reopened checkpoint finds them allocated, as here.
+        let free_set_addresses = trailer::acquire(grid, FreeSet::encoded_size(block_count))?;
+        let image = grid.free_set().encode();
+        let immutable = trailer::write(
+            grid,
+            &immutable_addresses,
+            BlockType::Immutable,
+            op,
+            &immutable,
+        )
+        .await;
+        let free_set =
+            trailer::write(grid, &free_set_addresses, BlockType::FreeSet, op, &image).await;
+        let free_set_mut = grid.free_set_mut();
+        free_set_mut.checkpoint_durable();
+        for &address in immutable_addresses.iter().chain(&free_set_addresses) {
+            free_set_mut.release(address);
+        }
+        let state = CheckpointState {
+            op,
+            block_count,
+            free_set,
+            immutable,
+            manifest_log: log.reference(),
+        };
+        self.checkpoint_state = Some(state);
+        Ok(state)
+    }
+
+    /// Open the checkpoint `bytes` names, reproducing the forest exactly as it was
+    /// right after that checkpoint was written. Returns its op.
+    pub async fn open(&mut self, bytes: &[u8]) -> Result<u64, Failure> {
+        let state = CheckpointState::decode(bytes)?;
+        let Forest {
+            grid,
+            shape,
+            trees,
+            log,
+            ..
+        } = self;
+        let block_count = grid.free_set().block_count();
+        if state.block_count != block_count {
+            return Err(Failure::InvalidArgument(format!(
+                "checkpoint state is for a grid of {} blocks, this grid has {block_count}",
+                state.block_count
+            )));
+        }
+        if !state.op.is_multiple_of(shape.bar_ops) {
+            return Err(Failure::InvalidArgument(format!(
+                "checkpoint op {} is not at the end of a bar of {} ops",
+                state.op, shape.bar_ops
+            )));
+        }
+        let (image, free_set_addresses) =
+            trailer::read(grid, state.free_set, BlockType::FreeSet).await?;
+        let mut free_set = FreeSet::decode(block_count, &image)?;
+        log.open(grid, state.manifest_log, |event, log_position| {
+            let tree = trees
+                .iter_mut()
+                .find(|tree| tree.tree_id() == event.table.tree_id)
+                .ok_or_else(|| {
+                    Failure::CorruptBlock(format!(
+                        "manifest log names table at address {} of unknown tree {}",
+                        event.table.index.address, event.table.tree_id
+                    ))
+                })?;
+            tree.insert_table(Table {
+                info: event.table,
+                log_position,
+            })
+        })
+        .await?;
+        let (immutable, immutable_addresses) =
+            trailer::read(grid, state.immutable, BlockType::Immutable).await?;
+        let mut rest = immutable.as_slice();
+        for tree in trees.iter_mut() {
+            let size = tree.layout().value_size;
+            let count = rest
+                .get(..4)
+                .map(|bytes| u32::from_le_bytes(bytes.try_into().unwrap()) as usize);
+            let values = count.and_then(|count| rest.get(4..4 + count * size));
+            let Some(values) = values else {
+                return Err(Failure::CorruptBlock(format!(
+                    "immutable tables trailer at address {} is short",
+                    state.immutable.head.address
+                )));
+            };
+            tree.restore_immutable(values)?;
+            rest = &rest[4 + values.len()..];
+        }
+        let referenced = trees
+            .iter()
+            .flat_map(|tree| tree.tables().iter().map(|table| table.info.index.address))
+            .chain(log.addresses());
+        for address in referenced
+            .chain(immutable_addresses.iter().copied())
+            .chain(free_set_addresses.iter().copied())
+        {
+            if !free_set.is_acquired(address) {
+                return Err(Failure::CorruptBlock(format!(
+                    "block at address {address}, which the checkpoint refers to, is free in its free set"
+                )));
+            }
+        }
+        for &address in immutable_addresses.iter().chain(&free_set_addresses) {
+            free_set.release(address);
+        }
+        grid.set_free_set(free_set);
+        self.checkpoint_state = Some(state);
+        Ok(state.op)
+    }
+}
+
+fn trees_table_count_max(trees: &[Tree]) -> usize {
+    trees.iter().map(Tree::table_count_max).sum()
+}
+
+/// Compact the manifest log a little: while it holds more blocks than its live events
+/// need, re-append the live events of its oldest block and release that block, at
+/// most [`COMPACT_BLOCKS_PER_HALF_BAR_MAX`] blocks per half-bar.
+async fn compact_log(
+    grid: &mut Grid,
+    trees: &mut [Tree],
+    log: &mut ManifestLog,
+    op: u64,
+) -> Result<(), Failure> {
+    let live_count: usize = trees.iter().map(|tree| tree.tables().len()).sum();
+    let mut events = Vec::with_capacity(log.entries_per_block());
+    for _ in 0..COMPACT_BLOCKS_PER_HALF_BAR_MAX {
+        if !log.wants_compaction(live_count) {
+            break;
+        }
+        log.take_oldest(grid, &mut events).await?;
+        for &(event, position) in &events {
+            let Some(tree) = trees
+                .iter_mut()
+                .find(|tree| tree.tree_id() == event.table.tree_id)
+            else {
+                continue;
+            };
+            let address = event.table.index.address;
+            if let Some(table) = tree.table_with_event_at(address, position) {
+                let event = Event {
+                    kind: EventKind::Update,
+                    table,
+                };
+                let position = log.append(grid, event, op).await?;
+                tree.set_log_position(address, position);
+            }
+        }
+    }
+    Ok(())
+}
