@@ -83,17 +83,24 @@ pub trait Machine {
     fn timer(&mut self, id: u64) -> Result<Step>;
     /// Run `action` on the host context the instance's imports use.
     fn with_context<R>(&mut self, action: impl FnOnce(&mut HostContext) -> R) -> R;
+    /// The guest's memory in bytes, where the host can see it (a component's linear
+    /// memory; not a native build's heap).
+    fn memory_bytes(&self) -> Option<usize> {
+        None
+    }
 }
 
 pub use crate::wasm::WasmMachine;
 
-/// The echo guest core, compiled into the host and driven through the same contract.
-pub struct NativeMachine {
+/// A guest core compiled into the host and driven through the same contract: the echo
+/// machine by default (the baseline of the component), or any other
+/// [`carapace_lsm::StateMachine`] (tests drive model machines this way).
+pub struct NativeMachine<M: carapace_lsm::StateMachine = carapace_echo::Echo> {
     context: Rc<RefCell<HostContext>>,
-    driver: Option<carapace_lsm::Driver<carapace_echo::Echo>>,
+    driver: Option<carapace_lsm::Driver<M>>,
 }
 
-impl std::fmt::Debug for NativeMachine {
+impl<M: carapace_lsm::StateMachine> std::fmt::Debug for NativeMachine<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NativeMachine")
             .field("driver", &self.driver)
@@ -141,13 +148,25 @@ impl carapace_lsm::Host for NativeImports {
 impl NativeMachine {
     /// A native echo machine over `context`; call [`Machine::init`] next.
     pub fn new(context: HostContext) -> NativeMachine {
+        NativeMachine::of(context)
+    }
+}
+
+impl<M: carapace_lsm::StateMachine> NativeMachine<M> {
+    /// A native machine of type `M` over `context`; call [`Machine::init`] next.
+    pub fn of(context: HostContext) -> NativeMachine<M> {
         NativeMachine {
             context: Rc::new(RefCell::new(context)),
             driver: None,
         }
     }
 
-    fn driver(&mut self) -> Result<&mut carapace_lsm::Driver<carapace_echo::Echo>> {
+    /// The machine, when no step is in flight.
+    pub fn machine(&self) -> Option<&M> {
+        self.driver.as_ref().and_then(carapace_lsm::Driver::machine)
+    }
+
+    fn driver(&mut self) -> Result<&mut carapace_lsm::Driver<M>> {
         self.driver
             .as_mut()
             .ok_or_else(|| anyhow::anyhow!("the machine was called before `init`"))
@@ -184,7 +203,7 @@ fn native_failure(failure: &carapace_lsm::Failure) -> GuestFailure {
     }
 }
 
-impl Machine for NativeMachine {
+impl<M: carapace_lsm::StateMachine> Machine for NativeMachine<M> {
     fn init(&mut self, options: &Options) -> Result<()> {
         anyhow::ensure!(self.driver.is_none(), "`init` called twice");
         let options = carapace_lsm::Options {

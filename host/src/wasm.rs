@@ -4,7 +4,7 @@
 
 use anyhow::{Context as _, Result, bail};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, ResourceLimiter, Store};
 
 use crate::context::{HostContext, Level};
 use crate::machine::{GuestFailure, Machine, Options, Step};
@@ -67,7 +67,50 @@ impl std::fmt::Debug for Runtime {
 /// What a store holds: the host context the imports use, and the store's limits.
 struct WasmState {
     context: HostContext,
-    limits: StoreLimits,
+    limiter: GuestLimiter,
+}
+
+/// Table elements a guest's tables may grow to: far above what a Rust guest uses.
+const TABLE_ELEMENTS_MAX: usize = 1 << 16;
+
+/// Enforces the memory limit (a growth past it traps, deterministically) and records
+/// how far the guest's memory has grown.
+#[derive(Debug)]
+struct GuestLimiter {
+    memory_bytes_max: usize,
+    memory_bytes: usize,
+}
+
+impl ResourceLimiter for GuestLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes_max {
+            return Err(wasmtime::Error::msg(format!(
+                "guest memory growing to {desired} bytes exceeds its limit of {} bytes",
+                self.memory_bytes_max
+            )));
+        }
+        self.memory_bytes = self.memory_bytes.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > TABLE_ELEMENTS_MAX {
+            return Err(wasmtime::Error::msg(format!(
+                "guest table growing to {desired} elements exceeds its limit of {TABLE_ELEMENTS_MAX}"
+            )));
+        }
+        Ok(true)
+    }
 }
 
 impl Runtime {
@@ -119,12 +162,12 @@ impl Runtime {
 
     /// Instantiate `component` over `context`.
     pub fn instantiate(&self, component: &Component, context: HostContext) -> Result<WasmMachine> {
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.limits.memory_bytes_max)
-            .trap_on_grow_failure(true)
-            .build();
-        let mut store = Store::new(&self.engine, WasmState { context, limits });
-        store.limiter(|state| &mut state.limits);
+        let limiter = GuestLimiter {
+            memory_bytes_max: self.limits.memory_bytes_max,
+            memory_bytes: 0,
+        };
+        let mut store = Store::new(&self.engine, WasmState { context, limiter });
+        store.limiter(|state| &mut state.limiter);
         store.set_fuel(self.limits.fuel_per_call)?;
         let bindings = bindings::StateMachine::instantiate(&mut store, component, &self.linker)
             .map_err(anyhow::Error::from)
@@ -151,6 +194,12 @@ impl std::fmt::Debug for WasmMachine {
 }
 
 impl WasmMachine {
+    /// The size the guest's linear memory has grown to, in bytes. All of a guest's
+    /// memory is allocated at init, so this must not change with the number of ops.
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().limiter.memory_bytes
+    }
+
     /// Call one export with a full tank of fuel; a trap or a contract violation during
     /// the call becomes an error naming the export.
     fn call<T>(
@@ -279,6 +328,10 @@ impl Machine for WasmMachine {
 
     fn with_context<R>(&mut self, action: impl FnOnce(&mut HostContext) -> R) -> R {
         action(&mut self.store.data_mut().context)
+    }
+
+    fn memory_bytes(&self) -> Option<usize> {
+        Some(WasmMachine::memory_bytes(self))
     }
 }
 

@@ -51,7 +51,7 @@ impl Workload {
 }
 
 /// What a workload run did.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunReport {
     /// Ops committed.
     pub ops: u64,
@@ -62,6 +62,13 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// Add a later part of the same run.
+    pub fn add(&mut self, other: &RunReport) {
+        self.ops += other.ops;
+        self.bytes += other.bytes;
+        self.elapsed += other.elapsed;
+    }
+
     /// Committed ops per second.
     pub fn ops_per_second(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)

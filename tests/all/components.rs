@@ -90,7 +90,11 @@ fn a_guest_over_its_memory_limit_traps_with_an_error() {
         .and_then(|machine| Replica::open(machine, config(), None));
     let error = format!("{:#}", result.unwrap_err());
     assert!(error.contains("guest trapped in `init`"), "{error}");
-    assert!(error.contains("growing memory"), "{error}");
+    assert!(error.contains("guest memory growing to"), "{error}");
+    assert!(
+        error.contains("exceeds its limit of 2097152 bytes"),
+        "{error}"
+    );
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod cli;
 mod components;
 mod determinism;
 mod input;
+mod model;
 mod recovery;
 mod storage;
 mod timers;

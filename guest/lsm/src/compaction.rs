@@ -95,6 +95,11 @@ impl TableCursor {
         }
     }
 
+    /// Whether a current value is available without I/O.
+    fn ready(&self) -> bool {
+        self.entries_loaded && self.block_loaded && self.value < self.value_count
+    }
+
     fn current<'a>(&'a self, layout: &Layout) -> &'a [u8] {
         let start = crate::block::HEADER_SIZE + self.value * layout.value_size;
         &self.block[start..start + layout.value_size]
@@ -211,12 +216,14 @@ impl Compaction {
         let immutable_count = immutable.len() / size;
         let mut consumed = 0;
         while last || consumed < quota {
+            // The cursors' I/O is awaited only when a block runs out: this loop runs once
+            // per value, and a future per value would cost more than the merge itself.
             let a_has = if self.from_immutable {
                 self.immutable_position < immutable_count
             } else {
-                self.a.fill(grid, layout, &mut self.release).await?
+                self.a.ready() || self.a.fill(grid, layout, &mut self.release).await?
             };
-            let b_has = self.b.fill(grid, layout, &mut self.release).await?;
+            let b_has = self.b.ready() || self.b.fill(grid, layout, &mut self.release).await?;
             if !a_has && !b_has {
                 break;
             }
@@ -258,9 +265,10 @@ impl Compaction {
             }
             consumed += 1;
             if keep
+                && self.builder.add(&scratch[..size])
                 && let Some(table) = self
                     .builder
-                    .push(grid, &scratch[..size], self.snapshot_output)
+                    .write_full_block(grid, self.snapshot_output)
                     .await?
             {
                 self.outputs.push(table);

@@ -332,14 +332,13 @@ async fn compact_log(
             else {
                 continue;
             };
-            let address = event.table.index.address;
-            if let Some(table) = tree.table_with_event_at(address, position) {
+            if let Some(table) = tree.table_with_event_at(&event.table, position) {
                 let event = Event {
                     kind: EventKind::Update,
                     table,
                 };
                 let position = log.append(grid, event, op).await?;
-                tree.set_log_position(address, position);
+                tree.set_log_position(&table, position);
             }
         }
     }

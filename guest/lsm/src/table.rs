@@ -267,14 +267,10 @@ impl TableBuilder {
         self.table_value_count == 0
     }
 
-    /// Add the next value (keys strictly increasing). Writes the value block when it
-    /// fills, and the table when it is full, returning the finished table then.
-    pub async fn push(
-        &mut self,
-        grid: &mut Grid,
-        value: &[u8],
-        snapshot: u64,
-    ) -> Result<Option<TableInfo>, Failure> {
+    /// Add the next value (keys strictly increasing). Synchronous, as it runs once per
+    /// value; returns whether the value block is now full, in which case the caller
+    /// must [`TableBuilder::write_full_block`] before adding more.
+    pub fn add(&mut self, value: &[u8]) -> bool {
         let key = (self.layout.key_of)(value);
         assert!(
             self.last_key.is_none_or(|last| last < key),
@@ -293,11 +289,19 @@ impl TableBuilder {
             .copy_from_slice(value);
         self.table_value_count += 1;
         self.last_key = Some(key);
-        if values_in_block + 1 == self.values_per_block {
-            self.write_value_block(grid, snapshot).await?;
-            if self.value_block_count == self.value_blocks_per_table_max {
-                return self.finish(grid, snapshot).await.map(Some);
-            }
+        values_in_block + 1 == self.values_per_block
+    }
+
+    /// Write the full value block, and the table if it is full too (returning it).
+    pub async fn write_full_block(
+        &mut self,
+        grid: &mut Grid,
+        snapshot: u64,
+    ) -> Result<Option<TableInfo>, Failure> {
+        assert!((self.table_value_count as usize).is_multiple_of(self.values_per_block));
+        self.write_value_block(grid, snapshot).await?;
+        if self.value_block_count == self.value_blocks_per_table_max {
+            return self.finish(grid, snapshot).await.map(Some);
         }
         Ok(None)
     }

@@ -65,6 +65,11 @@ pub struct Table {
     pub log_position: LogPosition,
 }
 
+/// The sort key of `tables`: deeper levels first, then `key_min`.
+fn order_key(level: u8, key_min: u128) -> (u8, u128) {
+    (LEVELS_MAX - level, key_min)
+}
+
 /// A tree of fixed-size values.
 #[derive(Debug)]
 pub struct Tree {
@@ -75,7 +80,9 @@ pub struct Tree {
     /// The previous bar's values, sorted with unique keys; empty once flushed.
     immutable: Vec<u8>,
     sort_scratch: Vec<(u128, u32)>,
-    /// Tables sorted by `(level, key_min)`; tables of one level are disjoint.
+    /// Tables sorted by level, deepest first, then by `key_min`; tables of one level
+    /// are disjoint. Deepest first because the deep levels hold nearly all tables and
+    /// change least: a flush into level 0 appends, a move shifts only shallow levels.
     tables: Vec<Table>,
     /// One compaction per target level, allocated at init.
     compactions: Vec<Compaction>,
@@ -137,7 +144,7 @@ impl Tree {
         self.config.table_count_max
     }
 
-    /// Every table, sorted by level then key.
+    /// Every table, deepest level first, then by key.
     pub fn tables(&self) -> &[Table] {
         &self.tables
     }
@@ -146,11 +153,18 @@ impl Tree {
     pub fn level(&self, level: u8) -> &[Table] {
         let start = self
             .tables
-            .partition_point(|table| table.info.level < level);
+            .partition_point(|table| table.info.level > level);
         let end = self
             .tables
-            .partition_point(|table| table.info.level <= level);
+            .partition_point(|table| table.info.level >= level);
         &self.tables[start..end]
+    }
+
+    /// Where a table of `level` starting at `key_min` sits in the order of `tables`.
+    fn position_for(&self, level: u8, key_min: u128) -> usize {
+        let order = order_key(level, key_min);
+        self.tables
+            .partition_point(|table| order_key(table.info.level, table.info.key_min) < order)
     }
 
     /// Values in the memory tables (mutable, immutable).
@@ -314,27 +328,27 @@ impl Tree {
                 info.index.address, info.tree_id, info.level, self.config.tree_id
             )));
         }
-        let overlapping = self
-            .level(info.level)
-            .iter()
-            .any(|other| other.info.overlaps(info.key_min, info.key_max));
+        let position = self.position_for(info.level, info.key_min);
+        // Tables of a level are disjoint and sorted, so only the neighbours can overlap.
+        let overlapping = [position.checked_sub(1), Some(position)]
+            .into_iter()
+            .flatten()
+            .filter_map(|neighbour| self.tables.get(neighbour))
+            .any(|other| {
+                other.info.level == info.level && other.info.overlaps(info.key_min, info.key_max)
+            });
         if overlapping {
             return Err(Failure::CorruptBlock(format!(
                 "table at address {} overlaps another table of level {} in tree {}",
                 info.index.address, info.level, self.config.tree_id
             )));
         }
-        let position = self.tables.partition_point(|other| {
-            (other.info.level, other.info.key_min) < (info.level, info.key_min)
-        });
         self.tables.insert(position, table);
         Ok(())
     }
 
     fn position_of(&self, info: &TableInfo) -> usize {
-        let start = self.tables.partition_point(|other| {
-            (other.info.level, other.info.key_min) < (info.level, info.key_min)
-        });
+        let start = self.position_for(info.level, info.key_min);
         assert!(
             self.tables
                 .get(start)
@@ -346,23 +360,24 @@ impl Tree {
         start
     }
 
-    /// Whether the table whose index block is at `address` has its latest event at
-    /// `position` (then the event is live), and the table if so.
-    pub fn table_with_event_at(&self, address: u64, position: LogPosition) -> Option<TableInfo> {
+    /// Whether `event_table`'s latest event is at `position` (then the event is live),
+    /// and the table if so. `event_table` is the table as the event recorded it: a live event records the
+    /// table as it is now, so its level and key find it.
+    pub fn table_with_event_at(
+        &self,
+        event_table: &TableInfo,
+        position: LogPosition,
+    ) -> Option<TableInfo> {
         self.tables
-            .iter()
-            .find(|table| table.info.index.address == address && table.log_position == position)
+            .get(self.position_for(event_table.level, event_table.key_min))
+            .filter(|table| table.info.index == event_table.index && table.log_position == position)
             .map(|table| table.info)
     }
 
-    /// Record that the latest event of the table at `address` moved to `position`.
-    pub fn set_log_position(&mut self, address: u64, position: LogPosition) {
-        let table = self
-            .tables
-            .iter_mut()
-            .find(|table| table.info.index.address == address)
-            .expect("the table of a live event exists");
-        table.log_position = position;
+    /// Record that the latest event of `table` (as it is now) moved to `position`.
+    pub fn set_log_position(&mut self, table: &TableInfo, position: LogPosition) {
+        let index = self.position_of(table);
+        self.tables[index].log_position = position;
     }
 
     /// Whether a compaction is in flight.
@@ -409,13 +424,16 @@ impl Tree {
         }
         // The table of the source level that overlaps the fewest tables of the target
         // level; the first in key order among equals.
+        let targets = self.level(target);
+        let overlap_count = |table: &Table| {
+            let start = targets.partition_point(|other| other.info.key_max < table.info.key_min);
+            let end = targets.partition_point(|other| other.info.key_min <= table.info.key_max);
+            end - start
+        };
         let chosen = self
             .level(source)
             .iter()
-            .min_by_key(|table| {
-                self.overlapping(target, table.info.key_min, table.info.key_max)
-                    .count()
-            })
+            .min_by_key(|table| overlap_count(table))
             .map(|table| table.info)
             .expect("a full level has tables");
         let inputs: Vec<TableInfo> = self
@@ -500,15 +518,20 @@ impl Tree {
             assert_eq!(compaction.remaining, 0);
             match compaction.mode {
                 Mode::Move(table) => {
-                    let position = self.position_of(&table);
-                    let mut moved = self.tables.remove(position);
+                    let from = self.position_of(&table);
+                    let mut moved = self.tables[from];
                     moved.info.level = target as u8;
                     let event = Event {
                         kind: EventKind::Update,
                         table: moved.info,
                     };
                     moved.log_position = log.append(grid, event, snapshot_max).await?;
-                    self.insert_table(moved)?;
+                    // Nothing in the target level overlaps the table (or it would have
+                    // been merged), so it slides into place: rotate the tables between.
+                    let to = self.position_for(moved.info.level, moved.info.key_min);
+                    assert!(to <= from, "the deeper level comes first");
+                    self.tables[to..=from].rotate_right(1);
+                    self.tables[to] = moved;
                 }
                 Mode::Merge => {
                     let inputs: Vec<TableInfo> = compaction

@@ -42,9 +42,13 @@ pub struct WorkloadArgs {
     /// Checkpoint after every this many ops.
     #[arg(long, default_value_t = 1024)]
     pub checkpoint_interval: u64,
-    /// A machine setting `name=value` (repeatable), for example `bar-ops=4`.
+    /// A machine setting `name=value` (repeatable), for example `lsm-profile=test`.
     #[arg(long = "setting", value_name = "NAME=VALUE")]
     pub settings: Vec<String>,
+    /// Also report the guest's memory after this many ops (repeatable); it is always
+    /// reported at the end. Equal figures show that memory does not grow with ops.
+    #[arg(long = "memory-at", value_name = "OPS")]
+    pub memory_at: Vec<u64>,
 }
 
 /// What one workload run produced.
@@ -54,6 +58,8 @@ pub struct Outcome {
     pub report: RunReport,
     /// The last checkpoint's op and id, if any was taken.
     pub checkpoint: Option<(u64, u128)>,
+    /// Guest memory in bytes after some ops, where the host can see it.
+    pub memory: Vec<(u64, usize)>,
 }
 
 impl WorkloadArgs {
@@ -102,11 +108,33 @@ impl WorkloadArgs {
     fn execute<M: Machine>(&self, machine: M, config: ReplicaConfig) -> Result<Outcome> {
         let mut replica = Replica::open(machine, config, None)?;
         let mut workload = Workload::new(self.seed, self.batch_size_limit);
-        let report = workload::run(&mut replica, &mut workload, self.ops)?;
+        let mut stops: Vec<u64> = self
+            .memory_at
+            .iter()
+            .copied()
+            .filter(|&ops| ops < self.ops)
+            .collect();
+        stops.sort_unstable();
+        stops.dedup();
+        stops.push(self.ops);
+        let mut report = RunReport::default();
+        let mut memory = Vec::new();
+        for stop in stops {
+            let ops = stop - replica.op();
+            let segment = workload::run(&mut replica, &mut workload, ops)?;
+            report.add(&segment);
+            if let Some(bytes) = replica.machine_mut().memory_bytes() {
+                memory.push((stop, bytes));
+            }
+        }
         let checkpoint = replica
             .checkpoint()
             .map(|checkpoint| (checkpoint.op, checkpoint.id()));
-        Ok(Outcome { report, checkpoint })
+        Ok(Outcome {
+            report,
+            checkpoint,
+            memory,
+        })
     }
 }
 
@@ -168,5 +196,8 @@ pub fn print_outcome(outcome: &Outcome, checkpoint_interval: u64) {
     match outcome.checkpoint {
         Some((op, id)) => println!("checkpoint  op {op} id {id:032x}"),
         None => println!("checkpoint  none (fewer than {checkpoint_interval} ops)"),
+    }
+    for (ops, bytes) in &outcome.memory {
+        println!("memory      {bytes} bytes of guest memory after {ops} ops");
     }
 }
