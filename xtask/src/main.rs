@@ -1,7 +1,8 @@
 //! `cargo xtask <task>`: the project's tasks that are more than one cargo command.
 //!
 //! - `ci`: formatting, lints, then every test (what `.ci/run` runs);
-//! - `bench`: the wasm-vs-native benchmark, in release mode.
+//! - `bench`: the wasm-vs-native benchmark, in release mode;
+//! - `memory`: guest memory after 100,000 and after 1,000,000 echo ops (must be equal).
 
 use std::process::Command;
 
@@ -12,7 +13,8 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench(&args[1..]),
-        _ => bail!("usage: cargo xtask <ci | bench [carapace bench options]>"),
+        Some("memory") => memory(),
+        _ => bail!("usage: cargo xtask <ci | bench [carapace bench options] | memory>"),
     }
 }
 
@@ -41,6 +43,24 @@ fn bench(extra: &[String]) -> Result<()> {
     ];
     args.extend(extra.iter().map(String::as_str));
     cargo(&args)
+}
+
+/// All guest memory is allocated at init: a million ops must not grow it past what a
+/// hundred thousand needed. `carapace run` prints both figures.
+fn memory() -> Result<()> {
+    cargo(&[
+        "run",
+        "--release",
+        "--quiet",
+        "--package",
+        "carapace",
+        "--",
+        "run",
+        "--ops",
+        "1000000",
+        "--memory-at",
+        "100000",
+    ])
 }
 
 fn cargo(args: &[&str]) -> Result<()> {

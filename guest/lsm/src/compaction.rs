@@ -10,13 +10,16 @@ use crate::block::BlockType;
 use crate::failure::Failure;
 use crate::grid::Grid;
 use crate::table::{self, IndexEntry, Layout, TableBuilder, TableInfo};
+use crate::tree::Table;
 
-/// Reads the values of a run of disjoint tables in key order, one block at a time,
-/// and records the address of every block it reads (they are released when the
-/// compaction's inputs are removed).
+/// Reads the values of a run of disjoint tables in key order, one block at a time.
+/// The tables are a range of the tree's table list, which does not change while a
+/// compaction is in flight (changes are applied at the half-bar's end). Each block is
+/// released once its last value is consumed, as TigerBeetle does: it stays readable,
+/// and is reused only after the next checkpoint.
 #[derive(Debug)]
 pub(crate) struct TableCursor {
-    tables: Vec<TableInfo>,
+    tables: std::ops::Range<usize>,
     table: usize,
     entries: Vec<IndexEntry>,
     entries_loaded: bool,
@@ -28,9 +31,9 @@ pub(crate) struct TableCursor {
 }
 
 impl TableCursor {
-    pub(crate) fn new(tables_max: usize, entries_max: usize) -> TableCursor {
+    pub(crate) fn new(entries_max: usize) -> TableCursor {
         TableCursor {
-            tables: Vec::with_capacity(tables_max),
+            tables: 0..0,
             table: 0,
             entries: Vec::with_capacity(entries_max),
             entries_loaded: false,
@@ -42,38 +45,39 @@ impl TableCursor {
         }
     }
 
-    pub(crate) fn reset(&mut self, tables: impl IntoIterator<Item = TableInfo>) {
-        self.tables.clear();
-        self.tables.extend(tables);
-        self.table = 0;
+    pub(crate) fn reset(&mut self, tables: std::ops::Range<usize>) {
+        self.table = tables.start;
+        self.tables = tables;
         self.entries_loaded = false;
         self.block_loaded = false;
     }
 
-    pub(crate) fn tables(&self) -> &[TableInfo] {
-        &self.tables
+    /// The range of the tree's tables this cursor reads.
+    pub(crate) fn tables(&self) -> std::ops::Range<usize> {
+        self.tables.clone()
     }
 
     /// Make a current value available; `false` once every table is exhausted.
     async fn fill(
         &mut self,
-        grid: &Grid,
+        grid: &mut Grid,
         layout: &Layout,
-        release: &mut Vec<u64>,
+        tables: &[Table],
     ) -> Result<bool, Failure> {
         loop {
-            let Some(table) = self.tables.get(self.table) else {
+            if self.table == self.tables.end {
                 return Ok(false);
-            };
+            }
+            let table = &tables[self.table].info;
             if !self.entries_loaded {
                 let index = grid.read(table.index, BlockType::Index).await?;
                 table::index_entries(&index, table.index.address, &mut self.entries)?;
-                release.push(table.index.address);
                 self.entries_loaded = true;
                 self.entry = 0;
                 self.block_loaded = false;
             }
             let Some(entry) = self.entries.get(self.entry) else {
+                grid.free_set_mut().release(table.index.address);
                 self.table += 1;
                 self.entries_loaded = false;
                 continue;
@@ -82,11 +86,11 @@ impl TableCursor {
                 self.block = grid.read(entry.block, BlockType::Value).await?;
                 let values = table::values(&self.block, entry.block.address, layout.value_size)?;
                 self.value_count = values.len() / layout.value_size;
-                release.push(entry.block.address);
                 self.block_loaded = true;
                 self.value = 0;
             }
             if self.value == self.value_count {
+                grid.free_set_mut().release(entry.block.address);
                 self.entry += 1;
                 self.block_loaded = false;
                 continue;
@@ -130,39 +134,37 @@ pub(crate) struct Compaction {
     pub(crate) remaining: u64,
     builder: TableBuilder,
     pub(crate) outputs: Vec<TableInfo>,
-    /// Addresses of input blocks, released when the inputs are removed.
-    pub(crate) release: Vec<u64>,
     /// `snapshot_min` of the outputs: the first op of the next half-bar.
     pub(crate) snapshot_output: u64,
 }
 
 impl Compaction {
-    pub(crate) fn new(builder: TableBuilder, tables_max: usize, entries_max: usize) -> Compaction {
+    pub(crate) fn new(builder: TableBuilder, outputs_max: usize, entries_max: usize) -> Compaction {
         Compaction {
             target_level: 0,
             mode: Mode::Merge,
             from_immutable: false,
             immutable_position: 0,
-            a: TableCursor::new(1, entries_max),
-            b: TableCursor::new(tables_max, entries_max),
+            a: TableCursor::new(entries_max),
+            b: TableCursor::new(entries_max),
             drop_tombstones: false,
             remaining: 0,
             builder,
-            outputs: Vec::with_capacity(tables_max + 1),
-            release: Vec::with_capacity((tables_max + 1) * (entries_max + 1)),
+            outputs: Vec::with_capacity(outputs_max),
             snapshot_output: 0,
         }
     }
 
-    /// Set up a merge of `a` (or the immutable table's `immutable_count` values) with
-    /// `b`, into `target_level`.
+    /// Set up a merge of the tree's table `a` (or, if `None`, the immutable table's
+    /// `immutable_count` values) with its tables `b`, into `target_level`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start_merge(
         &mut self,
         target_level: u8,
-        a: Option<TableInfo>,
+        a: Option<usize>,
         immutable_count: usize,
-        b: &[TableInfo],
+        b: std::ops::Range<usize>,
+        tables: &[Table],
         drop_tombstones: bool,
         snapshot_output: u64,
     ) {
@@ -171,19 +173,19 @@ impl Compaction {
         self.mode = Mode::Merge;
         self.from_immutable = a.is_none();
         self.immutable_position = 0;
-        self.a.reset(a);
-        self.b.reset(b.iter().copied());
+        self.a.reset(a.map_or(0..0, |index| index..index + 1));
+        self.b.reset(b.clone());
         self.drop_tombstones = drop_tombstones;
         let a_values = match a {
-            Some(table) => u64::from(table.value_count),
+            Some(index) => u64::from(tables[index].info.value_count),
             None => immutable_count as u64,
         };
         self.remaining = a_values
-            + b.iter()
-                .map(|table| u64::from(table.value_count))
+            + tables[b]
+                .iter()
+                .map(|table| u64::from(table.info.value_count))
                 .sum::<u64>();
         self.outputs.clear();
-        self.release.clear();
         self.snapshot_output = snapshot_output;
     }
 
@@ -192,11 +194,10 @@ impl Compaction {
         self.target_level = target_level;
         self.mode = Mode::Move(table);
         self.from_immutable = false;
-        self.a.reset(None);
-        self.b.reset(None);
+        self.a.reset(0..0);
+        self.b.reset(0..0);
         self.remaining = 0;
         self.outputs.clear();
-        self.release.clear();
     }
 
     /// Merge up to `quota` input values (all that are left if `last`). `immutable`
@@ -206,6 +207,7 @@ impl Compaction {
         grid: &mut Grid,
         layout: &Layout,
         immutable: &[u8],
+        tables: &[Table],
         quota: u64,
         last: bool,
     ) -> Result<(), Failure> {
@@ -221,9 +223,9 @@ impl Compaction {
             let a_has = if self.from_immutable {
                 self.immutable_position < immutable_count
             } else {
-                self.a.ready() || self.a.fill(grid, layout, &mut self.release).await?
+                self.a.ready() || self.a.fill(grid, layout, tables).await?
             };
-            let b_has = self.b.ready() || self.b.fill(grid, layout, &mut self.release).await?;
+            let b_has = self.b.ready() || self.b.fill(grid, layout, tables).await?;
             if !a_has && !b_has {
                 break;
             }

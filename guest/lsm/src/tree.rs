@@ -104,7 +104,9 @@ impl Tree {
                 grid.block_size()
             )));
         }
-        let inputs_max = shape.growth_factor as usize + 1;
+        // A merge reads one table and the tables of the next level it overlaps (about
+        // `growth_factor` when levels are full) and writes about as many.
+        let outputs_max = 2 * (shape.growth_factor as usize + 1);
         let compactions = (0..shape.levels)
             .map(|_| {
                 let builder = TableBuilder::new(
@@ -113,7 +115,7 @@ impl Tree {
                     config.tree_id,
                     shape.value_blocks_per_table_max,
                 );
-                Compaction::new(builder, inputs_max, entries_max)
+                Compaction::new(builder, outputs_max, entries_max)
             })
             .collect();
         Ok(Tree {
@@ -151,13 +153,7 @@ impl Tree {
 
     /// The tables of `level`, by key.
     pub fn level(&self, level: u8) -> &[Table] {
-        let start = self
-            .tables
-            .partition_point(|table| table.info.level > level);
-        let end = self
-            .tables
-            .partition_point(|table| table.info.level >= level);
-        &self.tables[start..end]
+        &self.tables[self.level_range(level)]
     }
 
     /// Where a table of `level` starting at `key_min` sits in the order of `tables`.
@@ -398,7 +394,7 @@ impl Tree {
 
     fn start_compaction(&mut self, target: u8, snapshot_output: u64) -> bool {
         let layout = self.config.layout;
-        if target == 0 {
+        let (a, b, key_min, key_max, immutable_count) = if target == 0 {
             let size = layout.value_size;
             let count = self.immutable.len() / size;
             if count == 0 {
@@ -406,81 +402,69 @@ impl Tree {
             }
             let key_min = (layout.key_of)(&self.immutable[..size]);
             let key_max = (layout.key_of)(&self.immutable[(count - 1) * size..]);
-            let inputs: Vec<TableInfo> = self.overlapping(0, key_min, key_max).collect();
-            let drop_tombstones = self.nothing_deeper_overlaps(0, key_min, key_max, &inputs);
-            self.compactions[0].start_merge(
-                0,
+            (
                 None,
+                self.overlapping(0, key_min, key_max),
+                key_min,
+                key_max,
                 count,
-                &inputs,
-                drop_tombstones,
-                snapshot_output,
-            );
-            return true;
-        }
-        let source = target - 1;
-        if (self.level(source).len() as u64) < self.shape.level_table_count_limit(source) {
-            return false;
-        }
-        // The table of the source level that overlaps the fewest tables of the target
-        // level; the first in key order among equals.
-        let targets = self.level(target);
-        let overlap_count = |table: &Table| {
-            let start = targets.partition_point(|other| other.info.key_max < table.info.key_min);
-            let end = targets.partition_point(|other| other.info.key_min <= table.info.key_max);
-            end - start
-        };
-        let chosen = self
-            .level(source)
-            .iter()
-            .min_by_key(|table| overlap_count(table))
-            .map(|table| table.info)
-            .expect("a full level has tables");
-        let inputs: Vec<TableInfo> = self
-            .overlapping(target, chosen.key_min, chosen.key_max)
-            .collect();
-        let compaction = &mut self.compactions[usize::from(target)];
-        if inputs.is_empty() {
-            compaction.start_move(target, chosen);
+            )
         } else {
-            let key_min = chosen.key_min.min(inputs[0].key_min);
-            let key_max = chosen.key_max.max(inputs[inputs.len() - 1].key_max);
-            let drop_tombstones = self.nothing_deeper_overlaps(target, key_min, key_max, &inputs);
-            self.compactions[usize::from(target)].start_merge(
-                target,
-                Some(chosen),
-                0,
-                &inputs,
-                drop_tombstones,
-                snapshot_output,
-            );
-        }
+            let source = target - 1;
+            let sources = self.level_range(source);
+            if (sources.len() as u64) < self.shape.level_table_count_limit(source) {
+                return false;
+            }
+            // The table of the source level that overlaps the fewest tables of the
+            // target level; the first in key order among equals.
+            let chosen = sources
+                .min_by_key(|&index| {
+                    let info = &self.tables[index].info;
+                    self.overlapping(target, info.key_min, info.key_max).len()
+                })
+                .expect("a full level has tables");
+            let info = self.tables[chosen].info;
+            let b = self.overlapping(target, info.key_min, info.key_max);
+            if b.is_empty() {
+                self.compactions[usize::from(target)].start_move(target, info);
+                return true;
+            }
+            let key_min = info.key_min.min(self.tables[b.start].info.key_min);
+            let key_max = info.key_max.max(self.tables[b.end - 1].info.key_max);
+            (Some(chosen), b, key_min, key_max, 0)
+        };
+        let drop_tombstones = (target + 1..self.shape.levels)
+            .all(|level| self.overlapping(level, key_min, key_max).is_empty());
+        self.compactions[usize::from(target)].start_merge(
+            target,
+            a,
+            immutable_count,
+            b,
+            &self.tables,
+            drop_tombstones,
+            snapshot_output,
+        );
         true
     }
 
-    fn overlapping(
-        &self,
-        level: u8,
-        key_min: u128,
-        key_max: u128,
-    ) -> impl Iterator<Item = TableInfo> + '_ {
-        let tables = self.level(level);
-        let start = tables.partition_point(|table| table.info.key_max < key_min);
-        tables[start..]
-            .iter()
-            .take_while(move |table| table.info.key_min <= key_max)
-            .map(|table| table.info)
+    /// The positions in `tables` of `level`'s tables.
+    fn level_range(&self, level: u8) -> std::ops::Range<usize> {
+        let start = self
+            .tables
+            .partition_point(|table| table.info.level > level);
+        let end = self
+            .tables
+            .partition_point(|table| table.info.level >= level);
+        start..end
     }
 
-    fn nothing_deeper_overlaps(
-        &self,
-        target: u8,
-        key_min: u128,
-        key_max: u128,
-        _inputs: &[TableInfo],
-    ) -> bool {
-        (target + 1..self.shape.levels)
-            .all(|level| self.overlapping(level, key_min, key_max).next().is_none())
+    /// The positions in `tables` of `level`'s tables that overlap `[key_min, key_max]`.
+    fn overlapping(&self, level: u8, key_min: u128, key_max: u128) -> std::ops::Range<usize> {
+        let range = self.level_range(level);
+        let tables = &self.tables[range.clone()];
+        let start = tables.partition_point(|table| table.info.key_max < key_min);
+        let end = tables.partition_point(|table| table.info.key_min <= key_max);
+        range.start + start..range.start + end.max(start)
     }
 
     /// One beat of every compaction in flight: a quota of `remaining / beats_left`
@@ -495,7 +479,14 @@ impl Tree {
             let compaction = &mut self.compactions[target];
             let quota = compaction.remaining.div_ceil(beats_left);
             compaction
-                .beat(grid, &layout, &self.immutable, quota, beats_left == 1)
+                .beat(
+                    grid,
+                    &layout,
+                    &self.immutable,
+                    &self.tables,
+                    quota,
+                    beats_left == 1,
+                )
                 .await?;
         }
         Ok(())
@@ -534,21 +525,16 @@ impl Tree {
                     self.tables[to] = moved;
                 }
                 Mode::Merge => {
-                    let inputs: Vec<TableInfo> = compaction
-                        .a
-                        .tables()
-                        .iter()
-                        .chain(compaction.b.tables())
-                        .copied()
-                        .collect();
+                    let a = compaction.a.tables();
+                    let b = compaction.b.tables();
+                    let from_immutable = compaction.from_immutable;
                     let outputs = std::mem::take(&mut compaction.outputs);
-                    let release = std::mem::take(&mut compaction.release);
-                    if compaction.from_immutable {
+                    if from_immutable {
                         self.immutable.clear();
                     }
-                    for mut input in inputs {
-                        let position = self.position_of(&input);
-                        self.tables.remove(position);
+                    // The inputs' blocks were released as the merge consumed them.
+                    for position in a.clone().chain(b.clone()) {
+                        let mut input = self.tables[position].info;
                         input.snapshot_max = snapshot_max;
                         let event = Event {
                             kind: EventKind::Remove,
@@ -556,9 +542,11 @@ impl Tree {
                         };
                         log.append(grid, event, snapshot_max).await?;
                     }
-                    for &address in &release {
-                        grid.free_set_mut().release(address);
-                    }
+                    // Table `a` is of the shallower level, so it sits after `b`: remove
+                    // it first and `b`'s positions still hold.
+                    assert!(a.is_empty() || b.end <= a.start);
+                    self.tables.drain(a);
+                    self.tables.drain(b);
                     for mut output in outputs.iter().copied() {
                         output.level = target as u8;
                         let event = Event {
@@ -571,12 +559,10 @@ impl Tree {
                             log_position,
                         })?;
                     }
-                    // Hand the buffers back, keeping their capacity.
+                    // Hand the buffer back, keeping its capacity.
                     let compaction = &mut self.compactions[target];
                     compaction.outputs = outputs;
                     compaction.outputs.clear();
-                    compaction.release = release;
-                    compaction.release.clear();
                 }
             }
         }
