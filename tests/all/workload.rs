@@ -24,3 +24,17 @@ fn thousands_of_echo_ops_through_the_wasm_host() {
         storage.written_count()
     );
 }
+
+#[test]
+fn guest_memory_does_not_grow_with_the_number_of_ops() {
+    let storage = MemoryStorage::new();
+    let mut replica = wasm_replica(&storage, IoOrder::Seeded(12), config(), None).unwrap();
+    let mut workload = Workload::new(12, BATCH_SIZE_LIMIT);
+    // By 1,000 ops every level of the test profile is in use; from then on memory
+    // must stay what `init` allocated.
+    workload::run(&mut replica, &mut workload, 1_000).unwrap();
+    let early = replica.machine_mut().memory_bytes();
+    workload::run(&mut replica, &mut workload, 7_000).unwrap();
+    let late = replica.machine_mut().memory_bytes();
+    assert_eq!(early, late);
+}

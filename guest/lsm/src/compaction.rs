@@ -31,14 +31,14 @@ pub(crate) struct TableCursor {
 }
 
 impl TableCursor {
-    pub(crate) fn new(entries_max: usize) -> TableCursor {
+    pub(crate) fn new(grid: &Grid, entries_max: usize) -> TableCursor {
         TableCursor {
             tables: 0..0,
             table: 0,
             entries: Vec::with_capacity(entries_max),
             entries_loaded: false,
             entry: 0,
-            block: Vec::new(),
+            block: grid.new_block(),
             block_loaded: false,
             value: 0,
             value_count: 0,
@@ -83,7 +83,8 @@ impl TableCursor {
                 continue;
             };
             if !self.block_loaded {
-                self.block = grid.read(entry.block, BlockType::Value).await?;
+                grid.read_into(entry.block, BlockType::Value, &mut self.block)
+                    .await?;
                 let values = table::values(&self.block, entry.block.address, layout.value_size)?;
                 self.value_count = values.len() / layout.value_size;
                 self.block_loaded = true;
@@ -139,14 +140,19 @@ pub(crate) struct Compaction {
 }
 
 impl Compaction {
-    pub(crate) fn new(builder: TableBuilder, outputs_max: usize, entries_max: usize) -> Compaction {
+    pub(crate) fn new(
+        grid: &Grid,
+        builder: TableBuilder,
+        outputs_max: usize,
+        entries_max: usize,
+    ) -> Compaction {
         Compaction {
             target_level: 0,
             mode: Mode::Merge,
             from_immutable: false,
             immutable_position: 0,
-            a: TableCursor::new(entries_max),
-            b: TableCursor::new(entries_max),
+            a: TableCursor::new(grid, entries_max),
+            b: TableCursor::new(grid, entries_max),
             drop_tombstones: false,
             remaining: 0,
             builder,

@@ -149,6 +149,20 @@ impl Grid {
         Ok(block)
     }
 
+    /// [`Grid::read`] into a buffer the caller owns (one allocated at init), so that
+    /// long-lived readers keep no allocation of their own per read.
+    pub async fn read_into(
+        &self,
+        reference: BlockRef,
+        block_type: BlockType,
+        out: &mut [u8],
+    ) -> Result<(), Failure> {
+        assert_eq!(out.len(), self.block_size);
+        let block = self.read(reference, block_type).await?;
+        out.copy_from_slice(&block);
+        Ok(())
+    }
+
     /// The cached block `reference` names, if the cache holds that very block. Cached
     /// blocks were verified when read or sealed when written, so comparing the header's
     /// name, address and type with the reference is enough; a block since rewritten at

@@ -115,7 +115,7 @@ impl Tree {
                     config.tree_id,
                     shape.value_blocks_per_table_max,
                 );
-                Compaction::new(builder, outputs_max, entries_max)
+                Compaction::new(grid, builder, outputs_max, entries_max)
             })
             .collect();
         Ok(Tree {
