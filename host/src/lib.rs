@@ -8,6 +8,8 @@
 
 pub mod cli;
 pub mod context;
+pub mod disk;
+pub mod journal;
 pub mod machine;
 pub mod prng;
 pub mod replica;

@@ -1,0 +1,306 @@
+//! Files as the durable parts of a data directory use them: positioned reads and writes,
+//! and a sync that makes completed writes durable. [`OsFile`] is a real file;
+//! [`SimDisk`] keeps each file's durable image apart from its live one and can crash at
+//! any sync, dropping (or tearing) whatever was not synced, for crash tests.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::rc::Rc;
+
+/// A file of a data directory.
+pub trait File {
+    /// Read `buffer.len()` bytes at `offset`; bytes past the end read as zeros.
+    fn read_at(&mut self, offset: u64, buffer: &mut [u8]) -> io::Result<()>;
+    /// Write `data` at `offset`, growing the file if needed.
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Make every completed write durable.
+    fn sync(&mut self) -> io::Result<()>;
+    /// The file's length in bytes.
+    fn len(&mut self) -> io::Result<u64>;
+    /// Cut or extend the file to `length` bytes (durable after the next sync).
+    fn set_len(&mut self, length: u64) -> io::Result<()>;
+}
+
+/// A real file: `pread`/`pwrite` and `fdatasync`.
+#[derive(Debug)]
+pub struct OsFile {
+    file: fs::File,
+}
+
+impl OsFile {
+    /// Open `path` for reading and writing, creating it if missing.
+    pub fn open(path: &Path) -> io::Result<OsFile> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        Ok(OsFile { file })
+    }
+}
+
+impl File for OsFile {
+    fn read_at(&mut self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
+        let mut done = 0;
+        while done < buffer.len() {
+            match self
+                .file
+                .read_at(&mut buffer[done..], offset + done as u64)?
+            {
+                0 => {
+                    buffer[done..].fill(0);
+                    break;
+                }
+                read => done += read,
+            }
+        }
+        Ok(())
+    }
+
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(data, offset)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn len(&mut self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn set_len(&mut self, length: u64) -> io::Result<()> {
+        self.file.set_len(length)
+    }
+}
+
+/// How a crash treats writes that were not synced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashMode {
+    /// They are lost.
+    Lose,
+    /// The last of them lands halfway (a torn write); the rest are lost.
+    TearLast,
+}
+
+#[derive(Debug, Default)]
+struct SimFileState {
+    durable: Vec<u8>,
+    live: Vec<u8>,
+    /// Writes since the last sync, in order: (offset, length).
+    pending: Vec<(u64, usize)>,
+}
+
+#[derive(Debug, Default)]
+struct SimDiskState {
+    files: BTreeMap<String, SimFileState>,
+    syncs: u64,
+    /// Fail the sync with this number (1-based), as if the process died there.
+    crash_at_sync: Option<u64>,
+    crashed: bool,
+}
+
+/// An in-memory disk whose files keep their durable image apart from the live one.
+#[derive(Clone, Debug, Default)]
+pub struct SimDisk {
+    state: Rc<RefCell<SimDiskState>>,
+}
+
+impl SimDisk {
+    /// An empty disk.
+    pub fn new() -> SimDisk {
+        SimDisk::default()
+    }
+
+    /// The file `name`, created empty if missing.
+    pub fn file(&self, name: &str) -> SimFile {
+        self.state
+            .borrow_mut()
+            .files
+            .entry(name.to_string())
+            .or_default();
+        SimFile {
+            disk: self.clone(),
+            name: name.to_string(),
+        }
+    }
+
+    /// Make the sync numbered `sync` (counting from 1 over all files) fail as a crash:
+    /// that sync and every later operation fail until [`SimDisk::crash`].
+    pub fn crash_at_sync(&self, sync: u64) {
+        self.state.borrow_mut().crash_at_sync = Some(sync);
+    }
+
+    /// Syncs done so far.
+    pub fn syncs(&self) -> u64 {
+        self.state.borrow().syncs
+    }
+
+    /// The process died: every file reverts to its durable image, with the last
+    /// unsynced write torn if `mode` says so. The disk works again afterwards.
+    pub fn crash(&self, mode: CrashMode) {
+        let mut state = self.state.borrow_mut();
+        for file in state.files.values_mut() {
+            let torn = match (mode, file.pending.last()) {
+                (CrashMode::TearLast, Some(&(offset, length))) => {
+                    let half = length / 2;
+                    let start = offset as usize;
+                    Some((start, file.live[start..start + half].to_vec()))
+                }
+                _ => None,
+            };
+            file.live = file.durable.clone();
+            if let Some((start, bytes)) = torn {
+                if file.live.len() < start + bytes.len() {
+                    file.live.resize(start + bytes.len(), 0);
+                }
+                file.live[start..start + bytes.len()].copy_from_slice(&bytes);
+                file.durable = file.live.clone();
+            }
+            file.pending.clear();
+        }
+        state.crashed = false;
+        state.crash_at_sync = None;
+    }
+
+    /// Flip bits of a byte of a file's live and durable images, as a failing disk would.
+    pub fn corrupt(&self, name: &str, offset: usize, mask: u8) {
+        let mut state = self.state.borrow_mut();
+        let file = state.files.get_mut(name).expect("the file exists");
+        file.live[offset] ^= mask;
+        file.durable[offset] ^= mask;
+    }
+
+    /// Cut a file's live and durable images to `length` bytes.
+    pub fn truncate(&self, name: &str, length: usize) {
+        let mut state = self.state.borrow_mut();
+        let file = state.files.get_mut(name).expect("the file exists");
+        file.live.truncate(length);
+        file.durable.truncate(length);
+    }
+
+    /// The length of a file's durable image.
+    pub fn durable_len(&self, name: &str) -> usize {
+        self.state
+            .borrow()
+            .files
+            .get(name)
+            .map_or(0, |file| file.durable.len())
+    }
+}
+
+/// A file of a [`SimDisk`].
+#[derive(Debug)]
+pub struct SimFile {
+    disk: SimDisk,
+    name: String,
+}
+
+fn crashed() -> io::Error {
+    io::Error::other("simulated crash")
+}
+
+impl SimFile {
+    fn with<R>(&self, action: impl FnOnce(&mut SimFileState) -> R) -> io::Result<R> {
+        let mut state = self.disk.state.borrow_mut();
+        if state.crashed {
+            return Err(crashed());
+        }
+        Ok(action(
+            state.files.get_mut(&self.name).expect("the file exists"),
+        ))
+    }
+}
+
+impl File for SimFile {
+    fn read_at(&mut self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
+        self.with(|file| {
+            let start = (offset as usize).min(file.live.len());
+            let end = (offset as usize + buffer.len()).min(file.live.len());
+            buffer[..end - start].copy_from_slice(&file.live[start..end]);
+            buffer[end - start..].fill(0);
+        })
+    }
+
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.with(|file| {
+            let end = offset as usize + data.len();
+            if file.live.len() < end {
+                file.live.resize(end, 0);
+            }
+            file.live[offset as usize..end].copy_from_slice(data);
+            file.pending.push((offset, data.len()));
+        })
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        let mut state = self.disk.state.borrow_mut();
+        if state.crashed {
+            return Err(crashed());
+        }
+        state.syncs += 1;
+        if state.crash_at_sync == Some(state.syncs) {
+            state.crashed = true;
+            return Err(crashed());
+        }
+        let file = state.files.get_mut(&self.name).expect("the file exists");
+        file.durable = file.live.clone();
+        file.pending.clear();
+        Ok(())
+    }
+
+    fn len(&mut self) -> io::Result<u64> {
+        self.with(|file| file.live.len() as u64)
+    }
+
+    fn set_len(&mut self, length: u64) -> io::Result<()> {
+        self.with(|file| {
+            file.live.resize(length as usize, 0);
+            file.pending.push((0, 0));
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsynced_writes_are_lost_in_a_crash_and_synced_ones_survive() {
+        let disk = SimDisk::new();
+        let mut file = disk.file("a");
+        file.write_at(0, b"durable").unwrap();
+        file.sync().unwrap();
+        file.write_at(7, b" and lost").unwrap();
+        disk.crash(CrashMode::Lose);
+        let mut buffer = [0; 16];
+        file.read_at(0, &mut buffer).unwrap();
+        assert_eq!(&buffer[..7], b"durable");
+        assert_eq!(file.len().unwrap(), 7);
+    }
+
+    #[test]
+    fn a_crash_at_a_sync_fails_it_and_can_tear_the_last_write() {
+        let disk = SimDisk::new();
+        let mut file = disk.file("a");
+        disk.crash_at_sync(2);
+        file.write_at(0, b"first").unwrap();
+        file.sync().unwrap();
+        file.write_at(5, b"secondXX").unwrap();
+        assert!(file.sync().is_err());
+        assert!(
+            file.write_at(0, b"x").is_err(),
+            "a dead process does nothing more"
+        );
+        disk.crash(CrashMode::TearLast);
+        let mut buffer = [0; 13];
+        file.read_at(0, &mut buffer).unwrap();
+        assert_eq!(&buffer[..9], b"firstseco");
+        assert_eq!(disk.syncs(), 2);
+    }
+}

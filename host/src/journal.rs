@@ -1,0 +1,360 @@
+//! The journal: every committed request, in op order, each entry checksummed and
+//! hash-chained to its parent (TigerBeetle's AOF idea), with the checksum of its reply.
+//!
+//! Entry layout (little-endian; `docs/design.md` is normative): a 128-byte header —
+//! `checksum` of bytes `[16, 128)` (16), `checksum_body` (16), `parent` (the previous
+//! entry's `checksum`, 0 for op 1) (16), `op` (8), `timestamp` (8), `client` (16),
+//! `reply_checksum` (16), `body_size` (4), `operation` (1), reserved (3), magic
+//! `b"carajrnl"` (8), reserved (16) — then the body.
+//!
+//! Opening scans from the start. A damaged or incomplete last entry is a torn tail and
+//! is cut off; a damaged entry with valid entries after it is an error naming its op.
+
+use anyhow::{Context as _, Result, bail};
+use carapace_lsm::checksum::checksum;
+
+use crate::disk::File;
+use crate::replica::Request;
+
+/// Bytes of an entry header.
+pub const HEADER_SIZE: usize = 128;
+const MAGIC: &[u8; 8] = b"carajrnl";
+
+/// The largest body an entry may hold: bounds what a damaged header can make a reader
+/// allocate.
+pub const BODY_SIZE_MAX: u32 = 16 << 20;
+
+/// A journal entry: a committed request and the checksum of its reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The request.
+    pub request: Request,
+    /// The checksum of the reply it got.
+    pub reply_checksum: u128,
+}
+
+/// Where the journal ends: the byte offset after the last entry, and that entry's op
+/// and checksum (op 0 and checksum 0 for an empty journal).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Position {
+    /// Bytes of valid entries.
+    pub offset: u64,
+    /// The last entry's op.
+    pub op: u64,
+    /// The last entry's checksum: the next entry's parent.
+    pub checksum: u128,
+}
+
+fn encode(entry: &Entry, parent: u128) -> Vec<u8> {
+    let request = &entry.request;
+    let mut bytes = vec![0; HEADER_SIZE + request.body.len()];
+    bytes[HEADER_SIZE..].copy_from_slice(&request.body);
+    let checksum_body = checksum(&request.body);
+    bytes[16..32].copy_from_slice(&checksum_body.to_le_bytes());
+    bytes[32..48].copy_from_slice(&parent.to_le_bytes());
+    bytes[48..56].copy_from_slice(&request.op.to_le_bytes());
+    bytes[56..64].copy_from_slice(&request.timestamp.to_le_bytes());
+    bytes[64..80].copy_from_slice(&request.client.to_le_bytes());
+    bytes[80..96].copy_from_slice(&entry.reply_checksum.to_le_bytes());
+    bytes[96..100].copy_from_slice(&(request.body.len() as u32).to_le_bytes());
+    bytes[100] = request.operation;
+    bytes[104..112].copy_from_slice(MAGIC);
+    let checksum_header = checksum(&bytes[16..HEADER_SIZE]);
+    bytes[0..16].copy_from_slice(&checksum_header.to_le_bytes());
+    bytes
+}
+
+fn u128_at(bytes: &[u8], offset: usize) -> u128 {
+    u128::from_le_bytes(bytes[offset..offset + 16].try_into().unwrap())
+}
+
+fn u64_at(bytes: &[u8], offset: usize) -> u64 {
+    u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap())
+}
+
+/// A header whose checksum holds, decoded.
+#[derive(Clone, Copy, Debug)]
+struct Header {
+    checksum: u128,
+    checksum_body: u128,
+    parent: u128,
+    op: u64,
+    timestamp: u64,
+    client: u128,
+    reply_checksum: u128,
+    body_size: u32,
+    operation: u8,
+}
+
+fn decode_header(bytes: &[u8]) -> Option<Header> {
+    let valid = bytes.len() >= HEADER_SIZE
+        && &bytes[104..112] == MAGIC
+        && checksum(&bytes[16..HEADER_SIZE]) == u128_at(bytes, 0);
+    valid.then(|| Header {
+        checksum: u128_at(bytes, 0),
+        checksum_body: u128_at(bytes, 16),
+        parent: u128_at(bytes, 32),
+        op: u64_at(bytes, 48),
+        timestamp: u64_at(bytes, 56),
+        client: u128_at(bytes, 64),
+        reply_checksum: u128_at(bytes, 80),
+        body_size: u32::from_le_bytes(bytes[96..100].try_into().unwrap()),
+        operation: bytes[100],
+    })
+}
+
+/// The journal file.
+pub struct Journal {
+    file: Box<dyn File>,
+    end: Position,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("end", &self.end).finish()
+    }
+}
+
+/// What opening found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Where the valid entries end.
+    pub end: Position,
+    /// Bytes of a torn tail that were cut off.
+    pub torn_bytes: u64,
+}
+
+impl Journal {
+    /// Open the journal in `file`: verify every entry and the chain, cut a torn tail.
+    pub fn open(mut file: Box<dyn File>) -> Result<(Journal, OpenReport)> {
+        let length = file.len().context("reading the journal's length")?;
+        let mut end = Position::default();
+        let mut header = [0; HEADER_SIZE];
+        while end.offset < length {
+            let next = end.op + 1;
+            if length - end.offset < HEADER_SIZE as u64 {
+                break;
+            }
+            file.read_at(end.offset, &mut header)
+                .context("reading the journal")?;
+            let Some(decoded) = decode_header(&header) else {
+                // A torn write damages only the last entry: a valid entry after the
+                // damage means an entry in the middle went bad.
+                if Self::valid_entry_after(file.as_mut(), end.offset + 1, length, next) {
+                    bail!(
+                        "journal entry of op {next} at byte {} is corrupt",
+                        end.offset
+                    );
+                }
+                break;
+            };
+            if decoded.op != next || decoded.parent != end.checksum {
+                bail!(
+                    "journal entry at byte {} holds op {} with parent {:032x}; expected op {next} \
+                     after {:032x}",
+                    end.offset,
+                    decoded.op,
+                    decoded.parent,
+                    end.checksum
+                );
+            }
+            let entry_end = end.offset + HEADER_SIZE as u64 + u64::from(decoded.body_size);
+            if decoded.body_size > BODY_SIZE_MAX {
+                bail!(
+                    "journal entry of op {next} declares a body of {} bytes",
+                    decoded.body_size
+                );
+            }
+            if entry_end > length {
+                break;
+            }
+            let mut body = vec![0; decoded.body_size as usize];
+            file.read_at(end.offset + HEADER_SIZE as u64, &mut body)
+                .context("reading the journal")?;
+            if checksum(&body) != decoded.checksum_body {
+                if entry_end == length {
+                    break;
+                }
+                bail!(
+                    "journal entry of op {next} at byte {} has a corrupt body",
+                    end.offset
+                );
+            }
+            end = Position {
+                offset: entry_end,
+                op: decoded.op,
+                checksum: decoded.checksum,
+            };
+        }
+        let torn_bytes = length - end.offset;
+        if torn_bytes > 0 {
+            file.set_len(end.offset)
+                .context("cutting the journal's torn tail")?;
+            file.sync().context("syncing the journal")?;
+        }
+        Ok((Journal { file, end }, OpenReport { end, torn_bytes }))
+    }
+
+    /// Whether a valid entry header of op `op` or later starts anywhere in
+    /// `[from, length)`: if one does, damage before it is not a torn tail.
+    fn valid_entry_after(file: &mut dyn File, from: u64, length: u64, op: u64) -> bool {
+        let mut window = vec![0; (length - from.min(length)) as usize];
+        if file.read_at(from, &mut window).is_err() {
+            return false;
+        }
+        (0..window.len().saturating_sub(HEADER_SIZE - 1)).any(|start| {
+            window[start + 104..start + 112] == *MAGIC
+                && decode_header(&window[start..]).is_some_and(|header| header.op >= op)
+        })
+    }
+
+    /// Where the journal ends.
+    pub fn end(&self) -> Position {
+        self.end
+    }
+
+    /// Append `entry` (the next op) and sync: once this returns, the op is durable.
+    pub fn append(&mut self, entry: &Entry) -> Result<()> {
+        assert_eq!(entry.request.op, self.end.op + 1);
+        let bytes = encode(entry, self.end.checksum);
+        self.file
+            .write_at(self.end.offset, &bytes)
+            .context("appending to the journal")?;
+        self.file.sync().context("syncing the journal")?;
+        self.end = Position {
+            offset: self.end.offset + bytes.len() as u64,
+            op: entry.request.op,
+            checksum: u128_at(&bytes, 0),
+        };
+        Ok(())
+    }
+
+    /// Read every entry from the start, calling `visit` on each, in op order.
+    pub fn read_all(&mut self, mut visit: impl FnMut(Entry, Position) -> Result<()>) -> Result<()> {
+        let mut offset = 0;
+        let mut header = [0; HEADER_SIZE];
+        while offset < self.end.offset {
+            self.file
+                .read_at(offset, &mut header)
+                .context("reading the journal")?;
+            let decoded = decode_header(&header).context("journal changed under its reader")?;
+            let mut body = vec![0; decoded.body_size as usize];
+            self.file
+                .read_at(offset + HEADER_SIZE as u64, &mut body)
+                .context("reading the journal")?;
+            offset += (HEADER_SIZE + body.len()) as u64;
+            let position = Position {
+                offset,
+                op: decoded.op,
+                checksum: decoded.checksum,
+            };
+            let entry = Entry {
+                request: Request {
+                    client: decoded.client,
+                    op: decoded.op,
+                    timestamp: decoded.timestamp,
+                    operation: decoded.operation,
+                    body,
+                },
+                reply_checksum: decoded.reply_checksum,
+            };
+            visit(entry, position)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::SimDisk;
+
+    fn entry(op: u64) -> Entry {
+        Entry {
+            request: Request {
+                client: 3,
+                op,
+                timestamp: 100 + op,
+                operation: 1,
+                body: vec![op as u8; (op as usize * 7) % 50],
+            },
+            reply_checksum: u128::from(op) * 11,
+        }
+    }
+
+    fn write(disk: &SimDisk, ops: u64) -> Position {
+        let (mut journal, _) = Journal::open(Box::new(disk.file("journal"))).unwrap();
+        for op in 1..=ops {
+            journal.append(&entry(op)).unwrap();
+        }
+        journal.end()
+    }
+
+    fn read(disk: &SimDisk) -> Result<(Vec<Entry>, OpenReport)> {
+        let (mut journal, report) = Journal::open(Box::new(disk.file("journal")))?;
+        let mut entries = Vec::new();
+        journal.read_all(|entry, _| {
+            entries.push(entry);
+            Ok(())
+        })?;
+        Ok((entries, report))
+    }
+
+    #[test]
+    fn entries_round_trip_in_order() {
+        let disk = SimDisk::new();
+        let end = write(&disk, 20);
+        let (entries, report) = read(&disk).unwrap();
+        assert_eq!(entries, (1..=20).map(entry).collect::<Vec<_>>());
+        assert_eq!(report.end, end);
+        assert_eq!(report.torn_bytes, 0);
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_at_the_last_valid_entry() {
+        for cut in [1, 60, HEADER_SIZE + 3] {
+            let disk = SimDisk::new();
+            write(&disk, 10);
+            let length = disk.durable_len("journal");
+            let last_size = HEADER_SIZE + entry(10).request.body.len();
+            disk.truncate("journal", length - last_size + cut.min(last_size - 1));
+            let (entries, report) = read(&disk).unwrap();
+            assert_eq!(entries.len(), 9, "cut {cut}");
+            assert!(report.torn_bytes > 0);
+            // Appending continues the chain after the cut.
+            let (mut journal, _) = Journal::open(Box::new(disk.file("journal"))).unwrap();
+            journal.append(&entry(10)).unwrap();
+            assert_eq!(read(&disk).unwrap().0.len(), 10);
+        }
+    }
+
+    #[test]
+    fn damage_to_the_last_entry_is_a_torn_tail() {
+        let disk = SimDisk::new();
+        write(&disk, 5);
+        let length = disk.durable_len("journal");
+        disk.corrupt("journal", length - 1, 0x01);
+        assert_eq!(read(&disk).unwrap().0.len(), 4);
+    }
+
+    #[test]
+    fn damage_in_the_middle_is_an_error_naming_the_op() {
+        let disk = SimDisk::new();
+        write(&disk, 8);
+        // A byte of op 3's header, then of op 3's body.
+        let offset_of_op_3 = (1..3)
+            .map(|op| HEADER_SIZE + entry(op).request.body.len())
+            .sum::<usize>();
+        for (offset, what) in [
+            (offset_of_op_3 + 50, "op 3"),
+            (offset_of_op_3 + HEADER_SIZE + 1, "op 3"),
+        ] {
+            let disk = SimDisk::new();
+            write(&disk, 8);
+            disk.corrupt("journal", offset, 0x80);
+            let error = format!("{:#}", read(&disk).unwrap_err());
+            assert!(error.contains(what), "{error}");
+        }
+        let _ = disk;
+    }
+}
