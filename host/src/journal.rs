@@ -5,7 +5,8 @@
 //! `checksum` of bytes `[16, 128)` (16), `checksum_body` (16), `parent` (the previous
 //! entry's `checksum`, 0 for op 1) (16), `op` (8), `timestamp` (8), `client` (16),
 //! `reply_checksum` (16), `body_size` (4), `operation` (1), reserved (3), magic
-//! `b"carajrnl"` (8), reserved (16) — then the body.
+//! `b"carajrnl"` (8), `checkpoint_id` (16; the id of the checkpoint taken at this op,
+//! or 0) — then the body.
 //!
 //! Opening scans from the start. A damaged or incomplete last entry is a torn tail and
 //! is cut off; a damaged entry with valid entries after it is an error naming its op.
@@ -31,6 +32,8 @@ pub struct Entry {
     pub request: Request,
     /// The checksum of the reply it got.
     pub reply_checksum: u128,
+    /// The id of the checkpoint taken right after it, if one was.
+    pub checkpoint_id: Option<u128>,
 }
 
 /// Where the journal ends: the byte offset after the last entry, and that entry's op
@@ -59,6 +62,7 @@ fn encode(entry: &Entry, parent: u128) -> Vec<u8> {
     bytes[96..100].copy_from_slice(&(request.body.len() as u32).to_le_bytes());
     bytes[100] = request.operation;
     bytes[104..112].copy_from_slice(MAGIC);
+    bytes[112..128].copy_from_slice(&entry.checkpoint_id.unwrap_or(0).to_le_bytes());
     let checksum_header = checksum(&bytes[16..HEADER_SIZE]);
     bytes[0..16].copy_from_slice(&checksum_header.to_le_bytes());
     bytes
@@ -84,6 +88,7 @@ struct Header {
     reply_checksum: u128,
     body_size: u32,
     operation: u8,
+    checkpoint_id: u128,
 }
 
 fn decode_header(bytes: &[u8]) -> Option<Header> {
@@ -100,6 +105,7 @@ fn decode_header(bytes: &[u8]) -> Option<Header> {
         reply_checksum: u128_at(bytes, 80),
         body_size: u32::from_le_bytes(bytes[96..100].try_into().unwrap()),
         operation: bytes[100],
+        checkpoint_id: u128_at(bytes, 112),
     })
 }
 
@@ -257,6 +263,7 @@ impl Journal {
                     body,
                 },
                 reply_checksum: decoded.reply_checksum,
+                checkpoint_id: (decoded.checkpoint_id != 0).then_some(decoded.checkpoint_id),
             };
             visit(entry, position)?;
         }
@@ -279,6 +286,7 @@ mod tests {
                 body: vec![op as u8; (op as usize * 7) % 50],
             },
             reply_checksum: u128::from(op) * 11,
+            checkpoint_id: (op % 4 == 0).then_some(u128::from(op) << 70),
         }
     }
 

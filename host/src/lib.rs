@@ -14,6 +14,7 @@ pub mod machine;
 pub mod prng;
 pub mod replica;
 pub mod storage;
+pub mod superblock;
 pub mod wasm;
 pub mod workload;
 

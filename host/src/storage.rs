@@ -82,6 +82,50 @@ impl Storage for MemoryStorage {
     }
 }
 
+/// The grid in a file of the data directory: block `a` at byte `(a - 1) * block_size`.
+/// Blocks never written read as zeros (the file is sparse).
+pub struct FileStorage {
+    file: Box<dyn crate::disk::File>,
+    block_size: u64,
+}
+
+impl std::fmt::Debug for FileStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileStorage").field("block_size", &self.block_size).finish()
+    }
+}
+
+impl FileStorage {
+    /// The grid of `block_size`-byte blocks in `file`.
+    pub fn new(file: Box<dyn crate::disk::File>, block_size: u32) -> FileStorage {
+        FileStorage {
+            file,
+            block_size: u64::from(block_size),
+        }
+    }
+
+    fn offset(&self, address: u64) -> u64 {
+        assert!(address > 0);
+        (address - 1) * self.block_size
+    }
+}
+
+impl Storage for FileStorage {
+    fn read(&mut self, address: u64, block: &mut [u8]) -> io::Result<()> {
+        let offset = self.offset(address);
+        self.file.read_at(offset, block)
+    }
+
+    fn write(&mut self, address: u64, block: &[u8]) -> io::Result<()> {
+        let offset = self.offset(address);
+        self.file.write_at(offset, block)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

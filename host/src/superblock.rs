@@ -1,0 +1,333 @@
+//! The superblock: which checkpoint is current, in four copies, each with a sequence
+//! number and a checksum, so that publishing a checkpoint is atomic: a crash while
+//! writing damages at most the copy being written, and open takes the valid copy with
+//! the highest sequence.
+//!
+//! Copy layout (4,096 bytes, little-endian; `docs/design.md` is normative):
+//! `checksum` of bytes `[16, 4096)` (16), magic `b"carasupr"` (8), version 1 (4), copy
+//! index (4), `sequence` (8), checkpoint `op` (8), checkpoint `timestamp` (8),
+//! checkpoint id (16), journal `offset` (8) and `checksum` (16) after the checkpoint op,
+//! state size (4), options size (4), reserved to 128; the guest's checkpoint state at
+//! 128 (at most 1,024 bytes); the options at 1,152 (at most 2,048 bytes).
+
+use anyhow::{Context as _, Result, bail, ensure};
+use carapace_lsm::checksum::checksum;
+
+use crate::disk::File;
+use crate::journal::Position;
+use crate::machine::Options;
+use crate::replica::{Checkpoint, ReplicaConfig};
+
+/// Copies of the superblock.
+pub const COPIES: usize = 4;
+/// Bytes of one copy.
+pub const COPY_SIZE: usize = 4096;
+const MAGIC: &[u8; 8] = b"carasupr";
+const VERSION: u32 = 1;
+const STATE_OFFSET: usize = 128;
+/// The largest guest checkpoint state the superblock holds.
+pub const STATE_SIZE_MAX: usize = 1024;
+const OPTIONS_OFFSET: usize = STATE_OFFSET + STATE_SIZE_MAX;
+/// The largest encoded options the superblock holds.
+pub const OPTIONS_SIZE_MAX: usize = COPY_SIZE - OPTIONS_OFFSET;
+
+/// What the superblock publishes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SuperblockState {
+    /// Increases by one with every publication.
+    pub sequence: u64,
+    /// The current checkpoint; `None` before the first.
+    pub checkpoint: Option<Checkpoint>,
+    /// The journal position right after the checkpoint op's entry.
+    pub journal: Position,
+    /// The options the data directory was created with.
+    pub config: ReplicaConfig,
+}
+
+fn encode_config(config: &ReplicaConfig) -> Result<Vec<u8>> {
+    let options = &config.options;
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&options.batch_size_limit.to_le_bytes());
+    bytes.extend_from_slice(&options.block_size.to_le_bytes());
+    bytes.extend_from_slice(&options.block_count.to_le_bytes());
+    bytes.extend_from_slice(&config.checkpoint_interval_ops.to_le_bytes());
+    bytes.extend_from_slice(&(options.settings.len() as u32).to_le_bytes());
+    for (name, value) in &options.settings {
+        for text in [name, value] {
+            ensure!(text.len() <= u16::MAX as usize, "setting `{name}` is too long");
+            bytes.extend_from_slice(&(text.len() as u16).to_le_bytes());
+            bytes.extend_from_slice(text.as_bytes());
+        }
+    }
+    ensure!(bytes.len() <= OPTIONS_SIZE_MAX, "the options take more than {OPTIONS_SIZE_MAX} bytes");
+    Ok(bytes)
+}
+
+fn decode_config(bytes: &[u8]) -> Option<ReplicaConfig> {
+    let mut rest = bytes;
+    let mut take = |count: usize| -> Option<&[u8]> {
+        let (head, tail) = rest.split_at_checked(count)?;
+        rest = tail;
+        Some(head)
+    };
+    let batch_size_limit = u32::from_le_bytes(take(4)?.try_into().ok()?);
+    let block_size = u32::from_le_bytes(take(4)?.try_into().ok()?);
+    let block_count = u64::from_le_bytes(take(8)?.try_into().ok()?);
+    let checkpoint_interval_ops = u64::from_le_bytes(take(8)?.try_into().ok()?);
+    let count = u32::from_le_bytes(take(4)?.try_into().ok()?);
+    let mut settings = Vec::new();
+    for _ in 0..count.min(1024) {
+        let mut text = || -> Option<String> {
+            let length = u16::from_le_bytes(take(2)?.try_into().ok()?);
+            String::from_utf8(take(length as usize)?.to_vec()).ok()
+        };
+        settings.push((text()?, text()?));
+    }
+    Some(ReplicaConfig {
+        options: Options {
+            batch_size_limit,
+            block_size,
+            block_count,
+            settings,
+        },
+        checkpoint_interval_ops,
+    })
+}
+
+fn encode_copy(state: &SuperblockState, copy: usize) -> Result<Vec<u8>> {
+    let mut bytes = vec![0; COPY_SIZE];
+    bytes[16..24].copy_from_slice(MAGIC);
+    bytes[24..28].copy_from_slice(&VERSION.to_le_bytes());
+    bytes[28..32].copy_from_slice(&(copy as u32).to_le_bytes());
+    bytes[32..40].copy_from_slice(&state.sequence.to_le_bytes());
+    if let Some(checkpoint) = &state.checkpoint {
+        ensure!(
+            checkpoint.state.len() <= STATE_SIZE_MAX,
+            "a checkpoint state of {} bytes does not fit the superblock ({STATE_SIZE_MAX})",
+            checkpoint.state.len()
+        );
+        bytes[40..48].copy_from_slice(&checkpoint.op.to_le_bytes());
+        bytes[48..56].copy_from_slice(&checkpoint.timestamp.to_le_bytes());
+        bytes[56..72].copy_from_slice(&checkpoint.id().to_le_bytes());
+        bytes[96..100].copy_from_slice(&(checkpoint.state.len() as u32).to_le_bytes());
+        bytes[STATE_OFFSET..STATE_OFFSET + checkpoint.state.len()].copy_from_slice(&checkpoint.state);
+    }
+    bytes[72..80].copy_from_slice(&state.journal.offset.to_le_bytes());
+    bytes[80..96].copy_from_slice(&state.journal.checksum.to_le_bytes());
+    let config = encode_config(&state.config)?;
+    bytes[100..104].copy_from_slice(&(config.len() as u32).to_le_bytes());
+    bytes[OPTIONS_OFFSET..OPTIONS_OFFSET + config.len()].copy_from_slice(&config);
+    let checksum = checksum(&bytes[16..]);
+    bytes[0..16].copy_from_slice(&checksum.to_le_bytes());
+    Ok(bytes)
+}
+
+/// Decode one copy; `None` if it is damaged, torn or not a superblock.
+fn decode_copy(bytes: &[u8]) -> Option<SuperblockState> {
+    let u32_at = |offset: usize| u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap());
+    let u64_at = |offset: usize| u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap());
+    let u128_at = |offset: usize| u128::from_le_bytes(bytes[offset..offset + 16].try_into().unwrap());
+    let valid = checksum(&bytes[16..]) == u128_at(0) && &bytes[16..24] == MAGIC && u32_at(24) == VERSION;
+    if !valid {
+        return None;
+    }
+    let state_size = u32_at(96) as usize;
+    let config_size = u32_at(100) as usize;
+    if state_size > STATE_SIZE_MAX || config_size > OPTIONS_SIZE_MAX {
+        return None;
+    }
+    let op = u64_at(40);
+    let checkpoint = (state_size > 0).then(|| Checkpoint {
+        op,
+        timestamp: u64_at(48),
+        state: bytes[STATE_OFFSET..STATE_OFFSET + state_size].to_vec(),
+    });
+    if checkpoint.as_ref().is_some_and(|checkpoint| checkpoint.id() != u128_at(56)) {
+        return None;
+    }
+    Some(SuperblockState {
+        sequence: u64_at(32),
+        checkpoint,
+        journal: Position {
+            offset: u64_at(72),
+            op,
+            checksum: u128_at(80),
+        },
+        config: decode_config(&bytes[OPTIONS_OFFSET..OPTIONS_OFFSET + config_size])?,
+    })
+}
+
+/// The superblock file.
+pub struct Superblock {
+    file: Box<dyn File>,
+    state: SuperblockState,
+}
+
+impl std::fmt::Debug for Superblock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Superblock").field("state", &self.state).finish()
+    }
+}
+
+impl Superblock {
+    /// Format `file` for a new data directory with `config`.
+    pub fn create(file: Box<dyn File>, config: ReplicaConfig) -> Result<Superblock> {
+        let mut superblock = Superblock {
+            file,
+            state: SuperblockState {
+                sequence: 0,
+                checkpoint: None,
+                journal: Position::default(),
+                config,
+            },
+        };
+        superblock.write(superblock.state.clone())?;
+        Ok(superblock)
+    }
+
+    /// Open: the valid copy with the highest sequence wins. Returns which copies were
+    /// valid.
+    pub fn open(mut file: Box<dyn File>) -> Result<(Superblock, [bool; COPIES])> {
+        let mut valid = [false; COPIES];
+        let mut newest: Option<SuperblockState> = None;
+        let mut bytes = vec![0; COPY_SIZE];
+        for (copy, valid) in valid.iter_mut().enumerate() {
+            file.read_at((copy * COPY_SIZE) as u64, &mut bytes).context("reading the superblock")?;
+            let Some(state) = decode_copy(&bytes) else {
+                continue;
+            };
+            *valid = true;
+            if newest.as_ref().is_none_or(|newest| state.sequence > newest.sequence) {
+                newest = Some(state);
+            }
+        }
+        let Some(state) = newest else {
+            bail!("no valid superblock copy: the data directory is damaged or not carapace's");
+        };
+        Ok((Superblock { file, state }, valid))
+    }
+
+    /// What is published.
+    pub fn state(&self) -> &SuperblockState {
+        &self.state
+    }
+
+    /// Publish `checkpoint`, whose op's journal entry ends at `journal`. The grid and
+    /// the journal must be durable already.
+    pub fn publish(&mut self, checkpoint: &Checkpoint, journal: Position) -> Result<()> {
+        assert_eq!(journal.op, checkpoint.op);
+        let state = SuperblockState {
+            sequence: self.state.sequence + 1,
+            checkpoint: Some(checkpoint.clone()),
+            journal,
+            config: self.state.config.clone(),
+        };
+        self.write(state)
+    }
+
+    /// Write every copy in turn, syncing after each: a crash tears at most one copy,
+    /// and every copy before it already holds the new state.
+    fn write(&mut self, state: SuperblockState) -> Result<()> {
+        let state = SuperblockState {
+            sequence: state.sequence.max(1),
+            ..state
+        };
+        for copy in 0..COPIES {
+            let bytes = encode_copy(&state, copy)?;
+            self.file.write_at((copy * COPY_SIZE) as u64, &bytes).context("writing the superblock")?;
+            self.file.sync().context("syncing the superblock")?;
+        }
+        self.state = state;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::{CrashMode, SimDisk};
+
+    fn config() -> ReplicaConfig {
+        ReplicaConfig {
+            options: Options {
+                batch_size_limit: 512,
+                block_size: 1024,
+                block_count: 4096,
+                settings: vec![("lsm-profile".into(), "test".into())],
+            },
+            checkpoint_interval_ops: 16,
+        }
+    }
+
+    fn checkpoint(op: u64) -> Checkpoint {
+        Checkpoint {
+            op,
+            timestamp: op * 10,
+            state: vec![op as u8; 192],
+        }
+    }
+
+    fn position(op: u64) -> Position {
+        Position {
+            offset: op * 100,
+            op,
+            checksum: u128::from(op) + 7,
+        }
+    }
+
+    #[test]
+    fn publishes_and_reopens_the_newest_checkpoint() {
+        let disk = SimDisk::new();
+        let mut superblock = Superblock::create(Box::new(disk.file("superblock")), config()).unwrap();
+        superblock.publish(&checkpoint(16), position(16)).unwrap();
+        superblock.publish(&checkpoint(32), position(32)).unwrap();
+        let (reopened, valid) = Superblock::open(Box::new(disk.file("superblock"))).unwrap();
+        assert_eq!(valid, [true; COPIES]);
+        assert_eq!(reopened.state().checkpoint, Some(checkpoint(32)));
+        assert_eq!(reopened.state().journal, position(32));
+        assert_eq!(reopened.state().config, config());
+        assert_eq!(reopened.state().sequence, 3);
+    }
+
+    #[test]
+    fn a_crash_at_any_copy_leaves_the_old_or_the_new_checkpoint() {
+        for crash_at in 1..=COPIES as u64 {
+            for mode in [CrashMode::Lose, CrashMode::TearLast] {
+                let disk = SimDisk::new();
+                let mut superblock = Superblock::create(Box::new(disk.file("superblock")), config()).unwrap();
+                superblock.publish(&checkpoint(16), position(16)).unwrap();
+                disk.crash_at_sync(disk.syncs() + crash_at);
+                assert!(superblock.publish(&checkpoint(32), position(32)).is_err());
+                disk.crash(mode);
+                let (reopened, _) = Superblock::open(Box::new(disk.file("superblock"))).unwrap();
+                let op = reopened.state().checkpoint.as_ref().unwrap().op;
+                // Copies synced before the crash hold the new state; a torn first copy
+                // may hold either (here its torn half equals the old one, so it is new).
+                match (crash_at, mode) {
+                    (1, CrashMode::Lose) => assert_eq!(op, 16),
+                    (1, CrashMode::TearLast) => assert!(op == 16 || op == 32),
+                    _ => assert_eq!(op, 32, "crash at copy {crash_at}, {mode:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_copies_are_skipped_and_all_damaged_is_an_error() {
+        let disk = SimDisk::new();
+        let mut superblock = Superblock::create(Box::new(disk.file("superblock")), config()).unwrap();
+        superblock.publish(&checkpoint(16), position(16)).unwrap();
+        disk.corrupt("superblock", 200, 1);
+        disk.corrupt("superblock", COPY_SIZE + 40, 1);
+        let (reopened, valid) = Superblock::open(Box::new(disk.file("superblock"))).unwrap();
+        assert_eq!(valid, [false, false, true, true]);
+        assert_eq!(reopened.state().checkpoint, Some(checkpoint(16)));
+        for copy in 2..COPIES {
+            disk.corrupt("superblock", copy * COPY_SIZE + 3000, 1);
+        }
+        let error = format!("{:#}", Superblock::open(Box::new(disk.file("superblock"))).unwrap_err());
+        assert!(error.contains("no valid superblock copy"), "{error}");
+        disk.truncate("superblock", 100);
+        assert!(Superblock::open(Box::new(disk.file("superblock"))).is_err());
+    }
+}
