@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod context;
 pub mod disk;
+pub mod durable;
 pub mod journal;
 pub mod machine;
 pub mod prng;

@@ -91,7 +91,9 @@ pub struct FileStorage {
 
 impl std::fmt::Debug for FileStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileStorage").field("block_size", &self.block_size).finish()
+        f.debug_struct("FileStorage")
+            .field("block_size", &self.block_size)
+            .finish()
     }
 }
 

@@ -54,12 +54,18 @@ fn encode_config(config: &ReplicaConfig) -> Result<Vec<u8>> {
     bytes.extend_from_slice(&(options.settings.len() as u32).to_le_bytes());
     for (name, value) in &options.settings {
         for text in [name, value] {
-            ensure!(text.len() <= u16::MAX as usize, "setting `{name}` is too long");
+            ensure!(
+                text.len() <= u16::MAX as usize,
+                "setting `{name}` is too long"
+            );
             bytes.extend_from_slice(&(text.len() as u16).to_le_bytes());
             bytes.extend_from_slice(text.as_bytes());
         }
     }
-    ensure!(bytes.len() <= OPTIONS_SIZE_MAX, "the options take more than {OPTIONS_SIZE_MAX} bytes");
+    ensure!(
+        bytes.len() <= OPTIONS_SIZE_MAX,
+        "the options take more than {OPTIONS_SIZE_MAX} bytes"
+    );
     Ok(bytes)
 }
 
@@ -110,7 +116,8 @@ fn encode_copy(state: &SuperblockState, copy: usize) -> Result<Vec<u8>> {
         bytes[48..56].copy_from_slice(&checkpoint.timestamp.to_le_bytes());
         bytes[56..72].copy_from_slice(&checkpoint.id().to_le_bytes());
         bytes[96..100].copy_from_slice(&(checkpoint.state.len() as u32).to_le_bytes());
-        bytes[STATE_OFFSET..STATE_OFFSET + checkpoint.state.len()].copy_from_slice(&checkpoint.state);
+        bytes[STATE_OFFSET..STATE_OFFSET + checkpoint.state.len()]
+            .copy_from_slice(&checkpoint.state);
     }
     bytes[72..80].copy_from_slice(&state.journal.offset.to_le_bytes());
     bytes[80..96].copy_from_slice(&state.journal.checksum.to_le_bytes());
@@ -126,8 +133,10 @@ fn encode_copy(state: &SuperblockState, copy: usize) -> Result<Vec<u8>> {
 fn decode_copy(bytes: &[u8]) -> Option<SuperblockState> {
     let u32_at = |offset: usize| u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap());
     let u64_at = |offset: usize| u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap());
-    let u128_at = |offset: usize| u128::from_le_bytes(bytes[offset..offset + 16].try_into().unwrap());
-    let valid = checksum(&bytes[16..]) == u128_at(0) && &bytes[16..24] == MAGIC && u32_at(24) == VERSION;
+    let u128_at =
+        |offset: usize| u128::from_le_bytes(bytes[offset..offset + 16].try_into().unwrap());
+    let valid =
+        checksum(&bytes[16..]) == u128_at(0) && &bytes[16..24] == MAGIC && u32_at(24) == VERSION;
     if !valid {
         return None;
     }
@@ -142,7 +151,10 @@ fn decode_copy(bytes: &[u8]) -> Option<SuperblockState> {
         timestamp: u64_at(48),
         state: bytes[STATE_OFFSET..STATE_OFFSET + state_size].to_vec(),
     });
-    if checkpoint.as_ref().is_some_and(|checkpoint| checkpoint.id() != u128_at(56)) {
+    if checkpoint
+        .as_ref()
+        .is_some_and(|checkpoint| checkpoint.id() != u128_at(56))
+    {
         return None;
     }
     Some(SuperblockState {
@@ -165,7 +177,9 @@ pub struct Superblock {
 
 impl std::fmt::Debug for Superblock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Superblock").field("state", &self.state).finish()
+        f.debug_struct("Superblock")
+            .field("state", &self.state)
+            .finish()
     }
 }
 
@@ -188,23 +202,33 @@ impl Superblock {
     /// Open: the valid copy with the highest sequence wins. Returns which copies were
     /// valid.
     pub fn open(mut file: Box<dyn File>) -> Result<(Superblock, [bool; COPIES])> {
-        let mut valid = [false; COPIES];
-        let mut newest: Option<SuperblockState> = None;
-        let mut bytes = vec![0; COPY_SIZE];
-        for (copy, valid) in valid.iter_mut().enumerate() {
-            file.read_at((copy * COPY_SIZE) as u64, &mut bytes).context("reading the superblock")?;
-            let Some(state) = decode_copy(&bytes) else {
-                continue;
-            };
-            *valid = true;
-            if newest.as_ref().is_none_or(|newest| state.sequence > newest.sequence) {
-                newest = Some(state);
-            }
-        }
+        let (newest, valid) = Self::read_copies(&mut *file)?;
         let Some(state) = newest else {
             bail!("no valid superblock copy: the data directory is damaged or not carapace's");
         };
         Ok((Superblock { file, state }, valid))
+    }
+
+    /// Read every copy: the newest valid state, if any, and which copies are valid.
+    pub fn read_copies(file: &mut dyn File) -> Result<(Option<SuperblockState>, [bool; COPIES])> {
+        let mut valid = [false; COPIES];
+        let mut newest: Option<SuperblockState> = None;
+        let mut bytes = vec![0; COPY_SIZE];
+        for (copy, valid) in valid.iter_mut().enumerate() {
+            file.read_at((copy * COPY_SIZE) as u64, &mut bytes)
+                .context("reading the superblock")?;
+            let Some(state) = decode_copy(&bytes) else {
+                continue;
+            };
+            *valid = true;
+            if newest
+                .as_ref()
+                .is_none_or(|newest| state.sequence > newest.sequence)
+            {
+                newest = Some(state);
+            }
+        }
+        Ok((newest, valid))
     }
 
     /// What is published.
@@ -234,7 +258,9 @@ impl Superblock {
         };
         for copy in 0..COPIES {
             let bytes = encode_copy(&state, copy)?;
-            self.file.write_at((copy * COPY_SIZE) as u64, &bytes).context("writing the superblock")?;
+            self.file
+                .write_at((copy * COPY_SIZE) as u64, &bytes)
+                .context("writing the superblock")?;
             self.file.sync().context("syncing the superblock")?;
         }
         self.state = state;
@@ -278,7 +304,8 @@ mod tests {
     #[test]
     fn publishes_and_reopens_the_newest_checkpoint() {
         let disk = SimDisk::new();
-        let mut superblock = Superblock::create(Box::new(disk.file("superblock")), config()).unwrap();
+        let mut superblock =
+            Superblock::create(Box::new(disk.file("superblock")), config()).unwrap();
         superblock.publish(&checkpoint(16), position(16)).unwrap();
         superblock.publish(&checkpoint(32), position(32)).unwrap();
         let (reopened, valid) = Superblock::open(Box::new(disk.file("superblock"))).unwrap();
@@ -294,7 +321,8 @@ mod tests {
         for crash_at in 1..=COPIES as u64 {
             for mode in [CrashMode::Lose, CrashMode::TearLast] {
                 let disk = SimDisk::new();
-                let mut superblock = Superblock::create(Box::new(disk.file("superblock")), config()).unwrap();
+                let mut superblock =
+                    Superblock::create(Box::new(disk.file("superblock")), config()).unwrap();
                 superblock.publish(&checkpoint(16), position(16)).unwrap();
                 disk.crash_at_sync(disk.syncs() + crash_at);
                 assert!(superblock.publish(&checkpoint(32), position(32)).is_err());
@@ -315,7 +343,8 @@ mod tests {
     #[test]
     fn damaged_copies_are_skipped_and_all_damaged_is_an_error() {
         let disk = SimDisk::new();
-        let mut superblock = Superblock::create(Box::new(disk.file("superblock")), config()).unwrap();
+        let mut superblock =
+            Superblock::create(Box::new(disk.file("superblock")), config()).unwrap();
         superblock.publish(&checkpoint(16), position(16)).unwrap();
         disk.corrupt("superblock", 200, 1);
         disk.corrupt("superblock", COPY_SIZE + 40, 1);
@@ -325,7 +354,10 @@ mod tests {
         for copy in 2..COPIES {
             disk.corrupt("superblock", copy * COPY_SIZE + 3000, 1);
         }
-        let error = format!("{:#}", Superblock::open(Box::new(disk.file("superblock"))).unwrap_err());
+        let error = format!(
+            "{:#}",
+            Superblock::open(Box::new(disk.file("superblock"))).unwrap_err()
+        );
         assert!(error.contains("no valid superblock copy"), "{error}");
         disk.truncate("superblock", 100);
         assert!(Superblock::open(Box::new(disk.file("superblock"))).is_err());

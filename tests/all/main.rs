@@ -5,6 +5,7 @@ mod support;
 mod cli;
 mod components;
 mod determinism;
+mod durability;
 mod input;
 mod model;
 mod recovery;

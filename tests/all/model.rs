@@ -374,14 +374,13 @@ fn echo_things_through_the_wasm_host_match_the_model_at_every_checkpoint() {
             checkpoints.push((checkpoint.clone(), storage.snapshot(), model.clone()));
         }
     }
-    for (checkpoint, image, model) in checkpoints.iter().step_by(8) {
-        let mut reopened = wasm_replica(
-            &image.snapshot(),
-            IoOrder::Seeded(checkpoint.op),
-            config(),
-            Some(checkpoint.clone()),
-        )
-        .unwrap();
+    // One compiled component serves every reopening.
+    let runtime = Runtime::new(Limits::default()).unwrap();
+    let component = runtime.load(carapace::ECHO_COMPONENT).unwrap();
+    for (checkpoint, image, model) in &checkpoints {
+        let context = context(&image.snapshot(), IoOrder::Seeded(checkpoint.op));
+        let machine = runtime.instantiate(&component, context).unwrap();
+        let mut reopened = Replica::open(machine, config(), Some(checkpoint.clone())).unwrap();
         let ids: Vec<u128> = (1..=u128::from(checkpoint.op)).collect();
         let things = lookup_things(&mut reopened, &ids);
         assert_eq!(

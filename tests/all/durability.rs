@@ -1,0 +1,237 @@
+//! Acknowledged ops survive crashes: the durable replica over a simulated disk that
+//! dies at every sync point (losing or tearing what was not synced), recovered once and
+//! twice, then run on to the end, must give the replies and checkpoint ids of a run
+//! that never crashed. Damaged files give a clear error or a correct recovery.
+
+use anyhow::Result;
+use carapace::context::{HostContext, IoOrder};
+use carapace::disk::{CrashMode, SimDisk};
+use carapace::durable::{DataDir, Durable, GRID_FILE, JOURNAL_FILE, Recovery, SUPERBLOCK_FILE};
+use carapace::machine::NativeMachine;
+use carapace::replica::Request;
+use carapace::workload::Workload;
+use carapace_echo::{Operation, Thing, thing_value};
+use carapace_lsm::table::Value;
+
+use crate::support::*;
+
+const OPS: usize = 40;
+
+fn requests() -> Vec<Request> {
+    let mut workload = Workload::new(31, BATCH_SIZE_LIMIT);
+    let (mut op, mut timestamp) = (0, 0);
+    (0..OPS)
+        .map(|_| {
+            let request = workload.next_request(op, timestamp);
+            (op, timestamp) = (request.op, request.timestamp);
+            request
+        })
+        .collect()
+}
+
+fn native(context: HostContext) -> Result<NativeMachine> {
+    Ok(NativeMachine::new(context))
+}
+
+fn open(disk: &SimDisk) -> Result<(Durable<NativeMachine>, Recovery)> {
+    Durable::open(
+        DataDir::simulated(disk),
+        Some(config()),
+        IoOrder::Seeded(4),
+        native,
+    )
+}
+
+/// Replies and the checkpoint ids of a run that never crashed.
+fn uncrashed(requests: &[Request]) -> (Vec<Vec<u8>>, Vec<(u64, u128)>, u64) {
+    let disk = SimDisk::new();
+    let (mut durable, _) = open(&disk).unwrap();
+    let mut replies = Vec::new();
+    let mut checkpoints = Vec::new();
+    for request in requests {
+        replies.push(durable.commit(request).unwrap());
+        if let Some(checkpoint) = durable
+            .replica()
+            .checkpoint()
+            .filter(|checkpoint| checkpoint.op == request.op)
+        {
+            checkpoints.push((checkpoint.op, checkpoint.id()));
+        }
+    }
+    (replies, checkpoints, disk.syncs())
+}
+
+#[test]
+fn a_crash_at_every_sync_point_loses_no_acknowledged_op() {
+    let requests = requests();
+    let (replies, checkpoints, syncs) = uncrashed(&requests);
+    assert_eq!(checkpoints.len(), OPS / CHECKPOINT_INTERVAL_OPS as usize);
+    for crash_at in 1..=syncs {
+        for mode in [CrashMode::Lose, CrashMode::TearLast] {
+            let disk = SimDisk::new();
+            disk.crash_at_sync(crash_at);
+            let mut acknowledged = 0;
+            if let Ok((mut durable, _)) = open(&disk) {
+                for request in &requests {
+                    match durable.commit(request) {
+                        Ok(reply) => {
+                            assert_eq!(reply, replies[acknowledged]);
+                            acknowledged += 1;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            disk.crash(mode);
+            let context = format!("crash at sync {crash_at} of {syncs}, {mode:?}");
+
+            // Recover twice: the same op and checkpoint both times.
+            let (first, _) = open(&disk).unwrap_or_else(|error| panic!("{context}: {error:#}"));
+            let recovered = (
+                first.replica().op(),
+                first.replica().checkpoint().map(|c| c.id()),
+            );
+            drop(first);
+            let (mut durable, recovery) = open(&disk).unwrap();
+            assert_eq!(
+                (
+                    durable.replica().op(),
+                    durable.replica().checkpoint().map(|c| c.id())
+                ),
+                recovered
+            );
+            assert_eq!(
+                recovery.torn_bytes, 0,
+                "{context}: the first recovery cut the tail"
+            );
+
+            // Every acknowledged op is there; at most the op in flight is too.
+            let op = durable.replica().op() as usize;
+            assert!(
+                op >= acknowledged && op <= acknowledged + 1,
+                "{context}: recovered op {op}, acknowledged {acknowledged}"
+            );
+
+            // Run on: the same replies and checkpoint ids as the run that never crashed.
+            for (index, request) in requests.iter().enumerate().skip(op) {
+                assert_eq!(
+                    durable.commit(request).unwrap(),
+                    replies[index],
+                    "{context}: op {}",
+                    request.op
+                );
+                if let Some(checkpoint) = durable
+                    .replica()
+                    .checkpoint()
+                    .filter(|c| c.op == request.op)
+                {
+                    assert!(
+                        checkpoints.contains(&(checkpoint.op, checkpoint.id())),
+                        "{context}: checkpoint {}",
+                        checkpoint.op
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A data directory with all `OPS` ops, checkpointed at 16 and 32.
+fn full_disk(requests: &[Request]) -> SimDisk {
+    let disk = SimDisk::new();
+    let (mut durable, _) = open(&disk).unwrap();
+    for request in requests {
+        durable.commit(request).unwrap();
+    }
+    disk
+}
+
+#[test]
+fn recovery_replays_the_journal_after_the_checkpoint() {
+    let requests = requests();
+    let disk = full_disk(&requests);
+    let (durable, recovery) = open(&disk).unwrap();
+    assert_eq!(recovery.checkpoint_op, 32);
+    assert_eq!(recovery.replayed_ops, 8);
+    assert_eq!(durable.replica().op(), OPS as u64);
+    let error = format!(
+        "{:#}",
+        Durable::open(
+            DataDir::simulated(&disk),
+            Some(config_with(&[("bar-ops", "8")])),
+            IoOrder::Fifo,
+            native
+        )
+        .unwrap_err()
+    );
+    assert!(error.contains("created with other options"), "{error}");
+}
+
+/// The Things of ops `1..=count`, as the echo machine stores them.
+fn expected_things(requests: &[Request], count: usize) -> Vec<u8> {
+    requests[..count]
+        .iter()
+        .flat_map(|request| {
+            let thing = Thing {
+                timestamp: request.timestamp,
+                value: thing_value(
+                    request.client,
+                    request.op,
+                    request.timestamp,
+                    request.operation,
+                    &request.body,
+                ),
+                id: u128::from(request.op),
+            };
+            let mut bytes = [0; Thing::SIZE];
+            thing.encode(&mut bytes);
+            bytes
+        })
+        .collect()
+}
+
+#[test]
+fn damaged_files_give_a_clear_error_or_a_correct_recovery() {
+    let requests = requests();
+    let reference = full_disk(&requests);
+    let mut recovered_count = 0;
+    for name in [SUPERBLOCK_FILE, JOURNAL_FILE, GRID_FILE] {
+        let length = reference.durable_len(name);
+        for offset in (0..length).step_by(length / 23 + 1) {
+            let disk = full_disk(&requests);
+            disk.corrupt(name, offset, 0x10);
+            let context = format!("{name} byte {offset}");
+            match open(&disk) {
+                Ok((mut durable, _)) => {
+                    // Damage to the last journal entry reads as a torn tail; anything
+                    // else recovers every op. What it recovered must be right.
+                    let op = durable.replica().op() as usize;
+                    assert!(op + 1 >= OPS, "{context}: recovered op {op}");
+                    let lookup = Request {
+                        client: 1,
+                        op: op as u64 + 1,
+                        timestamp: durable.replica().timestamp() + 1,
+                        operation: Operation::Lookup as u8,
+                        body: (1..=32u128).flat_map(|id| id.to_le_bytes()).collect(),
+                    };
+                    match durable.commit(&lookup) {
+                        Ok(reply) => assert_eq!(reply, expected_things(&requests, 32), "{context}"),
+                        Err(error) => {
+                            let error = format!("{error:#}");
+                            assert!(error.contains("corrupt-block"), "{context}: {error}");
+                        }
+                    }
+                    recovered_count += 1;
+                }
+                Err(error) => {
+                    let error = format!("{error:#}");
+                    let clear = ["corrupt", "superblock", "journal", "diverged"]
+                        .iter()
+                        .any(|word| error.contains(word));
+                    assert!(clear, "{context}: {error}");
+                }
+            }
+        }
+    }
+    assert!(recovered_count > 0);
+}
