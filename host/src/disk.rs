@@ -20,7 +20,7 @@ pub trait File {
     /// Make every completed write durable.
     fn sync(&mut self) -> io::Result<()>;
     /// The file's length in bytes.
-    fn len(&mut self) -> io::Result<u64>;
+    fn length(&mut self) -> io::Result<u64>;
     /// Cut or extend the file to `length` bytes (durable after the next sync).
     fn set_len(&mut self, length: u64) -> io::Result<()>;
 }
@@ -70,7 +70,7 @@ impl File for OsFile {
         self.file.sync_data()
     }
 
-    fn len(&mut self) -> io::Result<u64> {
+    fn length(&mut self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
 
@@ -254,7 +254,7 @@ impl File for SimFile {
         Ok(())
     }
 
-    fn len(&mut self) -> io::Result<u64> {
+    fn length(&mut self) -> io::Result<u64> {
         self.with(|file| file.live.len() as u64)
     }
 
@@ -281,7 +281,7 @@ mod tests {
         let mut buffer = [0; 16];
         file.read_at(0, &mut buffer).unwrap();
         assert_eq!(&buffer[..7], b"durable");
-        assert_eq!(file.len().unwrap(), 7);
+        assert_eq!(file.length().unwrap(), 7);
     }
 
     #[test]

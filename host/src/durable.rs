@@ -122,7 +122,7 @@ impl<M: Machine> Durable<M> {
         // A directory whose creation never finished (no valid superblock copy, nothing
         // journaled) acknowledged nothing: create it again.
         let (newest, _) = Superblock::read_copies(&mut *superblock)?;
-        let is_new = newest.is_none() && journal.len().context("reading the journal")? == 0;
+        let is_new = newest.is_none() && journal.length().context("reading the journal")? == 0;
         let mut superblock = if is_new {
             let config = config
                 .clone()

@@ -133,7 +133,7 @@ pub struct OpenReport {
 impl Journal {
     /// Open the journal in `file`: verify every entry and the chain, cut a torn tail.
     pub fn open(mut file: Box<dyn File>) -> Result<(Journal, OpenReport)> {
-        let length = file.len().context("reading the journal's length")?;
+        let length = file.length().context("reading the journal's length")?;
         let mut end = Position::default();
         let mut header = [0; HEADER_SIZE];
         while end.offset < length {
@@ -286,7 +286,7 @@ mod tests {
                 body: vec![op as u8; (op as usize * 7) % 50],
             },
             reply_checksum: u128::from(op) * 11,
-            checkpoint_id: (op % 4 == 0).then_some(u128::from(op) << 70),
+            checkpoint_id: op.is_multiple_of(4).then_some(u128::from(op) << 70),
         }
     }
 
