@@ -44,6 +44,15 @@ impl OsFile {
     }
 }
 
+impl OsFile {
+    /// Open an existing file at `path` for reading only: writes fail.
+    pub fn open_read_only(path: &Path) -> io::Result<OsFile> {
+        Ok(OsFile {
+            file: fs::File::open(path)?,
+        })
+    }
+}
+
 impl File for OsFile {
     fn read_at(&mut self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
         let mut done = 0;
@@ -249,8 +258,14 @@ impl File for SimFile {
             return Err(crashed());
         }
         let file = state.files.get_mut(&self.name).expect("the file exists");
-        file.durable = file.live.clone();
-        file.pending.clear();
+        // Copy only what changed: a journal synced per op would otherwise cost its
+        // whole length per sync.
+        file.durable.resize(file.live.len(), 0);
+        for (offset, length) in file.pending.drain(..) {
+            let start = (offset as usize).min(file.live.len());
+            let end = (offset as usize + length).min(file.live.len());
+            file.durable[start..end].copy_from_slice(&file.live[start..end]);
+        }
         Ok(())
     }
 

@@ -18,7 +18,7 @@ use crate::context::{HostContext, IoOrder};
 use crate::disk::{File, OsFile, SimDisk};
 use crate::journal::{Entry, Journal, Position};
 use crate::machine::Machine;
-use crate::replica::{Checkpoint, Replica, ReplicaConfig, Request};
+use crate::replica::{Checkpoint, Committer, Replica, ReplicaConfig, Request};
 use crate::storage::FileStorage;
 use crate::superblock::Superblock;
 
@@ -57,6 +57,11 @@ impl DataDir {
             journal: file(JOURNAL_FILE)?,
             grid: file(GRID_FILE)?,
         })
+    }
+
+    /// Whether `path` holds a data directory already (a non-empty superblock file).
+    pub fn exists(path: &Path) -> bool {
+        std::fs::metadata(path.join(SUPERBLOCK_FILE)).is_ok_and(|metadata| metadata.len() > 0)
     }
 
     /// A data directory on a simulated disk, for crash tests.
@@ -247,8 +252,23 @@ impl<M: Machine> Durable<M> {
     }
 }
 
-/// Re-execute one journal entry and check it against what was recorded.
-fn replay_one<M: Machine>(replica: &mut Replica<M>, entry: &Entry) -> Result<()> {
+impl<M: Machine> Committer for Durable<M> {
+    fn last_op(&self) -> u64 {
+        self.replica.op()
+    }
+
+    fn last_timestamp(&self) -> u64 {
+        self.replica.timestamp()
+    }
+
+    fn commit_request(&mut self, request: &Request) -> Result<Vec<u8>> {
+        self.commit(request)
+    }
+}
+
+/// Re-execute one journal entry and check it against what was recorded: an error
+/// names the op and what differed.
+pub fn replay_one<M: Machine>(replica: &mut Replica<M>, entry: &Entry) -> Result<()> {
     let op = entry.request.op;
     let reply = replica
         .commit(&entry.request)

@@ -132,7 +132,17 @@ pub struct OpenReport {
 
 impl Journal {
     /// Open the journal in `file`: verify every entry and the chain, cut a torn tail.
-    pub fn open(mut file: Box<dyn File>) -> Result<(Journal, OpenReport)> {
+    pub fn open(file: Box<dyn File>) -> Result<(Journal, OpenReport)> {
+        Self::open_with(file, true)
+    }
+
+    /// Open without changing the file (to replay or inspect it): a torn tail is only
+    /// reported.
+    pub fn open_read_only(file: Box<dyn File>) -> Result<(Journal, OpenReport)> {
+        Self::open_with(file, false)
+    }
+
+    fn open_with(mut file: Box<dyn File>, cut_torn_tail: bool) -> Result<(Journal, OpenReport)> {
         let length = file.length().context("reading the journal's length")?;
         let mut end = Position::default();
         let mut header = [0; HEADER_SIZE];
@@ -193,7 +203,7 @@ impl Journal {
             };
         }
         let torn_bytes = length - end.offset;
-        if torn_bytes > 0 {
+        if torn_bytes > 0 && cut_torn_tail {
             file.set_len(end.offset)
                 .context("cutting the journal's torn tail")?;
             file.sync().context("syncing the journal")?;

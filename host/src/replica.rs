@@ -110,6 +110,11 @@ impl<M: Machine> Replica<M> {
         self.op
     }
 
+    /// How the machine is paced.
+    pub fn config(&self) -> &ReplicaConfig {
+        &self.config
+    }
+
     /// The timestamp of the last committed op.
     pub fn timestamp(&self) -> u64 {
         self.timestamp
@@ -253,5 +258,29 @@ impl<M: Machine> Replica<M> {
         let stray = self.machine.with_context(|context| context.has_in_flight());
         ensure!(!stray, "`{what}` is done with I/O still in flight");
         Ok(())
+    }
+}
+
+/// Something that commits requests in op order: a [`Replica`], or a durable one.
+pub trait Committer {
+    /// The last committed op.
+    fn last_op(&self) -> u64;
+    /// Its timestamp.
+    fn last_timestamp(&self) -> u64;
+    /// Commit `request` (the next op) and return its reply.
+    fn commit_request(&mut self, request: &Request) -> Result<Vec<u8>>;
+}
+
+impl<M: Machine> Committer for Replica<M> {
+    fn last_op(&self) -> u64 {
+        self.op
+    }
+
+    fn last_timestamp(&self) -> u64 {
+        self.timestamp
+    }
+
+    fn commit_request(&mut self, request: &Request) -> Result<Vec<u8>> {
+        self.commit(request)
     }
 }

@@ -5,9 +5,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
 
-use crate::machine::Machine;
 use crate::prng::Prng;
-use crate::replica::{Replica, Request};
+use crate::replica::{Committer, Request};
 
 /// Clients the workload spreads its requests over.
 pub const CLIENT_COUNT: u64 = 8;
@@ -76,16 +75,12 @@ impl RunReport {
 }
 
 /// Commit `ops` requests of `workload`, checking that every reply equals its request.
-pub fn run<M: Machine>(
-    replica: &mut Replica<M>,
-    workload: &mut Workload,
-    ops: u64,
-) -> Result<RunReport> {
+pub fn run(replica: &mut impl Committer, workload: &mut Workload, ops: u64) -> Result<RunReport> {
     let start = Instant::now();
     let mut bytes = 0;
     for _ in 0..ops {
-        let request = workload.next_request(replica.op(), replica.timestamp());
-        let reply = replica.commit(&request)?;
+        let request = workload.next_request(replica.last_op(), replica.last_timestamp());
+        let reply = replica.commit_request(&request)?;
         ensure!(
             reply == request.body,
             "op {}: the reply ({} bytes) differs from the request ({} bytes)",

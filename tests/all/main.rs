@@ -9,6 +9,7 @@ mod durability;
 mod input;
 mod model;
 mod recovery;
+mod replay;
 mod storage;
 mod timers;
 mod workload;

@@ -21,9 +21,9 @@ impl BenchCommand {
             .workload
             .execute_on(Target::Wasm, crate::ECHO_COMPONENT, false)?;
         println!("== native");
-        print_outcome(&native, self.workload.checkpoint_interval);
+        print_outcome(&native, self.workload.checkpoint_interval());
         println!("== wasm");
-        print_outcome(&wasm, self.workload.checkpoint_interval);
+        print_outcome(&wasm, self.workload.checkpoint_interval());
         ensure!(
             native.checkpoint == wasm.checkpoint,
             "native and wasm diverged: checkpoints {:?} and {:?}",

@@ -5,6 +5,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 pub mod bench;
+pub mod inspect;
+pub mod replay;
 pub mod run;
 
 /// A deterministic, sandboxed state-machine runtime.
@@ -19,6 +21,8 @@ pub struct Cli {
 enum Command {
     Run(run::RunCommand),
     Bench(bench::BenchCommand),
+    Replay(replay::ReplayCommand),
+    Inspect(inspect::InspectCommand),
 }
 
 impl Cli {
@@ -27,6 +31,8 @@ impl Cli {
         match self.command {
             Command::Run(command) => command.execute(),
             Command::Bench(command) => command.execute(),
+            Command::Replay(command) => command.execute(),
+            Command::Inspect(command) => command.execute(),
         }
     }
 }

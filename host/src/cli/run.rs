@@ -6,6 +6,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, ValueEnum};
 
 use crate::context::{HostContext, IoOrder};
+use crate::durable::{DataDir, Durable, Recovery};
 use crate::machine::{Machine, NativeMachine, Options};
 use crate::replica::{Replica, ReplicaConfig};
 use crate::storage::MemoryStorage;
@@ -30,18 +31,18 @@ pub struct WorkloadArgs {
     /// Seed of the workload and of the I/O completion order.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// The largest request body in bytes; bodies are uniform in 0..=this.
-    #[arg(long, default_value_t = 4096)]
-    pub batch_size_limit: u32,
-    /// Bytes per grid block.
-    #[arg(long, default_value_t = 4096)]
-    pub block_size: u32,
-    /// Blocks in the grid.
-    #[arg(long, default_value_t = 1 << 18)]
-    pub grid_blocks: u64,
-    /// Checkpoint after every this many ops.
-    #[arg(long, default_value_t = 1024)]
-    pub checkpoint_interval: u64,
+    /// The largest request body in bytes; bodies are uniform in 0..=this [default: 4096].
+    #[arg(long, value_name = "BYTES")]
+    pub batch_size_limit: Option<u32>,
+    /// Bytes per grid block [default: 4096].
+    #[arg(long, value_name = "BYTES")]
+    pub block_size: Option<u32>,
+    /// Blocks in the grid [default: 262144].
+    #[arg(long, value_name = "BLOCKS")]
+    pub grid_blocks: Option<u64>,
+    /// Checkpoint after every this many ops [default: 1024].
+    #[arg(long, value_name = "OPS")]
+    pub checkpoint_interval: Option<u64>,
     /// A machine setting `name=value` (repeatable), for example `lsm-profile=test`.
     #[arg(long = "setting", value_name = "NAME=VALUE")]
     pub settings: Vec<String>,
@@ -62,7 +63,54 @@ pub struct Outcome {
     pub memory: Vec<(u64, usize)>,
 }
 
+/// Defaults of the options a data directory records.
+const BATCH_SIZE_LIMIT_DEFAULT: u32 = 4096;
+const BLOCK_SIZE_DEFAULT: u32 = 4096;
+const GRID_BLOCKS_DEFAULT: u64 = 1 << 18;
+const CHECKPOINT_INTERVAL_DEFAULT: u64 = 1024;
+
 impl WorkloadArgs {
+    /// Checkpoint interval in ops, given or default.
+    pub fn checkpoint_interval(&self) -> u64 {
+        self.checkpoint_interval
+            .unwrap_or(CHECKPOINT_INTERVAL_DEFAULT)
+    }
+
+    /// Refuse options given on the command line that differ from those `stored` in a
+    /// data directory (which keeps its own; silently ignoring a flag would mislead).
+    fn check_against(&self, stored: &ReplicaConfig) -> Result<()> {
+        let given = self.replica_config()?;
+        let differs = [
+            (
+                "--batch-size-limit",
+                self.batch_size_limit.is_some()
+                    && given.options.batch_size_limit != stored.options.batch_size_limit,
+            ),
+            (
+                "--block-size",
+                self.block_size.is_some() && given.options.block_size != stored.options.block_size,
+            ),
+            (
+                "--grid-blocks",
+                self.grid_blocks.is_some()
+                    && given.options.block_count != stored.options.block_count,
+            ),
+            (
+                "--checkpoint-interval",
+                self.checkpoint_interval.is_some()
+                    && given.checkpoint_interval_ops != stored.checkpoint_interval_ops,
+            ),
+            (
+                "--setting",
+                !self.settings.is_empty() && given.options.settings != stored.options.settings,
+            ),
+        ];
+        if let Some((flag, _)) = differs.iter().find(|(_, differs)| *differs) {
+            bail!("`{flag}` differs from what the data directory was created with: {stored:?}");
+        }
+        Ok(())
+    }
+
     fn replica_config(&self) -> Result<ReplicaConfig> {
         let settings = self
             .settings
@@ -76,12 +124,12 @@ impl WorkloadArgs {
             .collect::<Result<Vec<_>>>()?;
         Ok(ReplicaConfig {
             options: Options {
-                batch_size_limit: self.batch_size_limit,
-                block_size: self.block_size,
-                block_count: self.grid_blocks,
+                batch_size_limit: self.batch_size_limit.unwrap_or(BATCH_SIZE_LIMIT_DEFAULT),
+                block_size: self.block_size.unwrap_or(BLOCK_SIZE_DEFAULT),
+                block_count: self.grid_blocks.unwrap_or(GRID_BLOCKS_DEFAULT),
                 settings,
             },
-            checkpoint_interval_ops: self.checkpoint_interval,
+            checkpoint_interval_ops: self.checkpoint_interval(),
         })
     }
 
@@ -90,8 +138,8 @@ impl WorkloadArgs {
         let config = self.replica_config()?;
         let mut context = HostContext::new(
             Box::new(MemoryStorage::new()),
-            self.block_size,
-            self.grid_blocks,
+            config.options.block_size,
+            config.options.block_count,
             IoOrder::Seeded(self.seed),
         );
         context.set_echo_log(echo_log);
@@ -107,7 +155,7 @@ impl WorkloadArgs {
 
     fn execute<M: Machine>(&self, machine: M, config: ReplicaConfig) -> Result<Outcome> {
         let mut replica = Replica::open(machine, config, None)?;
-        let mut workload = Workload::new(self.seed, self.batch_size_limit);
+        let mut workload = Workload::new(self.seed, config_batch_size_limit(&replica));
         let mut stops: Vec<u64> = self
             .memory_at
             .iter()
@@ -153,6 +201,11 @@ pub struct RunCommand {
     /// Print the guest's log messages.
     #[arg(long)]
     log: bool,
+    /// Keep the grid, journal and superblock in this directory: the run recovers
+    /// what is there and continues it (op numbers and timestamps go on). A new
+    /// directory takes the options given; an existing one keeps its own.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
 }
 
 impl RunCommand {
@@ -171,15 +224,80 @@ impl RunCommand {
             Some(path) => format!("`{}`", path.display()),
             None => "embedded echo".into(),
         };
-        let outcome = self
-            .workload
-            .execute_on(self.target, &module, self.log)
-            .with_context(|| format!("running {name}"))?;
         println!("module      {name}");
         println!("target      {:?}", self.target);
         println!("seed        {}", self.workload.seed);
-        print_outcome(&outcome, self.workload.checkpoint_interval);
+        let outcome = match &self.data {
+            None => self.workload.execute_on(self.target, &module, self.log),
+            Some(path) => self.execute_durable(path, &module),
+        }
+        .with_context(|| format!("running {name}"))?;
+        print_outcome(&outcome, self.workload.checkpoint_interval());
         Ok(())
+    }
+
+    fn execute_durable(&self, path: &std::path::Path, module: &[u8]) -> Result<Outcome> {
+        // An existing directory keeps its options; a new one takes the flags.
+        let config = if DataDir::exists(path) {
+            None
+        } else {
+            Some(self.workload.replica_config()?)
+        };
+        if config.is_none() {
+            let stored = crate::cli::inspect::stored_config(path)?;
+            self.workload.check_against(&stored)?;
+        }
+        let dir = DataDir::open(path)?;
+        let order = IoOrder::Seeded(self.workload.seed);
+        match self.target {
+            Target::Wasm => {
+                let runtime = Runtime::new(Limits::default())?;
+                let component = runtime.load(module)?;
+                let (durable, recovery) = Durable::open(dir, config, order, |context| {
+                    runtime.instantiate(&component, context)
+                })?;
+                self.continue_durable(durable, &recovery, path)
+            }
+            Target::Native => {
+                let (durable, recovery) = Durable::open(dir, config, order, |context| {
+                    Ok(NativeMachine::new(context))
+                })?;
+                self.continue_durable(durable, &recovery, path)
+            }
+        }
+    }
+
+    fn continue_durable<M: Machine>(
+        &self,
+        mut durable: Durable<M>,
+        recovery: &Recovery,
+        path: &std::path::Path,
+    ) -> Result<Outcome> {
+        println!("data        {}", path.display());
+        println!(
+            "recovered   checkpoint op {}, {} ops replayed from the journal, {} torn bytes cut",
+            recovery.checkpoint_op, recovery.replayed_ops, recovery.torn_bytes
+        );
+        let start = durable.replica().op();
+        // A continuing run must not repeat the bodies of the first: seed by where it starts.
+        let batch_size_limit = durable.replica().config().options.batch_size_limit;
+        let mut workload = Workload::new(self.workload.seed.wrapping_add(start), batch_size_limit);
+        let report = workload::run(&mut durable, &mut workload, self.workload.ops)?;
+        println!("ops         {} to {}", start + 1, durable.replica().op());
+        let checkpoint = durable
+            .replica()
+            .checkpoint()
+            .map(|checkpoint| (checkpoint.op, checkpoint.id()));
+        let memory = durable
+            .replica_mut()
+            .machine_mut()
+            .memory_bytes()
+            .map(|bytes| (durable.replica().op(), bytes));
+        Ok(Outcome {
+            report,
+            checkpoint,
+            memory: memory.into_iter().collect(),
+        })
     }
 }
 
@@ -200,4 +318,8 @@ pub fn print_outcome(outcome: &Outcome, checkpoint_interval: u64) {
     for (ops, bytes) in &outcome.memory {
         println!("memory      {bytes} bytes of guest memory after {ops} ops");
     }
+}
+
+fn config_batch_size_limit<M: Machine>(replica: &Replica<M>) -> u32 {
+    replica.config().options.batch_size_limit
 }

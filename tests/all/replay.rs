@@ -1,0 +1,248 @@
+//! Replaying a recorded log: every reply checksum and checkpoint id reproduced, and a
+//! different guest caught at its first divergent op. Also `replay` and `inspect` on
+//! real data directories, and their bad cases.
+
+use anyhow::Result;
+use carapace::cli::Cli;
+use carapace::cli::inspect::inspect;
+use carapace::cli::replay::replay_with;
+use carapace::context::{HostContext, IoOrder};
+use carapace::disk::SimDisk;
+use carapace::durable::{DataDir, Durable, JOURNAL_FILE};
+use carapace::journal::Journal;
+use carapace::machine::{NativeMachine, Options};
+use carapace::replica::ReplicaConfig;
+use carapace::storage::MemoryStorage;
+use carapace::workload::{self, Workload};
+use carapace_echo::Echo;
+use carapace_lsm::{Context, Failure, StateMachine};
+use clap::Parser;
+
+fn long_config() -> ReplicaConfig {
+    ReplicaConfig {
+        options: Options {
+            batch_size_limit: 16,
+            block_size: 4096,
+            block_count: 1 << 15,
+            settings: Vec::new(),
+        },
+        checkpoint_interval_ops: 1024,
+    }
+}
+
+fn record(disk: &SimDisk, config: &ReplicaConfig, ops: u64) {
+    let (mut durable, _) = Durable::open(
+        DataDir::simulated(disk),
+        Some(config.clone()),
+        IoOrder::Seeded(2),
+        |context| Ok(NativeMachine::new(context)),
+    )
+    .unwrap();
+    workload::run(
+        &mut durable,
+        &mut Workload::new(8, config.options.batch_size_limit),
+        ops,
+    )
+    .unwrap();
+}
+
+fn fresh_context(config: &ReplicaConfig) -> HostContext {
+    HostContext::new(
+        Box::new(MemoryStorage::new()),
+        config.options.block_size,
+        config.options.block_count,
+        IoOrder::Fifo,
+    )
+}
+
+#[test]
+fn replay_of_a_100_000_op_log_reproduces_every_checkpoint_id() {
+    let config = long_config();
+    let disk = SimDisk::new();
+    record(&disk, &config, 100_000);
+    let (journal, _) = Journal::open_read_only(Box::new(disk.file(JOURNAL_FILE))).unwrap();
+    let report = replay_with(
+        NativeMachine::new(fresh_context(&config)),
+        config,
+        journal,
+        100_000,
+        false,
+    )
+    .unwrap();
+    assert_eq!(report.divergence, None);
+    assert_eq!(report.identical_through, 100_000);
+    assert_eq!(report.checkpoints_verified, 100_000 / 1024);
+}
+
+/// The echo machine, except that from op `DIVERGENT_OP` on its replies carry an extra
+/// byte: a new module version with a behaviour change.
+struct Divergent(Echo);
+
+const DIVERGENT_OP: u64 = 777;
+
+impl StateMachine for Divergent {
+    fn init(context: Context, options: &carapace_lsm::Options) -> Result<Divergent, Failure> {
+        Echo::init(context, options).map(Divergent)
+    }
+    async fn open(&mut self, checkpoint: Option<&[u8]>) -> Result<(), Failure> {
+        self.0.open(checkpoint).await
+    }
+    fn input_valid(&self, operation: u8, body: &[u8]) -> Result<(), String> {
+        self.0.input_valid(operation, body)
+    }
+    async fn prefetch(&mut self, op: u64, operation: u8, body: &[u8]) -> Result<(), Failure> {
+        self.0.prefetch(op, operation, body).await
+    }
+    fn commit(
+        &mut self,
+        client: u128,
+        op: u64,
+        timestamp: u64,
+        operation: u8,
+        body: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> Result<(), Failure> {
+        self.0
+            .commit(client, op, timestamp, operation, body, reply)?;
+        if op >= DIVERGENT_OP {
+            reply.push(0);
+        }
+        Ok(())
+    }
+    async fn compact(&mut self, op: u64) -> Result<(), Failure> {
+        self.0.compact(op).await
+    }
+    async fn checkpoint(&mut self, op: u64) -> Result<(), Failure> {
+        self.0.checkpoint(op).await
+    }
+    fn checkpoint_state(&self) -> Vec<u8> {
+        self.0.checkpoint_state()
+    }
+    async fn timer(&mut self, id: u64) -> Result<(), Failure> {
+        self.0.timer(id).await
+    }
+}
+
+#[test]
+fn replay_against_a_different_guest_names_the_first_divergent_op() {
+    let config = long_config();
+    let disk = SimDisk::new();
+    record(&disk, &config, 2_000);
+    let (journal, _) = Journal::open_read_only(Box::new(disk.file(JOURNAL_FILE))).unwrap();
+    let machine = NativeMachine::<Divergent>::of(fresh_context(&config));
+    let report = replay_with(machine, config, journal, 2_000, false).unwrap();
+    assert_eq!(report.identical_through, DIVERGENT_OP - 1);
+    let divergence = report.divergence.unwrap();
+    assert!(
+        divergence.contains(&format!(
+            "replay diverged at op {DIVERGENT_OP}: reply checksum"
+        )),
+        "{divergence}"
+    );
+}
+
+fn cli(args: &[&str]) -> Result<(), String> {
+    let cli =
+        Cli::try_parse_from(["carapace"].iter().chain(args)).map_err(|error| error.to_string())?;
+    cli.execute().map_err(|error| format!("{error:#}"))
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("carapace-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&path);
+    path
+}
+
+#[test]
+fn a_data_directory_persists_continues_replays_and_inspects() {
+    let dir = temp_dir("persist");
+    let path = dir.to_str().unwrap();
+    let args = [
+        "--setting",
+        "lsm-profile=test",
+        "--checkpoint-interval",
+        "16",
+        "--batch-size-limit",
+        "64",
+    ];
+    let run = |ops: &str, args: &[&str]| {
+        let mut all = vec!["run", "--ops", ops, "--data", path, "--target", "native"];
+        all.extend(args);
+        cli(&all)
+    };
+    run("100", &args).unwrap();
+    // A continuing run needs no options (the same ones are accepted too).
+    run("30", &[]).unwrap();
+    run("20", &args).unwrap();
+    let report = inspect(&dir).unwrap();
+    assert_eq!(report.journal_ops, 150);
+    assert_eq!(report.checkpoint.as_ref().unwrap().op, 144);
+    assert_eq!(report.superblock_copies_valid, [true; 4]);
+    let lsm = report.lsm.unwrap();
+    assert_eq!(lsm.trees.len(), 3);
+    assert!(lsm.trees[0].tables_per_level.iter().sum::<usize>() > 0);
+    cli(&["replay", path]).unwrap();
+    cli(&["replay", path, "--target", "native"]).unwrap();
+    cli(&["inspect", path, "--json"]).unwrap();
+
+    // Options of an existing directory are its own.
+    let error = cli(&[
+        "run",
+        "--ops",
+        "5",
+        "--data",
+        path,
+        "--target",
+        "native",
+        "--setting",
+        "bar-ops=8",
+    ])
+    .unwrap_err();
+    assert!(
+        error.contains("`--setting` differs from what the data directory was created with"),
+        "{error}"
+    );
+    let error = cli(&[
+        "run",
+        "--ops",
+        "5",
+        "--data",
+        path,
+        "--checkpoint-interval",
+        "32",
+    ])
+    .unwrap_err();
+    assert!(error.contains("`--checkpoint-interval` differs"), "{error}");
+
+    // A torn journal tail is reported by inspect and cut by the next run.
+    let journal = dir.join(JOURNAL_FILE);
+    let length = std::fs::metadata(&journal).unwrap().len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&journal)
+        .unwrap();
+    file.set_len(length - 10).unwrap();
+    let report = inspect(&dir).unwrap();
+    assert_eq!(report.journal_ops, 149);
+    assert!(report.journal_torn_bytes > 0);
+    run("1", &[]).unwrap();
+    assert_eq!(inspect(&dir).unwrap().journal_ops, 150);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn replay_and_inspect_refuse_what_is_not_a_data_directory() {
+    let missing = temp_dir("missing");
+    let error = cli(&["replay", missing.to_str().unwrap()]).unwrap_err();
+    assert!(error.contains("opening the superblock"), "{error}");
+    let error = cli(&["inspect", missing.to_str().unwrap()]).unwrap_err();
+    assert!(error.contains("opening the superblock"), "{error}");
+
+    let garbage = temp_dir("garbage");
+    std::fs::create_dir_all(&garbage).unwrap();
+    std::fs::write(garbage.join("superblock"), vec![7; 16384]).unwrap();
+    std::fs::write(garbage.join("journal"), b"").unwrap();
+    let error = cli(&["inspect", garbage.to_str().unwrap()]).unwrap_err();
+    assert!(error.contains("holds no valid superblock"), "{error}");
+    std::fs::remove_dir_all(&garbage).unwrap();
+}
