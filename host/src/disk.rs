@@ -95,14 +95,18 @@ pub enum CrashMode {
     Lose,
     /// The last of them lands halfway (a torn write); the rest are lost.
     TearLast,
+    /// Each lands whole, lands halfway or is lost, as a PRNG with this seed decides:
+    /// a crash at a random point between syncs, on a disk that reorders writes.
+    Random(u64),
 }
 
 #[derive(Debug, Default)]
 struct SimFileState {
     durable: Vec<u8>,
     live: Vec<u8>,
-    /// Writes since the last sync, in order: (offset, length).
-    pending: Vec<(u64, usize)>,
+    /// Writes since the last sync, in order, with their data (a later write may have
+    /// overwritten the live bytes, so a crash replays each from its own copy).
+    pending: Vec<(u64, Vec<u8>)>,
 }
 
 #[derive(Debug, Default)]
@@ -154,24 +158,33 @@ impl SimDisk {
     /// unsynced write torn if `mode` says so. The disk works again afterwards.
     pub fn crash(&self, mode: CrashMode) {
         let mut state = self.state.borrow_mut();
+        let mut prng = match mode {
+            CrashMode::Random(seed) => Some(crate::prng::Prng::new(seed)),
+            _ => None,
+        };
         for file in state.files.values_mut() {
-            let torn = match (mode, file.pending.last()) {
-                (CrashMode::TearLast, Some(&(offset, length))) => {
-                    let half = length / 2;
-                    let start = offset as usize;
-                    Some((start, file.live[start..start + half].to_vec()))
-                }
-                _ => None,
-            };
             file.live = file.durable.clone();
-            if let Some((start, bytes)) = torn {
-                if file.live.len() < start + bytes.len() {
-                    file.live.resize(start + bytes.len(), 0);
+            let pending = std::mem::take(&mut file.pending);
+            let last = pending.len().saturating_sub(1);
+            for (index, (offset, data)) in pending.into_iter().enumerate() {
+                let landed = match (&mut prng, mode) {
+                    (Some(prng), _) => match prng.below(3) {
+                        0 => 0,
+                        1 => data.len() / 2,
+                        _ => data.len(),
+                    },
+                    (None, CrashMode::TearLast) if index == last => data.len() / 2,
+                    _ => 0,
+                };
+                let start = offset as usize;
+                if landed > 0 {
+                    if file.live.len() < start + landed {
+                        file.live.resize(start + landed, 0);
+                    }
+                    file.live[start..start + landed].copy_from_slice(&data[..landed]);
                 }
-                file.live[start..start + bytes.len()].copy_from_slice(&bytes);
-                file.durable = file.live.clone();
             }
-            file.pending.clear();
+            file.durable = file.live.clone();
         }
         state.crashed = false;
         state.crash_at_sync = None;
@@ -243,7 +256,7 @@ impl File for SimFile {
                 file.live.resize(end, 0);
             }
             file.live[offset as usize..end].copy_from_slice(data);
-            file.pending.push((offset, data.len()));
+            file.pending.push((offset, data.to_vec()));
         })
     }
 
@@ -261,9 +274,9 @@ impl File for SimFile {
         // Copy only what changed: a journal synced per op would otherwise cost its
         // whole length per sync.
         file.durable.resize(file.live.len(), 0);
-        for (offset, length) in file.pending.drain(..) {
+        for (offset, data) in file.pending.drain(..) {
             let start = (offset as usize).min(file.live.len());
-            let end = (offset as usize + length).min(file.live.len());
+            let end = (offset as usize + data.len()).min(file.live.len());
             file.durable[start..end].copy_from_slice(&file.live[start..end]);
         }
         Ok(())
@@ -274,9 +287,11 @@ impl File for SimFile {
     }
 
     fn set_len(&mut self, length: u64) -> io::Result<()> {
+        // A length change is treated as synced at once: journals only cut torn tails,
+        // and they sync right after.
         self.with(|file| {
             file.live.resize(length as usize, 0);
-            file.pending.push((0, 0));
+            file.durable.resize(length as usize, 0);
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Acknowledged ops survive crashes: the durable replica over a simulated disk that
-//! dies at every sync point (losing or tearing what was not synced), recovered once and
-//! twice, then run on to the end, must give the replies and checkpoint ids of a run
+//! dies at every sync point (losing what was not synced, tearing its last write, or
+//! landing a seeded random choice of those writes whole, torn or not at all), recovered
+//! once and twice, then run on to the end, must give the replies and checkpoint ids of a run
 //! that never crashed. Damaged files give a clear error or a correct recovery.
 
 use anyhow::Result;
@@ -67,7 +68,12 @@ fn a_crash_at_every_sync_point_loses_no_acknowledged_op() {
     let (replies, checkpoints, syncs) = uncrashed(&requests);
     assert_eq!(checkpoints.len(), OPS / CHECKPOINT_INTERVAL_OPS as usize);
     for crash_at in 1..=syncs {
-        for mode in [CrashMode::Lose, CrashMode::TearLast] {
+        for mode in [
+            CrashMode::Lose,
+            CrashMode::TearLast,
+            CrashMode::Random(crash_at),
+            CrashMode::Random(!crash_at),
+        ] {
             let disk = SimDisk::new();
             disk.crash_at_sync(crash_at);
             let mut acknowledged = 0;
@@ -234,4 +240,20 @@ fn damaged_files_give_a_clear_error_or_a_correct_recovery() {
         }
     }
     assert!(recovered_count > 0);
+
+    // Truncated files: the same, a clear error or a correct recovery.
+    for name in [SUPERBLOCK_FILE, JOURNAL_FILE, GRID_FILE] {
+        let length = reference.durable_len(name);
+        for keep in [0, length / 3, length - 1] {
+            let disk = full_disk(&requests);
+            disk.truncate(name, keep);
+            if let Err(error) = open(&disk) {
+                let error = format!("{error:#}");
+                let clear = ["corrupt", "superblock", "journal", "diverged", "options"]
+                    .iter()
+                    .any(|word| error.contains(word));
+                assert!(clear, "{name} cut to {keep}: {error}");
+            }
+        }
+    }
 }

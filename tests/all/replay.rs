@@ -64,6 +64,7 @@ fn replay_of_a_100_000_op_log_reproduces_every_checkpoint_id() {
     let report = replay_with(
         NativeMachine::new(fresh_context(&config)),
         config,
+        None,
         journal,
         100_000,
         false,
@@ -130,7 +131,7 @@ fn replay_against_a_different_guest_names_the_first_divergent_op() {
     record(&disk, &config, 2_000);
     let (journal, _) = Journal::open_read_only(Box::new(disk.file(JOURNAL_FILE))).unwrap();
     let machine = NativeMachine::<Divergent>::of(fresh_context(&config));
-    let report = replay_with(machine, config, journal, 2_000, false).unwrap();
+    let report = replay_with(machine, config, None, journal, 2_000, false).unwrap();
     assert_eq!(report.identical_through, DIVERGENT_OP - 1);
     let divergence = report.divergence.unwrap();
     assert!(
@@ -183,6 +184,7 @@ fn a_data_directory_persists_continues_replays_and_inspects() {
     assert!(lsm.trees[0].tables_per_level.iter().sum::<usize>() > 0);
     cli(&["replay", path]).unwrap();
     cli(&["replay", path, "--target", "native"]).unwrap();
+    cli(&["replay", path, "--from-checkpoint"]).unwrap();
     cli(&["inspect", path, "--json"]).unwrap();
 
     // Options of an existing directory are its own.

@@ -11,11 +11,11 @@ use clap::Args;
 use super::run::Target;
 use crate::context::{HostContext, IoOrder};
 use crate::disk::OsFile;
-use crate::durable::{self, JOURNAL_FILE, SUPERBLOCK_FILE};
+use crate::durable::{self, GRID_FILE, JOURNAL_FILE, SUPERBLOCK_FILE};
 use crate::journal::Journal;
 use crate::machine::{Machine, NativeMachine};
-use crate::replica::{Replica, ReplicaConfig};
-use crate::storage::MemoryStorage;
+use crate::replica::{Checkpoint, Replica, ReplicaConfig};
+use crate::storage::{FileStorage, MemoryStorage, OverlayStorage};
 use crate::superblock::Superblock;
 use crate::wasm::{Limits, Runtime};
 
@@ -30,6 +30,10 @@ pub struct ReplayCommand {
     /// Where the state machine runs (`native` runs the built-in echo machine).
     #[arg(long, value_enum, default_value_t = Target::Wasm)]
     target: Target,
+    /// Start at the directory's published checkpoint (its grid is read, never
+    /// written) instead of at genesis.
+    #[arg(long)]
+    from_checkpoint: bool,
 }
 
 /// How a replay ended.
@@ -47,7 +51,13 @@ impl ReplayCommand {
     /// Replay and print the verdict; a divergence is an error (exit status 1).
     pub fn execute(self) -> Result<()> {
         let progress = std::io::stderr().is_terminal();
-        let report = replay(&self.dir, self.module.as_deref(), self.target, progress)?;
+        let report = replay(
+            &self.dir,
+            self.module.as_deref(),
+            self.target,
+            self.from_checkpoint,
+            progress,
+        )?;
         match &report.divergence {
             None => {
                 println!(
@@ -70,6 +80,7 @@ pub fn replay(
     dir: &std::path::Path,
     module: Option<&std::path::Path>,
     target: Target,
+    from_checkpoint: bool,
     progress: bool,
 ) -> Result<ReplayReport> {
     let mut superblock_file = OsFile::open_read_only(&dir.join(SUPERBLOCK_FILE))
@@ -79,8 +90,19 @@ pub fn replay(
     let journal_file = OsFile::open_read_only(&dir.join(JOURNAL_FILE))?;
     let (journal, journal_report) = Journal::open_read_only(Box::new(journal_file))?;
     let config = state.config;
+    let (storage, checkpoint): (Box<dyn crate::storage::Storage>, _) = if from_checkpoint {
+        let grid = OsFile::open_read_only(&dir.join(GRID_FILE))
+            .with_context(|| format!("opening the grid of `{}`", dir.display()))?;
+        let base = FileStorage::new(Box::new(grid), config.options.block_size);
+        (
+            Box::new(OverlayStorage::new(Box::new(base))),
+            state.checkpoint,
+        )
+    } else {
+        (Box::new(MemoryStorage::new()), None)
+    };
     let context = HostContext::new(
-        Box::new(MemoryStorage::new()),
+        storage,
         config.options.block_size,
         config.options.block_count,
         IoOrder::Fifo,
@@ -99,6 +121,7 @@ pub fn replay(
             replay_with(
                 runtime.instantiate(&component, context)?,
                 config,
+                checkpoint,
                 journal,
                 total,
                 progress,
@@ -111,6 +134,7 @@ pub fn replay(
             replay_with(
                 NativeMachine::new(context),
                 config,
+                checkpoint,
                 journal,
                 total,
                 progress,
@@ -119,23 +143,29 @@ pub fn replay(
     }
 }
 
-/// Replay every entry of `journal` on `machine` (fresh, over empty storage), checking
-/// replies and checkpoint ids; stops at the first divergence and reports it.
+/// Replay the entries of `journal` after `checkpoint` (all of them without one) on
+/// `machine`, whose storage holds that checkpoint (or nothing), checking replies and
+/// checkpoint ids; stops at the first divergence and reports it.
 pub fn replay_with<M: Machine>(
     machine: M,
     config: ReplicaConfig,
+    checkpoint: Option<Checkpoint>,
     mut journal: Journal,
     total: u64,
     progress: bool,
 ) -> Result<ReplayReport> {
-    let mut replica = Replica::open(machine, config, None)?;
+    let start = checkpoint.as_ref().map_or(0, |checkpoint| checkpoint.op);
+    let mut replica = Replica::open(machine, config, checkpoint)?;
     let mut report = ReplayReport {
-        identical_through: 0,
+        identical_through: start,
         checkpoints_verified: 0,
         divergence: None,
     };
     let step = (total / 50).max(1);
     let result = journal.read_all(|entry, _| {
+        if entry.request.op <= start {
+            return Ok(());
+        }
         durable::replay_one(&mut replica, &entry)?;
         report.identical_through = entry.request.op;
         report.checkpoints_verified += u64::from(entry.checkpoint_id.is_some());
