@@ -173,7 +173,10 @@ fn a_data_directory_persists_continues_replays_and_inspects() {
     };
     run("100", &args).unwrap();
     // A continuing run needs no options (the same ones are accepted too).
-    run("30", &[]).unwrap();
+    run("20", &[]).unwrap();
+    // The component recovers what the native build journaled: recovery replays the
+    // journal's tail and checks every reply and checkpoint id across targets.
+    cli(&["run", "--ops", "10", "--data", path]).unwrap();
     run("20", &args).unwrap();
     let report = inspect(&dir).unwrap();
     assert_eq!(report.journal_ops, 150);
