@@ -164,34 +164,34 @@ impl<M: Machine> Durable<M> {
         let mut replica = Replica::open(make(context)?, stored.config.clone(), checkpoint)
             .context("opening the state machine at the checkpoint")?;
         let mut replayed_ops = 0;
-        let mut checkpoint_position = (checkpoint_op == 0).then_some(Position::default());
+        let published = stored.journal;
         journal.read_all(|entry, position| {
-            if entry.request.op <= checkpoint_op {
-                if entry.request.op == checkpoint_op {
-                    checkpoint_position = Some(position);
-                }
+            if entry.request.op < checkpoint_op {
+                return Ok(());
+            }
+            if entry.request.op == checkpoint_op {
+                // The chain up to here was verified on open; this ties it to the
+                // superblock before anything is replayed on top.
+                ensure!(
+                    position == published,
+                    "the journal entry of checkpoint op {checkpoint_op} ends at byte {} with checksum \
+                     {:032x}; the superblock says byte {} with checksum {:032x}",
+                    position.offset,
+                    position.checksum,
+                    published.offset,
+                    published.checksum
+                );
                 return Ok(());
             }
             replay_one(&mut replica, &entry)?;
             replayed_ops += 1;
             // The machine reuses blocks that only older checkpoints need once it has
             // taken a new one: publish it before the next op, as in `commit`.
-            if let Some(checkpoint) = replica
-                .checkpoint()
-                .filter(|checkpoint| checkpoint.op == entry.request.op)
-            {
+            if let Some(checkpoint) = replica.checkpoint().filter(|checkpoint| checkpoint.op == entry.request.op) {
                 superblock.publish(checkpoint, position)?;
             }
             Ok(())
         })?;
-        if checkpoint_position.is_none_or(|position| position.offset != stored.journal.offset)
-            || checkpoint_position
-                .is_some_and(|position| position.checksum != stored.journal.checksum)
-        {
-            bail!(
-                "the journal entry of checkpoint op {checkpoint_op} does not match the superblock"
-            );
-        }
         let recovery = Recovery {
             checkpoint_op,
             replayed_ops,
