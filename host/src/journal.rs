@@ -214,14 +214,26 @@ impl Journal {
     /// Whether a valid entry header of op `op` or later starts anywhere in
     /// `[from, length)`: if one does, damage before it is not a torn tail.
     fn valid_entry_after(file: &mut dyn File, from: u64, length: u64, op: u64) -> bool {
-        let mut window = vec![0; (length - from.min(length)) as usize];
-        if file.read_at(from, &mut window).is_err() {
-            return false;
+        // In windows of bounded size, each overlapping the next by a header, so that a
+        // long journal damaged near its start costs time, not memory.
+        const WINDOW_SIZE: u64 = 1 << 20;
+        let mut window = vec![0; (WINDOW_SIZE as usize) + HEADER_SIZE];
+        let mut start = from;
+        while start + HEADER_SIZE as u64 <= length {
+            let size = (length - start).min(WINDOW_SIZE + HEADER_SIZE as u64) as usize;
+            if file.read_at(start, &mut window[..size]).is_err() {
+                return false;
+            }
+            let found = (0..=size - HEADER_SIZE).any(|at| {
+                window[at + 104..at + 112] == *MAGIC
+                    && decode_header(&window[at..size]).is_some_and(|header| header.op >= op)
+            });
+            if found {
+                return true;
+            }
+            start += WINDOW_SIZE;
         }
-        (0..window.len().saturating_sub(HEADER_SIZE - 1)).any(|start| {
-            window[start + 104..start + 112] == *MAGIC
-                && decode_header(&window[start..]).is_some_and(|header| header.op >= op)
-        })
+        false
     }
 
     /// Where the journal ends.
