@@ -52,11 +52,17 @@ impl DataDir {
                 format!("opening `{}`", path.display())
             })?))
         };
-        Ok(DataDir {
+        let dir = DataDir {
             superblock: file(SUPERBLOCK_FILE)?,
             journal: file(JOURNAL_FILE)?,
             grid: file(GRID_FILE)?,
-        })
+        };
+        // The files' names must be as durable as their contents: a synced journal in
+        // a file whose directory entry was lost would lose acknowledged ops.
+        std::fs::File::open(path)
+            .and_then(|directory| directory.sync_all())
+            .with_context(|| format!("syncing the directory `{}`", path.display()))?;
+        Ok(dir)
     }
 
     /// Whether `path` holds a data directory already (a non-empty superblock file).
