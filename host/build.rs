@@ -27,8 +27,30 @@ fn main() -> Result<()> {
     println!("cargo:rerun-if-changed={}", workspace.join("wit").display());
 
     ensure_wasm_target()?;
-    let core_module = build_guest(&workspace, &out_dir)?;
-    let bytes = fs::read(&core_module)
+    let path = componentize(
+        &build_guest(&workspace, &out_dir, &[])?,
+        &out_dir,
+        "carapace_echo",
+    )?;
+    println!("cargo:rustc-env=CARAPACE_ECHO_COMPONENT={}", path.display());
+    // A deliberately different version, for tests of `replay --module`; built after the
+    // default one (same artifact name), kept as a file, never embedded.
+    let divergent = build_guest(
+        &workspace,
+        &out_dir,
+        &["--features", "divergent-test-version"],
+    )?;
+    let path = componentize(&divergent, &out_dir, "carapace_echo_divergent")?;
+    println!(
+        "cargo:rustc-env=CARAPACE_ECHO_DIVERGENT_COMPONENT={}",
+        path.display()
+    );
+    Ok(())
+}
+
+/// Turn the core module at `core_module` into a component at `OUT_DIR/{name}.component.wasm`.
+fn componentize(core_module: &Path, out_dir: &Path, name: &str) -> Result<PathBuf> {
+    let bytes = fs::read(core_module)
         .with_context(|| format!("reading the guest module {}", core_module.display()))?;
     let component = wit_component::ComponentEncoder::default()
         .module(&bytes)
@@ -36,10 +58,9 @@ fn main() -> Result<()> {
         .validate(true)
         .encode()
         .context("componentizing the guest module")?;
-    let path = out_dir.join("carapace_echo.component.wasm");
+    let path = out_dir.join(format!("{name}.component.wasm"));
     fs::write(&path, component)?;
-    println!("cargo:rustc-env=CARAPACE_ECHO_COMPONENT={}", path.display());
-    Ok(())
+    Ok(path)
 }
 
 /// Make sure the standard library for the wasm target is installed: install it with
@@ -75,8 +96,8 @@ fn has_std(libdir: &Path) -> bool {
     })
 }
 
-/// Build the guest's core module; returns its path.
-fn build_guest(workspace: &Path, out_dir: &Path) -> Result<PathBuf> {
+/// Build the guest's core module with `extra` cargo arguments; returns its path.
+fn build_guest(workspace: &Path, out_dir: &Path, extra: &[&str]) -> Result<PathBuf> {
     let target_dir = out_dir.join("guest-target");
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
@@ -89,6 +110,7 @@ fn build_guest(workspace: &Path, out_dir: &Path) -> Result<PathBuf> {
             "--target",
             WASM_TARGET,
         ])
+        .args(extra)
         .env("CARGO_TARGET_DIR", &target_dir)
         // The outer build's flags are for the host target, not wasm.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")

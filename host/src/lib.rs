@@ -21,3 +21,7 @@ pub mod workload;
 
 /// The echo state machine as a component, built from `guest/` by the build script.
 pub const ECHO_COMPONENT: &[u8] = include_bytes!(env!("CARAPACE_ECHO_COMPONENT"));
+
+/// Where the build script left a deliberately different version of the echo component
+/// (replies grow by a byte from op 100 on), for tests of `carapace replay --module`.
+pub const ECHO_DIVERGENT_COMPONENT_PATH: &str = env!("CARAPACE_ECHO_DIVERGENT_COMPONENT");

@@ -190,6 +190,20 @@ fn a_data_directory_persists_continues_replays_and_inspects() {
     cli(&["replay", path, "--from-checkpoint"]).unwrap();
     cli(&["inspect", path, "--json"]).unwrap();
 
+    // A deliberately different version of the component is caught at its first
+    // divergent op (it changes replies from op 100 on).
+    let error = cli(&[
+        "replay",
+        path,
+        "--module",
+        carapace::ECHO_DIVERGENT_COMPONENT_PATH,
+    ])
+    .unwrap_err();
+    assert!(
+        error.contains("identical through op 99, then: replay diverged at op 100: reply checksum"),
+        "{error}"
+    );
+
     // Options of an existing directory are its own.
     let error = cli(&[
         "run",

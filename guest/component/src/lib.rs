@@ -93,6 +93,10 @@ fn step(
     with_driver(action).map(to_wit_step)
 }
 
+/// The first op whose reply the `divergent-test-version` build changes.
+#[cfg(feature = "divergent-test-version")]
+const DIVERGENT_FROM_OP: u64 = 100;
+
 struct Component;
 
 impl Guest for Component {
@@ -137,7 +141,15 @@ impl Guest for Component {
         body: Vec<u8>,
     ) -> Result<Vec<u8>, wit::Failure> {
         let client = (u128::from(client.high) << 64) | u128::from(client.low);
-        with_driver(|driver| driver.commit(client, op, timestamp, operation, &body))
+        let reply = with_driver(|driver| driver.commit(client, op, timestamp, operation, &body));
+        #[cfg(feature = "divergent-test-version")]
+        let reply = reply.map(|mut reply| {
+            if op >= DIVERGENT_FROM_OP {
+                reply.push(0);
+            }
+            reply
+        });
+        reply
     }
 
     fn compact(op: u64) -> Result<wit::Step, wit::Failure> {

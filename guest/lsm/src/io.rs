@@ -14,9 +14,9 @@ use std::task::{Context as TaskContext, Poll};
 
 use crate::failure::Failure;
 
-/// Grid reads and writes in flight at once, at most. TigerBeetle's grid uses 32 read and
-/// 32 write I/O slots; a table flush submits all of its blocks at once, so this also
-/// bounds the blocks a single table may have (see `tree::VALUE_BLOCKS_PER_TABLE_MAX`).
+/// Grid reads and writes in flight at once, at most: TigerBeetle's grid uses 32 read and
+/// 32 write I/O slots. Trailers submit their blocks in batches of this size; tables are
+/// written a block at a time.
 pub const IO_IN_FLIGHT_MAX: usize = 64;
 
 /// Severity of a diagnostic message, as in the contract's `level`.
