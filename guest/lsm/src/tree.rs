@@ -402,13 +402,19 @@ impl Tree {
             }
             let key_min = (layout.key_of)(&self.immutable[..size]);
             let key_max = (layout.key_of)(&self.immutable[(count - 1) * size..]);
-            (
-                None,
-                self.overlapping(0, key_min, key_max),
-                key_min,
-                key_max,
-                count,
-            )
+            let b = self.overlapping(0, key_min, key_max);
+            // The merge rewrites every key of the level-0 tables it takes, not only those
+            // in the immutable table's range: tombstones may be dropped only if nothing
+            // deeper overlaps the whole of it.
+            let (key_min, key_max) = if b.is_empty() {
+                (key_min, key_max)
+            } else {
+                (
+                    key_min.min(self.tables[b.start].info.key_min),
+                    key_max.max(self.tables[b.end - 1].info.key_max),
+                )
+            };
+            (None, b, key_min, key_max, count)
         } else {
             let source = target - 1;
             let sources = self.level_range(source);
