@@ -45,6 +45,7 @@ pub const GRID_FILE: &str = "grid";
 impl DataDir {
     /// The data directory at `path`, created if missing.
     pub fn open(path: &Path) -> Result<DataDir> {
+        let created = !path.exists();
         std::fs::create_dir_all(path).with_context(|| format!("creating `{}`", path.display()))?;
         let file = |name: &str| -> Result<Box<dyn File>> {
             let path = path.join(name);
@@ -59,9 +60,20 @@ impl DataDir {
         };
         // The files' names must be as durable as their contents: a synced journal in
         // a file whose directory entry was lost would lose acknowledged ops.
-        std::fs::File::open(path)
-            .and_then(|directory| directory.sync_all())
-            .with_context(|| format!("syncing the directory `{}`", path.display()))?;
+        let sync = |directory: &Path| {
+            std::fs::File::open(directory)
+                .and_then(|directory| directory.sync_all())
+                .with_context(|| format!("syncing the directory `{}`", directory.display()))
+        };
+        sync(path)?;
+        // A new directory's own name lives in its parent.
+        if created
+            && let Some(parent) = path
+                .parent()
+                .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            sync(parent)?;
+        }
         Ok(dir)
     }
 
@@ -150,7 +162,9 @@ impl<M: Machine> Durable<M> {
                 stored.config
             );
         }
-        let (mut journal, journal_report) = Journal::open(journal)?;
+        // Check the journal against the superblock before cutting anything: damage where
+        // acknowledged entries should be must stay on disk for whoever looks next.
+        let (mut journal, journal_report) = Journal::open_read_only(journal)?;
         let checkpoint = stored.checkpoint.clone();
         let checkpoint_op = checkpoint.as_ref().map_or(0, |checkpoint| checkpoint.op);
         ensure!(
@@ -159,6 +173,13 @@ impl<M: Machine> Durable<M> {
              acknowledged entries",
             journal.end().op
         );
+        journal.cut_torn_tail()?;
+        // A copy left damaged or behind (a crash mid-publication, or a bad sector) is
+        // rewritten now, so that four good copies guard the checkpoint again before
+        // any block only an older checkpoint needs can be reused.
+        if superblock.needs_repair() {
+            superblock.repair()?;
+        }
         let options = &stored.config.options;
         let storage = FileStorage::new(grid, options.block_size);
         let context = HostContext::new(

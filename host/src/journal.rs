@@ -136,10 +136,21 @@ impl Journal {
         Self::open_with(file, true)
     }
 
-    /// Open without changing the file (to replay or inspect it): a torn tail is only
-    /// reported.
+    /// Open without changing the file (to replay or inspect it, or to check it before
+    /// cutting with [`Journal::cut_torn_tail`]): a torn tail is only reported.
     pub fn open_read_only(file: Box<dyn File>) -> Result<(Journal, OpenReport)> {
         Self::open_with(file, false)
+    }
+
+    /// Cut what follows the last valid entry, durably.
+    pub fn cut_torn_tail(&mut self) -> Result<()> {
+        if self.file.length().context("reading the journal's length")? > self.end.offset {
+            self.file
+                .set_len(self.end.offset)
+                .context("cutting the journal's torn tail")?;
+            self.file.sync().context("syncing the journal")?;
+        }
+        Ok(())
     }
 
     fn open_with(mut file: Box<dyn File>, cut_torn_tail: bool) -> Result<(Journal, OpenReport)> {
@@ -156,7 +167,7 @@ impl Journal {
             let Some(decoded) = decode_header(&header) else {
                 // A torn write damages only the last entry: a valid entry after the
                 // damage means an entry in the middle went bad.
-                if Self::valid_entry_after(file.as_mut(), end.offset + 1, length, next) {
+                if Self::valid_entry_after(file.as_mut(), end.offset + 1, length, next)? {
                     bail!(
                         "journal entry of op {next} at byte {} is corrupt",
                         end.offset
@@ -213,27 +224,44 @@ impl Journal {
 
     /// Whether a valid entry header of op `op` or later starts anywhere in
     /// `[from, length)`: if one does, damage before it is not a torn tail.
-    fn valid_entry_after(file: &mut dyn File, from: u64, length: u64, op: u64) -> bool {
+    fn valid_entry_after(file: &mut dyn File, from: u64, length: u64, op: u64) -> Result<bool> {
         // In windows of bounded size, each overlapping the next by a header, so that a
-        // long journal damaged near its start costs time, not memory.
+        // long journal damaged near its start costs time, not memory. A read error is
+        // an error: guessing "torn tail" would cut acknowledged entries.
         const WINDOW_SIZE: u64 = 1 << 20;
         let mut window = vec![0; (WINDOW_SIZE as usize) + HEADER_SIZE];
         let mut start = from;
         while start + HEADER_SIZE as u64 <= length {
             let size = (length - start).min(WINDOW_SIZE + HEADER_SIZE as u64) as usize;
-            if file.read_at(start, &mut window[..size]).is_err() {
-                return false;
-            }
-            let found = (0..=size - HEADER_SIZE).any(|at| {
-                window[at + 104..at + 112] == *MAGIC
-                    && decode_header(&window[at..size]).is_some_and(|header| header.op >= op)
-            });
-            if found {
-                return true;
+            file.read_at(start, &mut window[..size])
+                .context("reading the journal")?;
+            for at in 0..=size - HEADER_SIZE {
+                if window[at + 104..at + 112] != *MAGIC {
+                    continue;
+                }
+                let Some(header) =
+                    decode_header(&window[at..size]).filter(|header| header.op >= op)
+                else {
+                    continue;
+                };
+                // A header alone could be forged inside a request body; an entry whose
+                // body checksum holds too was written by the journal.
+                let body_start = start + (at + HEADER_SIZE) as u64;
+                if header.body_size > BODY_SIZE_MAX
+                    || body_start + u64::from(header.body_size) > length
+                {
+                    continue;
+                }
+                let mut body = vec![0; header.body_size as usize];
+                file.read_at(body_start, &mut body)
+                    .context("reading the journal")?;
+                if checksum(&body) == header.checksum_body {
+                    return Ok(true);
+                }
             }
             start += WINDOW_SIZE;
         }
-        false
+        Ok(false)
     }
 
     /// Where the journal ends.

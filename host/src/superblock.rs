@@ -173,6 +173,8 @@ fn decode_copy(bytes: &[u8]) -> Option<SuperblockState> {
 pub struct Superblock {
     file: Box<dyn File>,
     state: SuperblockState,
+    /// Whether every copy was valid and current when opened.
+    copies_current: bool,
 }
 
 impl std::fmt::Debug for Superblock {
@@ -194,6 +196,7 @@ impl Superblock {
                 journal: Position::default(),
                 config,
             },
+            copies_current: true,
         };
         superblock.write(superblock.state.clone())?;
         Ok(superblock)
@@ -202,15 +205,38 @@ impl Superblock {
     /// Open: the valid copy with the highest sequence wins. Returns which copies were
     /// valid.
     pub fn open(mut file: Box<dyn File>) -> Result<(Superblock, [bool; COPIES])> {
-        let (newest, valid) = Self::read_copies(&mut *file)?;
+        let (newest, valid, sequences) = Self::read_all_copies(&mut *file)?;
         let Some(state) = newest else {
             bail!("no valid superblock copy: the data directory is damaged or not carapace's");
         };
-        Ok((Superblock { file, state }, valid))
+        let copies_current = sequences
+            .iter()
+            .all(|&sequence| sequence == Some(state.sequence));
+        Ok((
+            Superblock {
+                file,
+                state,
+                copies_current,
+            },
+            valid,
+        ))
     }
 
     /// Read every copy: the newest valid state, if any, and which copies are valid.
     pub fn read_copies(file: &mut dyn File) -> Result<(Option<SuperblockState>, [bool; COPIES])> {
+        let (newest, valid, _) = Self::read_all_copies(file)?;
+        Ok((newest, valid))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn read_all_copies(
+        file: &mut dyn File,
+    ) -> Result<(
+        Option<SuperblockState>,
+        [bool; COPIES],
+        [Option<u64>; COPIES],
+    )> {
+        let mut sequences = [None; COPIES];
         let mut valid = [false; COPIES];
         let mut newest: Option<SuperblockState> = None;
         let mut bytes = vec![0; COPY_SIZE];
@@ -221,6 +247,7 @@ impl Superblock {
                 continue;
             };
             *valid = true;
+            sequences[copy] = Some(state.sequence);
             if newest
                 .as_ref()
                 .is_none_or(|newest| state.sequence > newest.sequence)
@@ -228,7 +255,21 @@ impl Superblock {
                 newest = Some(state);
             }
         }
-        Ok((newest, valid))
+        Ok((newest, valid, sequences))
+    }
+
+    /// Whether some copy was damaged or older than the newest when opened.
+    pub fn needs_repair(&self) -> bool {
+        !self.copies_current
+    }
+
+    /// Write the current state to every copy again, as a new publication.
+    pub fn repair(&mut self) -> Result<()> {
+        let state = SuperblockState {
+            sequence: self.state.sequence + 1,
+            ..self.state.clone()
+        };
+        self.write(state)
     }
 
     /// What is published.
@@ -264,6 +305,7 @@ impl Superblock {
             self.file.sync().context("syncing the superblock")?;
         }
         self.state = state;
+        self.copies_current = true;
         Ok(())
     }
 }

@@ -257,3 +257,34 @@ fn damaged_files_give_a_clear_error_or_a_correct_recovery() {
         }
     }
 }
+
+#[test]
+fn a_damaged_or_stale_superblock_copy_is_repaired_on_open() {
+    let requests = requests();
+    let disk = full_disk(&requests);
+    disk.corrupt(SUPERBLOCK_FILE, 300, 0x01);
+    let (durable, _) = open(&disk).unwrap();
+    let sequence = durable.superblock().state().sequence;
+    drop(durable);
+    let mut file = disk.file(SUPERBLOCK_FILE);
+    let (newest, valid) = carapace::superblock::Superblock::read_copies(&mut file).unwrap();
+    assert_eq!(valid, [true; 4]);
+    assert_eq!(newest.unwrap().sequence, sequence);
+}
+
+#[test]
+fn a_damaged_checkpoint_entry_is_an_error_and_the_journal_is_left_as_it_was() {
+    let requests = requests();
+    let disk = SimDisk::new();
+    let (mut durable, _) = open(&disk).unwrap();
+    for request in &requests[..32] {
+        durable.commit(request).unwrap();
+    }
+    drop(durable);
+    // The last entry is the checkpoint op's: damage it.
+    let length = disk.durable_len(JOURNAL_FILE);
+    disk.corrupt(JOURNAL_FILE, length - 3, 0x40);
+    let error = format!("{:#}", open(&disk).unwrap_err());
+    assert!(error.contains("before the checkpoint at op 32"), "{error}");
+    assert_eq!(disk.durable_len(JOURNAL_FILE), length, "nothing was cut");
+}

@@ -272,7 +272,9 @@ impl Forest {
             let count = rest
                 .get(..4)
                 .map(|bytes| u32::from_le_bytes(bytes.try_into().unwrap()) as usize);
-            let values = count.and_then(|count| rest.get(4..4 + count * size));
+            let values = count
+                .and_then(|count| count.checked_mul(size)?.checked_add(4))
+                .and_then(|end| rest.get(4..end));
             let Some(values) = values else {
                 return Err(Failure::CorruptBlock(format!(
                     "immutable tables trailer at address {} is short",
@@ -282,6 +284,13 @@ impl Forest {
             tree.restore_immutable(values)?;
             rest = &rest[4 + values.len()..];
         }
+        if !rest.is_empty() {
+            return Err(Failure::CorruptBlock(format!(
+                "immutable tables trailer at address {} holds {} bytes past its last tree",
+                state.immutable.head.address,
+                rest.len()
+            )));
+        }
         let referenced = trees
             .iter()
             .flat_map(|tree| tree.tables().iter().map(|table| table.info.index.address))
@@ -290,7 +299,7 @@ impl Forest {
             .chain(immutable_addresses.iter().copied())
             .chain(free_set_addresses.iter().copied())
         {
-            if !free_set.is_acquired(address) {
+            if !(1..=block_count).contains(&address) || !free_set.is_acquired(address) {
                 return Err(Failure::CorruptBlock(format!(
                     "block at address {address}, which the checkpoint refers to, is free in its free set"
                 )));

@@ -280,6 +280,13 @@ impl ManifestLog {
         let mut next = reference.newest;
         let mut expected_sequence = reference.sequence_next;
         for _ in 0..reference.block_count {
+            if next.is_none() {
+                return Err(Failure::CorruptBlock(format!(
+                    "manifest log ends after {} of {} blocks",
+                    self.blocks.len(),
+                    reference.block_count
+                )));
+            }
             expected_sequence = expected_sequence.checked_sub(1).ok_or_else(|| {
                 Failure::CorruptBlock(format!(
                     "manifest log block at address {} has no sequence",

@@ -12,7 +12,7 @@ use super::run::Target;
 use crate::context::{HostContext, IoOrder};
 use crate::disk::OsFile;
 use crate::durable::{self, GRID_FILE, JOURNAL_FILE, SUPERBLOCK_FILE};
-use crate::journal::Journal;
+use crate::journal::{Journal, Position};
 use crate::machine::{Machine, NativeMachine};
 use crate::replica::{Checkpoint, Replica, ReplicaConfig};
 use crate::storage::{FileStorage, MemoryStorage, OverlayStorage};
@@ -94,10 +94,10 @@ pub fn replay(
         let grid = OsFile::open_read_only(&dir.join(GRID_FILE))
             .with_context(|| format!("opening the grid of `{}`", dir.display()))?;
         let base = FileStorage::new(Box::new(grid), config.options.block_size);
-        (
-            Box::new(OverlayStorage::new(Box::new(base))),
-            state.checkpoint,
-        )
+        let checkpoint = state
+            .checkpoint
+            .map(|checkpoint| (checkpoint, state.journal));
+        (Box::new(OverlayStorage::new(Box::new(base))), checkpoint)
     } else {
         (Box::new(MemoryStorage::new()), None)
     };
@@ -145,25 +145,40 @@ pub fn replay(
 
 /// Replay the entries of `journal` after `checkpoint` (all of them without one) on
 /// `machine`, whose storage holds that checkpoint (or nothing), checking replies and
-/// checkpoint ids; stops at the first divergence and reports it.
+/// checkpoint ids; stops at the first divergence and reports it. A checkpoint comes
+/// with the journal position its superblock recorded, which the journal must match.
 pub fn replay_with<M: Machine>(
     machine: M,
     config: ReplicaConfig,
-    checkpoint: Option<Checkpoint>,
+    checkpoint: Option<(Checkpoint, Position)>,
     mut journal: Journal,
     total: u64,
     progress: bool,
 ) -> Result<ReplayReport> {
-    let start = checkpoint.as_ref().map_or(0, |checkpoint| checkpoint.op);
-    let mut replica = Replica::open(machine, config, checkpoint)?;
+    let start = checkpoint
+        .as_ref()
+        .map_or(0, |(checkpoint, _)| checkpoint.op);
+    let published = checkpoint.as_ref().map(|(_, position)| *position);
+    let mut replica = Replica::open(
+        machine,
+        config,
+        checkpoint.map(|(checkpoint, _)| checkpoint),
+    )?;
     let mut report = ReplayReport {
         identical_through: start,
         checkpoints_verified: 0,
         divergence: None,
     };
     let step = (total / 50).max(1);
-    let result = journal.read_all(|entry, _| {
-        if entry.request.op <= start {
+    let result = journal.read_all(|entry, position| {
+        if entry.request.op < start {
+            return Ok(());
+        }
+        if entry.request.op == start {
+            anyhow::ensure!(
+                Some(position) == published,
+                "the journal entry of checkpoint op {start} does not match the superblock"
+            );
             return Ok(());
         }
         durable::replay_one(&mut replica, &entry)?;
