@@ -16,6 +16,10 @@ pub const IO_IN_FLIGHT_MAX: usize = 256;
 /// Log messages kept for inspection; older ones are dropped first.
 pub const LOG_MESSAGES_MAX: usize = 4096;
 
+/// Bytes of a log message kept; the rest is cut, so the log stays bounded whatever a
+/// guest sends.
+pub const LOG_MESSAGE_SIZE_MAX: usize = 4096;
+
 /// Timers a guest may have armed at once.
 pub const TIMERS_ARMED_MAX: usize = 64;
 
@@ -101,6 +105,8 @@ pub struct HostContext {
     echo_log: bool,
     /// The first contract violation by the guest, reported when its call returns.
     violation: Option<String>,
+    /// Whether an asynchronous step is running: grid I/O and timers belong to steps.
+    step_active: bool,
     /// Counters, for reports.
     pub(crate) stats: IoStats,
 }
@@ -148,6 +154,7 @@ impl HostContext {
             log: VecDeque::with_capacity(LOG_MESSAGES_MAX),
             echo_log: false,
             violation: None,
+            step_active: false,
             stats: IoStats::default(),
         }
     }
@@ -187,6 +194,17 @@ impl HostContext {
             .min_by_key(|(id, at)| (**at, **id))?;
         self.timers.remove(&id);
         Some((id, at))
+    }
+
+    pub(crate) fn set_step_active(&mut self, active: bool) {
+        self.step_active = active;
+    }
+
+    fn check_in_step(&mut self, what: &str) -> Result<()> {
+        if self.step_active {
+            return Ok(());
+        }
+        Err(self.violate(format!("{what} outside an asynchronous step")))
     }
 
     /// Take the first contract violation recorded during the last guest call.
@@ -240,6 +258,7 @@ impl HostContext {
     }
 
     fn check_submission(&mut self, address: u64) -> Result<()> {
+        self.check_in_step("grid I/O")?;
         if !(1..=self.block_count).contains(&address) {
             return Err(self.violate(format!(
                 "grid address {address} outside 1..={}",
@@ -285,6 +304,7 @@ impl HostContext {
 
     /// `clock.set-timer`.
     pub fn set_timer(&mut self, id: u64, at: u64) -> Result<()> {
+        self.check_in_step("`set-timer`")?;
         if !self.timers.contains_key(&id) && self.timers.len() == TIMERS_ARMED_MAX {
             return Err(self.violate(format!("more than {TIMERS_ARMED_MAX} timers armed")));
         }
@@ -293,12 +313,22 @@ impl HostContext {
     }
 
     /// `clock.cancel-timer`.
-    pub fn cancel_timer(&mut self, id: u64) {
+    pub fn cancel_timer(&mut self, id: u64) -> Result<()> {
+        self.check_in_step("`cancel-timer`")?;
         self.timers.remove(&id);
+        Ok(())
     }
 
     /// `log.log`.
-    pub fn log(&mut self, level: Level, message: String) {
+    pub fn log(&mut self, level: Level, mut message: String) {
+        if message.len() > LOG_MESSAGE_SIZE_MAX {
+            let mut cut = LOG_MESSAGE_SIZE_MAX;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" [cut]");
+        }
         if self.echo_log {
             eprintln!("guest [{level:?}] op {}: {message}", self.op);
         }

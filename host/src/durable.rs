@@ -134,14 +134,13 @@ impl<M: Machine> Durable<M> {
         dir: DataDir,
         config: Option<ReplicaConfig>,
         order: IoOrder,
-        make: impl FnOnce(HostContext) -> Result<M>,
+        make: impl Fn(HostContext) -> Result<M>,
     ) -> Result<(Durable<M>, Recovery)> {
         let DataDir {
             mut superblock,
-            journal,
+            mut journal,
             grid,
         } = dir;
-        let mut journal = journal;
         // A directory whose creation never finished (no valid superblock copy, nothing
         // journaled) acknowledged nothing: create it again.
         let (newest, _) = Superblock::read_copies(&mut *superblock)?;
@@ -150,6 +149,16 @@ impl<M: Machine> Durable<M> {
             let config = config
                 .clone()
                 .context("a new data directory needs options")?;
+            // Try the options on the machine before recording them: a directory created
+            // with options it cannot run would refuse every later start.
+            let context = HostContext::new(
+                Box::new(crate::storage::MemoryStorage::new()),
+                config.options.block_size,
+                config.options.block_count,
+                order.clone(),
+            );
+            Replica::open(make(context)?, config.clone(), None)
+                .context("the options do not suit the state machine")?;
             Superblock::create(superblock, config)?
         } else {
             Superblock::open(superblock)?.0

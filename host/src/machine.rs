@@ -32,6 +32,28 @@ pub struct Options {
     pub settings: Vec<(String, String)>,
 }
 
+impl Options {
+    /// Check what the host itself relies on: the grid's geometry.
+    pub fn validate(&self) -> Result<()> {
+        anyhow::ensure!(
+            self.block_size.is_power_of_two() && (512..=512 * 1024).contains(&self.block_size),
+            "block size {} is not a power of two in 512..=524288",
+            self.block_size
+        );
+        anyhow::ensure!(
+            self.block_count > 0
+                && self
+                    .block_count
+                    .checked_mul(u64::from(self.block_size))
+                    .is_some(),
+            "a grid of {} blocks of {} bytes cannot be addressed",
+            self.block_count,
+            self.block_size
+        );
+        Ok(())
+    }
+}
+
 /// Why the guest stopped: a failure it reported, as the contract's `failure` variant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GuestFailure {
@@ -131,7 +153,7 @@ impl carapace_lsm::Host for NativeImports {
     }
 
     fn cancel_timer(&self, id: u64) {
-        self.0.borrow_mut().cancel_timer(id);
+        let _ = self.0.borrow_mut().cancel_timer(id);
     }
 
     fn log(&self, level: carapace_lsm::Level, message: &str) {

@@ -15,6 +15,10 @@ pub const COMPLETIONS_PER_STEP_MAX: u64 = 1 << 24;
 /// the past must not stall the host.
 pub const TIMERS_PER_OP_MAX: usize = 64;
 
+/// The largest checkpoint state a guest may return: it is published in every superblock
+/// copy (see `superblock`).
+pub const CHECKPOINT_STATE_SIZE_MAX: usize = 1024;
+
 /// A committed request, as the log records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
@@ -68,6 +72,8 @@ pub struct Replica<M: Machine> {
     /// Its timestamp.
     timestamp: u64,
     checkpoint: Option<Checkpoint>,
+    /// Why the machine stopped, once it has: the instance is unusable after an error.
+    failed: Option<String>,
 }
 
 impl<M: Machine> Replica<M> {
@@ -89,19 +95,19 @@ impl<M: Machine> Replica<M> {
             context.clear_timers();
             context.set_clock(op, timestamp);
         });
-        let step = machine.open(
-            checkpoint
-                .as_ref()
-                .map(|checkpoint| checkpoint.state.as_slice()),
-        );
         let mut replica = Replica {
             machine,
             config,
             op,
             timestamp,
             checkpoint,
+            failed: None,
         };
-        replica.finish_step("open", step)?;
+        let state = replica
+            .checkpoint
+            .as_ref()
+            .map(|checkpoint| checkpoint.state.clone());
+        replica.run_step("open", |machine| machine.open(state.as_deref()))?;
         Ok(replica)
     }
 
@@ -139,6 +145,9 @@ impl<M: Machine> Replica<M> {
     /// and a checkpoint if the op ends an interval. The request must be the next op,
     /// with a later timestamp, and valid (see [`Replica::input_valid`]).
     pub fn commit(&mut self, request: &Request) -> Result<Vec<u8>> {
+        if let Some(reason) = &self.failed {
+            bail!("the state machine failed earlier and must be reopened: {reason}");
+        }
         ensure!(
             request.op == self.op + 1,
             "op {} does not follow the last committed op {}",
@@ -155,14 +164,21 @@ impl<M: Machine> Replica<M> {
         if let Err(reason) = self.machine.input_valid(request.operation, &request.body)? {
             bail!("op {} is not valid input: {reason}", request.op);
         }
+        self.execute(request)
+            .inspect_err(|error| self.failed = Some(format!("{error:#}")))
+    }
+
+    /// Everything after validation; any error leaves the machine unusable.
+    fn execute(&mut self, request: &Request) -> Result<Vec<u8>> {
         self.deliver_due_timers(request.timestamp)?;
 
         let op = request.op;
         self.machine
             .with_context(|context| context.set_clock(op - 1, request.timestamp));
-        let step = self.machine.prefetch(op, request.operation, &request.body);
-        self.finish_step("prefetch", step)
-            .with_context(|| format!("op {op}"))?;
+        self.run_step("prefetch", |machine| {
+            machine.prefetch(op, request.operation, &request.body)
+        })
+        .with_context(|| format!("op {op}"))?;
         let reply = self
             .machine
             .commit(
@@ -177,8 +193,7 @@ impl<M: Machine> Replica<M> {
         self.timestamp = request.timestamp;
         self.machine
             .with_context(|context| context.set_clock(op, request.timestamp));
-        let step = self.machine.compact(op);
-        self.finish_step("compact", step)
+        self.run_step("compact", |machine| machine.compact(op))
             .with_context(|| format!("op {op}"))?;
         if op.is_multiple_of(self.config.checkpoint_interval_ops) {
             self.take_checkpoint()?;
@@ -187,30 +202,33 @@ impl<M: Machine> Replica<M> {
     }
 
     fn deliver_due_timers(&mut self, timestamp: u64) -> Result<()> {
-        for _ in 0..TIMERS_PER_OP_MAX {
-            let op = self.op;
+        let op = self.op;
+        for delivered in 0..=TIMERS_PER_OP_MAX {
+            // A due timer fires as the op that reaches its deadline arrives: the guest
+            // sees that op's timestamp, so time never goes backwards, and a periodic
+            // timer re-armed from `now` fires at most once per op.
             let Some(id) = self.machine.with_context(|context| {
-                let (id, at) = context.take_due_timer(timestamp)?;
-                // The timer fires at its deadline: that is the time the guest sees.
-                context.set_clock(op, at);
+                let (id, _) = context.take_due_timer(timestamp)?;
+                context.set_clock(op, timestamp);
                 Some(id)
             }) else {
                 return Ok(());
             };
-            let step = self.machine.timer(id);
-            self.finish_step("timer", step)
-                .with_context(|| format!("timer {id} before op {}", self.op + 1))?;
+            ensure!(
+                delivered < TIMERS_PER_OP_MAX,
+                "more than {TIMERS_PER_OP_MAX} timers fell due before op {}: the guest keeps \
+                 re-arming them",
+                op + 1
+            );
+            self.run_step("timer", |machine| machine.timer(id))
+                .with_context(|| format!("timer {id} before op {}", op + 1))?;
         }
-        bail!(
-            "more than {TIMERS_PER_OP_MAX} timers fell due before op {}: the guest keeps re-arming them",
-            self.op + 1
-        )
+        unreachable!("the loop returns or fails by its last turn")
     }
 
     fn take_checkpoint(&mut self) -> Result<()> {
         let op = self.op;
-        let step = self.machine.checkpoint(op);
-        self.finish_step("checkpoint", step)
+        self.run_step("checkpoint", |machine| machine.checkpoint(op))
             .with_context(|| format!("op {op}"))?;
         self.machine.with_context(|context| context.sync())?;
         let state = self
@@ -218,8 +236,10 @@ impl<M: Machine> Replica<M> {
             .checkpoint_state()
             .context("`checkpoint-state`")?;
         ensure!(
-            !state.is_empty(),
-            "the guest returned an empty checkpoint state at op {op}"
+            (1..=CHECKPOINT_STATE_SIZE_MAX).contains(&state.len()),
+            "the guest returned a checkpoint state of {} bytes at op {op}; it must hold 1 to \
+             {CHECKPOINT_STATE_SIZE_MAX}",
+            state.len()
         );
         self.checkpoint = Some(Checkpoint {
             op,
@@ -227,6 +247,18 @@ impl<M: Machine> Replica<M> {
             state,
         });
         Ok(())
+    }
+
+    /// Start a step with `start` and deliver completions until it is done. Grid I/O and
+    /// timers are the business of steps: the host refuses them outside one.
+    fn run_step(&mut self, what: &str, start: impl FnOnce(&mut M) -> Result<Step>) -> Result<()> {
+        self.machine
+            .with_context(|context| context.set_step_active(true));
+        let first = start(&mut self.machine);
+        let result = self.finish_step(what, first);
+        self.machine
+            .with_context(|context| context.set_step_active(false));
+        result
     }
 
     /// Deliver completions until the step in flight is done.

@@ -26,7 +26,7 @@ const MAGIC: &[u8; 8] = b"carasupr";
 const VERSION: u32 = 1;
 const STATE_OFFSET: usize = 128;
 /// The largest guest checkpoint state the superblock holds.
-pub const STATE_SIZE_MAX: usize = 1024;
+pub const STATE_SIZE_MAX: usize = crate::replica::CHECKPOINT_STATE_SIZE_MAX;
 const OPTIONS_OFFSET: usize = STATE_OFFSET + STATE_SIZE_MAX;
 /// The largest encoded options the superblock holds.
 pub const OPTIONS_SIZE_MAX: usize = COPY_SIZE - OPTIONS_OFFSET;

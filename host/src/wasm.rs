@@ -81,21 +81,41 @@ struct GuestLimiter {
     memory_bytes: usize,
 }
 
+/// Core instances, memories and tables a component may create: a Rust guest made by
+/// wit-component has a handful of each.
+const INSTANCES_MAX: usize = 16;
+const MEMORIES_MAX: usize = 4;
+const TABLES_MAX: usize = 16;
+
 impl ResourceLimiter for GuestLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes_max {
+        // The limit is on all of the guest's memories together.
+        let total = self.memory_bytes - current.min(self.memory_bytes) + desired;
+        if total > self.memory_bytes_max {
             return Err(wasmtime::Error::msg(format!(
-                "guest memory growing to {desired} bytes exceeds its limit of {} bytes",
+                "guest memory growing to {total} bytes exceeds its limit of {} bytes",
                 self.memory_bytes_max
             )));
         }
-        self.memory_bytes = self.memory_bytes.max(desired);
+        self.memory_bytes = total;
         Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        INSTANCES_MAX
+    }
+
+    fn memories(&self) -> usize {
+        MEMORIES_MAX
+    }
+
+    fn tables(&self) -> usize {
+        TABLES_MAX
     }
 
     fn table_growing(
@@ -194,7 +214,7 @@ impl std::fmt::Debug for WasmMachine {
 }
 
 impl WasmMachine {
-    /// The size the guest's linear memory has grown to, in bytes. All of a guest's
+    /// The size the guest's linear memories have grown to together, in bytes. All of a guest's
     /// memory is allocated at init, so this must not change with the number of ops.
     pub fn memory_bytes(&self) -> usize {
         self.store.data().limiter.memory_bytes
@@ -357,8 +377,7 @@ impl clock::Host for WasmState {
     }
 
     fn cancel_timer(&mut self, id: u64) -> Result<()> {
-        self.context.cancel_timer(id);
-        Ok(())
+        self.context.cancel_timer(id)
     }
 }
 

@@ -4,6 +4,7 @@ mod support;
 
 mod cli;
 mod components;
+mod contract;
 mod determinism;
 mod durability;
 mod input;

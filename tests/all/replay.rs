@@ -250,6 +250,41 @@ fn a_data_directory_persists_continues_replays_and_inspects() {
 }
 
 #[test]
+fn options_the_machine_refuses_do_not_create_a_data_directory() {
+    let dir = temp_dir("bad-options");
+    let path = dir.to_str().unwrap();
+    let error = cli(&[
+        "run",
+        "--ops",
+        "5",
+        "--data",
+        path,
+        "--setting",
+        "bar-ops=3",
+    ])
+    .unwrap_err();
+    assert!(
+        error.contains("the options do not suit the state machine"),
+        "{error}"
+    );
+    assert!(error.contains("setting `bar-ops`: 3"), "{error}");
+    let error = cli(&["run", "--ops", "5", "--data", path, "--block-size", "1000"]).unwrap_err();
+    assert!(
+        error.contains("block size 1000 is not a power of two"),
+        "{error}"
+    );
+    let error = cli(&["run", "--ops", "5", "--data", path, "--memory-at", "2"]).unwrap_err();
+    assert!(
+        error.contains("`--memory-at` is not supported with `--data`"),
+        "{error}"
+    );
+    // Nothing was recorded: good options create the directory afterwards.
+    cli(&["run", "--ops", "5", "--data", path, "--target", "native"]).unwrap();
+    assert_eq!(inspect(&dir).unwrap().journal_ops, 5);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn replay_and_inspect_refuse_what_is_not_a_data_directory() {
     let missing = temp_dir("missing");
     let error = cli(&["replay", missing.to_str().unwrap()]).unwrap_err();

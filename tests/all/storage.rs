@@ -130,4 +130,10 @@ fn damage_behind_the_cache_is_caught_once_the_block_is_read_again() {
     let error = format!("{:#}", reopened.commit(&lookup(op, 1)).unwrap_err());
     assert!(error.contains("corrupt-block"), "{error}");
     assert!(error.contains("block at address 1 "), "{error}");
+    // The instance is unusable now: it says so rather than running on.
+    let error = format!("{:#}", reopened.commit(&lookup(op, 2)).unwrap_err());
+    assert!(
+        error.contains("failed earlier and must be reopened"),
+        "{error}"
+    );
 }

@@ -52,3 +52,18 @@ fn timers_fire_at_the_same_ops_in_wasm_natively_and_after_reopening() {
     assert!(!expected.is_empty());
     assert_eq!(stats_messages(&mut reopened), expected);
 }
+
+#[test]
+fn a_short_timer_interval_fires_at_most_once_per_op() {
+    // Timestamps advance by up to 1,000 per op: with an interval of 10 many deadlines
+    // pass between two ops, yet the timer fires once, seeing the op's timestamp.
+    let config = config_with(&[("stats-interval", "10")]);
+    let mut replica = wasm_replica(&MemoryStorage::new(), IoOrder::Fifo, config, None).unwrap();
+    workload::run(&mut replica, &mut Workload::new(3, BATCH_SIZE_LIMIT), 200).unwrap();
+    let fired = stats_messages(&mut replica);
+    assert!(
+        fired.len() >= 150 && fired.len() <= 200,
+        "{} firings",
+        fired.len()
+    );
+}

@@ -232,34 +232,48 @@ impl RunCommand {
             Some(path) => self.execute_durable(path, &module),
         }
         .with_context(|| format!("running {name}"))?;
-        print_outcome(&outcome, self.workload.checkpoint_interval());
+        let interval = self
+            .data
+            .as_deref()
+            .and_then(stored_config)
+            .map_or(self.workload.checkpoint_interval(), |config| {
+                config.checkpoint_interval_ops
+            });
+        print_outcome(&outcome, interval);
         Ok(())
     }
 
     fn execute_durable(&self, path: &std::path::Path, module: &[u8]) -> Result<Outcome> {
-        // An existing directory keeps its options; a new one takes the flags.
-        let config = if DataDir::exists(path) {
-            None
-        } else {
-            Some(self.workload.replica_config()?)
-        };
-        if config.is_none() {
-            let stored = crate::cli::inspect::stored_config(path)?;
-            self.workload.check_against(&stored)?;
+        if !self.workload.memory_at.is_empty() {
+            bail!(
+                "`--memory-at` is not supported with `--data`: the run reports memory at its end"
+            );
         }
+        // An existing directory keeps its options (flags that differ are refused); a new
+        // one, or one whose creation never finished, takes the flags.
+        let stored = stored_config(path);
+        let config = match &stored {
+            Some(stored) => {
+                self.workload.check_against(stored)?;
+                None
+            }
+            None => Some(self.workload.replica_config()?),
+        };
         let dir = DataDir::open(path)?;
         let order = IoOrder::Seeded(self.workload.seed);
         match self.target {
             Target::Wasm => {
                 let runtime = Runtime::new(Limits::default())?;
                 let component = runtime.load(module)?;
-                let (durable, recovery) = Durable::open(dir, config, order, |context| {
+                let (durable, recovery) = Durable::open(dir, config, order, |mut context| {
+                    context.set_echo_log(self.log);
                     runtime.instantiate(&component, context)
                 })?;
                 self.continue_durable(durable, &recovery, path)
             }
             Target::Native => {
-                let (durable, recovery) = Durable::open(dir, config, order, |context| {
+                let (durable, recovery) = Durable::open(dir, config, order, |mut context| {
+                    context.set_echo_log(self.log);
                     Ok(NativeMachine::new(context))
                 })?;
                 self.continue_durable(durable, &recovery, path)
@@ -322,4 +336,12 @@ pub fn print_outcome(outcome: &Outcome, checkpoint_interval: u64) {
 
 fn config_batch_size_limit<M: Machine>(replica: &Replica<M>) -> u32 {
     replica.config().options.batch_size_limit
+}
+
+/// The options a data directory at `path` holds, if it is one.
+fn stored_config(path: &std::path::Path) -> Option<ReplicaConfig> {
+    if !DataDir::exists(path) {
+        return None;
+    }
+    crate::cli::inspect::stored_config(path).ok()
 }

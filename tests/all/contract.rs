@@ -1,0 +1,92 @@
+//! A guest that breaks the contract is stopped with an error naming what it did.
+
+use carapace::context::IoOrder;
+use carapace::machine::NativeMachine;
+use carapace::replica::Replica;
+use carapace::storage::MemoryStorage;
+use carapace_lsm::{Context, Failure, StateMachine};
+
+use crate::support::*;
+
+/// A machine that breaks the contract: arms a timer in `init` (when told to) and
+/// submits a read from `commit`.
+struct Rogue {
+    context: Context,
+}
+
+thread_local! {
+    static MISBEHAVE_IN_INIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl StateMachine for Rogue {
+    fn init(context: Context, _: &carapace_lsm::Options) -> Result<Rogue, Failure> {
+        if MISBEHAVE_IN_INIT.get() {
+            context.set_timer(1, 10);
+        }
+        Ok(Rogue { context })
+    }
+    async fn open(&mut self, _: Option<&[u8]>) -> Result<(), Failure> {
+        Ok(())
+    }
+    fn input_valid(&self, _: u8, _: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+    async fn prefetch(&mut self, _: u64, _: u8, _: &[u8]) -> Result<(), Failure> {
+        Ok(())
+    }
+    fn commit(
+        &mut self,
+        _: u128,
+        _: u64,
+        _: u64,
+        _: u8,
+        _: &[u8],
+        _: &mut Vec<u8>,
+    ) -> Result<(), Failure> {
+        // Commit must be pure: submitting I/O here breaks the contract.
+        let _read = self.context.read(5);
+        Ok(())
+    }
+    async fn compact(&mut self, _: u64) -> Result<(), Failure> {
+        Ok(())
+    }
+    async fn checkpoint(&mut self, _: u64) -> Result<(), Failure> {
+        Ok(())
+    }
+    fn checkpoint_state(&self) -> Vec<u8> {
+        vec![1]
+    }
+    async fn timer(&mut self, _: u64) -> Result<(), Failure> {
+        Ok(())
+    }
+}
+
+fn open_rogue() -> anyhow::Result<Replica<NativeMachine<Rogue>>> {
+    let context = context(&MemoryStorage::new(), IoOrder::Fifo);
+    Replica::open(NativeMachine::of(context), config(), None)
+}
+
+#[test]
+fn timers_and_io_outside_a_step_are_refused() {
+    MISBEHAVE_IN_INIT.set(true);
+    let error = format!("{:#}", open_rogue().unwrap_err());
+    assert!(
+        error.contains("`set-timer` outside an asynchronous step"),
+        "{error}"
+    );
+
+    MISBEHAVE_IN_INIT.set(false);
+    let mut replica = open_rogue().unwrap();
+    let request = carapace::replica::Request {
+        client: 1,
+        op: 1,
+        timestamp: 1,
+        operation: 1,
+        body: Vec::new(),
+    };
+    let error = format!("{:#}", replica.commit(&request).unwrap_err());
+    assert!(
+        error.contains("grid I/O outside an asynchronous step"),
+        "{error}"
+    );
+}
