@@ -7,9 +7,10 @@ use anyhow::{Context as _, Result, bail, ensure};
 
 use crate::machine::{Machine, Options, Step};
 
-/// Completions delivered to finish one step, at most. A guest whose step stays
-/// pending longer is treated as stuck rather than looping forever.
-pub const COMPLETIONS_PER_STEP_MAX: u64 = 1 << 24;
+/// Completions delivered to finish one step, at most: far above what a checkpoint of
+/// the largest grid needs. A guest whose step stays pending longer is treated as stuck
+/// (a component also runs out of the fuel its step started with).
+pub const COMPLETIONS_PER_STEP_MAX: u64 = 1 << 20;
 
 /// Timers delivered before one op, at most: a guest that keeps re-arming timers in
 /// the past must not stall the host.

@@ -32,8 +32,10 @@ pub const WORLD_IMPORTS: [&str; 4] = [
 /// Limits on one guest instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Fuel for one export call. Deterministic: the same call on the same state uses
-    /// the same fuel, so running out is reproducible, unlike a wall-clock timeout.
+    /// Fuel for one export call, or for one asynchronous step with all the completion
+    /// callbacks that finish it (they do not refill it, so a step that keeps asking for
+    /// I/O runs out). Deterministic: the same call on the same state uses the same
+    /// fuel, so running out is reproducible, unlike a wall-clock timeout.
     pub fuel_per_call: u64,
     /// Linear memory a guest may grow to, in bytes.
     pub memory_bytes_max: usize,
@@ -220,14 +222,18 @@ impl WasmMachine {
         self.store.data().limiter.memory_bytes
     }
 
-    /// Call one export with a full tank of fuel; a trap or a contract violation during
-    /// the call becomes an error naming the export.
+    /// Call one export, with a full tank of fuel unless it continues a step (a
+    /// completion callback); a trap or a contract violation during the call becomes an
+    /// error naming the export.
     fn call<T>(
         &mut self,
         export: &str,
         call: impl FnOnce(&MachineExports, &mut Store<WasmState>) -> wasmtime::Result<T>,
     ) -> Result<T> {
-        self.store.set_fuel(self.fuel_per_call)?;
+        let continues_step = matches!(export, "read-done" | "write-done");
+        if !continues_step {
+            self.store.set_fuel(self.fuel_per_call)?;
+        }
         let result = call(
             self.bindings.carapace_state_machine_machine(),
             &mut self.store,
