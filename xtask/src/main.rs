@@ -46,9 +46,9 @@ fn bench(extra: &[String]) -> Result<()> {
 }
 
 /// All guest memory is allocated at init: a million ops must not grow it past what a
-/// hundred thousand needed. `carapace run` prints both figures.
+/// hundred thousand needed. `carapace run` prints both figures; this compares them.
 fn memory() -> Result<()> {
-    cargo(&[
+    let args = [
         "run",
         "--release",
         "--quiet",
@@ -60,7 +60,36 @@ fn memory() -> Result<()> {
         "1000000",
         "--memory-at",
         "100000",
-    ])
+    ];
+    eprintln!("$ cargo {}", args.join(" "));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .args(args)
+        .output()
+        .context("running carapace")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    print!("{stdout}");
+    if !output.status.success() {
+        bail!(
+            "carapace failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // Lines of the form `memory      <bytes> bytes of guest memory after <ops> ops`.
+    let figures: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.starts_with("memory"))
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .collect();
+    match figures.as_slice() {
+        [early, late] if early == late => {
+            println!(
+                "guest memory did not grow: {early} bytes after 100,000 and after 1,000,000 ops"
+            );
+            Ok(())
+        }
+        _ => bail!("guest memory changed with the number of ops: {figures:?}"),
+    }
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
