@@ -107,17 +107,6 @@ pub struct HostContext {
     violation: Option<String>,
     /// Whether an asynchronous step is running: grid I/O and timers belong to steps.
     step_active: bool,
-    /// Counters, for reports.
-    pub(crate) stats: IoStats,
-}
-
-/// Counts of grid I/O done for the guest.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct IoStats {
-    /// Blocks read.
-    pub reads: u64,
-    /// Blocks written.
-    pub writes: u64,
 }
 
 impl std::fmt::Debug for HostContext {
@@ -155,7 +144,6 @@ impl HostContext {
             echo_log: false,
             violation: None,
             step_active: false,
-            stats: IoStats::default(),
         }
     }
 
@@ -167,11 +155,6 @@ impl HostContext {
     /// The messages the guest logged (the newest [`LOG_MESSAGES_MAX`]), oldest first.
     pub fn log_messages(&self) -> impl Iterator<Item = &LogMessage> {
         self.log.iter()
-    }
-
-    /// Grid I/O counts.
-    pub fn io_stats(&self) -> IoStats {
-        self.stats
     }
 
     pub(crate) fn set_clock(&mut self, op: u64, now: u64) {
@@ -239,14 +222,12 @@ impl HostContext {
                 self.storage
                     .read(address, &mut block)
                     .with_context(|| format!("reading grid block {address}"))?;
-                self.stats.reads += 1;
                 Completion::Read { address, block }
             }
             Submitted::Write { address, block } => {
                 self.storage
                     .write(address, &block)
                     .with_context(|| format!("writing grid block {address}"))?;
-                self.stats.writes += 1;
                 Completion::Write { address }
             }
         }))

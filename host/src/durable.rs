@@ -223,7 +223,7 @@ impl<M: Machine> Durable<M> {
             replayed_ops += 1;
             // The machine reuses blocks that only older checkpoints need once it has
             // taken a new one: publish it before the next op, as in `commit`.
-            if let Some(checkpoint) = replica.checkpoint().filter(|checkpoint| checkpoint.op == entry.request.op) {
+            if let Some(checkpoint) = replica.checkpoint_taken_at(entry.request.op) {
                 superblock.publish(checkpoint, position)?;
             }
             Ok(())
@@ -266,8 +266,9 @@ impl<M: Machine> Durable<M> {
     pub fn commit(&mut self, request: &Request) -> Result<Vec<u8>> {
         let reply = self.replica.commit(request)?;
         let checkpoint_id = self
+            .replica
             .checkpoint_taken_at(request.op)
-            .map(|checkpoint| checkpoint.id());
+            .map(Checkpoint::id);
         self.journal.append(&Entry {
             request: request.clone(),
             reply_checksum: reply_checksum(&reply),
@@ -275,16 +276,10 @@ impl<M: Machine> Durable<M> {
         })?;
         // The op is acknowledged. A checkpoint taken at it is published before the
         // next op: from then on the machine may reuse blocks only older ones need.
-        if let Some(checkpoint) = self.checkpoint_taken_at(request.op).cloned() {
+        if let Some(checkpoint) = self.replica.checkpoint_taken_at(request.op).cloned() {
             self.superblock.publish(&checkpoint, self.journal.end())?;
         }
         Ok(reply)
-    }
-
-    fn checkpoint_taken_at(&self, op: u64) -> Option<&Checkpoint> {
-        self.replica
-            .checkpoint()
-            .filter(|checkpoint| checkpoint.op == op)
     }
 }
 
@@ -316,10 +311,7 @@ pub fn replay_one<M: Machine>(replica: &mut Replica<M>, entry: &Entry) -> Result
             entry.reply_checksum
         );
     }
-    let taken = replica
-        .checkpoint()
-        .filter(|checkpoint| checkpoint.op == op)
-        .map(Checkpoint::id);
+    let taken = replica.checkpoint_taken_at(op).map(Checkpoint::id);
     if taken != entry.checkpoint_id {
         bail!(
             "replay diverged at op {op}: checkpoint id {}, recorded {}",

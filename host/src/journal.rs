@@ -397,8 +397,6 @@ mod tests {
 
     #[test]
     fn damage_in_the_middle_is_an_error_naming_the_op() {
-        let disk = SimDisk::new();
-        write(&disk, 8);
         // A byte of op 3's header, then of op 3's body.
         let offset_of_op_3 = (1..3)
             .map(|op| HEADER_SIZE + entry(op).request.body.len())
@@ -413,6 +411,5 @@ mod tests {
             let error = format!("{:#}", read(&disk).unwrap_err());
             assert!(error.contains(what), "{error}");
         }
-        let _ = disk;
     }
 }

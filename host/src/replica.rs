@@ -132,6 +132,13 @@ impl<M: Machine> Replica<M> {
         self.checkpoint.as_ref()
     }
 
+    /// The checkpoint taken right after op `op`, if one was (the latest, at that op).
+    pub fn checkpoint_taken_at(&self, op: u64) -> Option<&Checkpoint> {
+        self.checkpoint
+            .as_ref()
+            .filter(|checkpoint| checkpoint.op == op)
+    }
+
     /// The machine (for its host context, mostly).
     pub fn machine_mut(&mut self) -> &mut M {
         &mut self.machine

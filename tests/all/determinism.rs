@@ -16,10 +16,7 @@ fn trace<M: Machine>(mut replica: Replica<M>, seed: u64, ops: u64) -> (Vec<Vec<u
     for _ in 0..ops {
         let request = workload.next_request(replica.op(), replica.timestamp());
         replies.push(replica.commit(&request).unwrap());
-        if let Some(checkpoint) = replica
-            .checkpoint()
-            .filter(|checkpoint| checkpoint.op == request.op)
-        {
+        if let Some(checkpoint) = replica.checkpoint_taken_at(request.op) {
             checkpoint_ids.push(checkpoint.id());
         }
     }

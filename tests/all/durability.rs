@@ -51,11 +51,7 @@ fn uncrashed(requests: &[Request]) -> (Vec<Vec<u8>>, Vec<(u64, u128)>, u64) {
     let mut checkpoints = Vec::new();
     for request in requests {
         replies.push(durable.commit(request).unwrap());
-        if let Some(checkpoint) = durable
-            .replica()
-            .checkpoint()
-            .filter(|checkpoint| checkpoint.op == request.op)
-        {
+        if let Some(checkpoint) = durable.replica().checkpoint_taken_at(request.op) {
             checkpoints.push((checkpoint.op, checkpoint.id()));
         }
     }
@@ -126,11 +122,7 @@ fn a_crash_at_every_sync_point_loses_no_acknowledged_op() {
                     "{context}: op {}",
                     request.op
                 );
-                if let Some(checkpoint) = durable
-                    .replica()
-                    .checkpoint()
-                    .filter(|c| c.op == request.op)
-                {
+                if let Some(checkpoint) = durable.replica().checkpoint_taken_at(request.op) {
                     assert!(
                         checkpoints.contains(&(checkpoint.op, checkpoint.id())),
                         "{context}: checkpoint {}",

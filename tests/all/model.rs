@@ -281,10 +281,7 @@ fn model_run(seed: u64, ops: usize, key_space: u64, remove_one_in: u64, reopen: 
             let request = request(&replica, PUT, body);
             replica.commit(&request).unwrap();
         }
-        if let Some(checkpoint) = replica
-            .checkpoint()
-            .filter(|checkpoint| checkpoint.op == replica.op())
-        {
+        if let Some(checkpoint) = replica.checkpoint_taken_at(replica.op()) {
             checkpoints.push((checkpoint.clone(), storage.snapshot(), model.clone()));
         }
     }
@@ -385,10 +382,7 @@ fn echo_things_through_the_wasm_host_match_the_model_at_every_checkpoint() {
             };
             model.insert(thing.id, thing);
         }
-        if let Some(checkpoint) = replica
-            .checkpoint()
-            .filter(|checkpoint| checkpoint.op == replica.op())
-        {
+        if let Some(checkpoint) = replica.checkpoint_taken_at(replica.op()) {
             checkpoints.push((checkpoint.clone(), storage.snapshot(), model.clone()));
         }
     }

@@ -30,10 +30,7 @@ fn uncrashed_run(seed: u64, ops: u64) -> Run {
     for _ in 0..ops {
         let request = workload.next_request(replica.op(), replica.timestamp());
         run.replies.push(replica.commit(&request).unwrap());
-        if let Some(checkpoint) = replica
-            .checkpoint()
-            .filter(|checkpoint| checkpoint.op == request.op)
-        {
+        if let Some(checkpoint) = replica.checkpoint_taken_at(request.op) {
             run.checkpoints.push(checkpoint.clone());
             run.images.push(storage.snapshot());
         }
@@ -50,7 +47,7 @@ fn replay_from(run: &Run, checkpoint: &Checkpoint, storage: &MemoryStorage, orde
     for (index, request) in run.requests.iter().enumerate().skip(checkpoint.op as usize) {
         let reply = replica.commit(request).unwrap();
         assert_eq!(reply, run.replies[index], "reply of op {}", request.op);
-        if let Some(taken) = replica.checkpoint().filter(|taken| taken.op == request.op) {
+        if let Some(taken) = replica.checkpoint_taken_at(request.op) {
             let expected = run
                 .checkpoints
                 .iter()

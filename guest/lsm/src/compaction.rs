@@ -255,8 +255,9 @@ impl Compaction {
                 (b_value.unwrap(), false)
             };
             let keep = !(self.drop_tombstones && (layout.is_tombstone)(value));
-            let mut scratch = [0u8; VALUE_SIZE_MAX];
-            scratch[..size].copy_from_slice(value);
+            // Adding is synchronous and the builder is apart from the cursors, so the
+            // value goes straight from the input block into the output block.
+            let block_full = keep && self.builder.add(value);
             if take_a {
                 if self.from_immutable {
                     self.immutable_position += 1;
@@ -272,8 +273,7 @@ impl Compaction {
                 consumed += 1;
             }
             consumed += 1;
-            if keep
-                && self.builder.add(&scratch[..size])
+            if block_full
                 && let Some(table) = self
                     .builder
                     .write_full_block(grid, self.snapshot_output)

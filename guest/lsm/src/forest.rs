@@ -25,7 +25,6 @@ pub struct Forest {
     shape: Shape,
     trees: Vec<Tree>,
     log: ManifestLog,
-    checkpoint_state: Option<CheckpointState>,
 }
 
 impl Forest {
@@ -64,7 +63,7 @@ impl Forest {
             .map(|config| Tree::new(&grid, shape, *config))
             .collect::<Result<Vec<_>, _>>()?;
         let live_events_max: usize = trees_table_count_max(&trees);
-        let entries_per_block = ManifestLog::new(&grid, 1).entries_per_block();
+        let entries_per_block = ManifestLog::entries_per_block_for(&grid);
         // Live events need this many blocks; compaction keeps the log within twice that.
         let blocks_max = 2 * live_events_max.div_ceil(entries_per_block) + 16;
         let log = ManifestLog::new(&grid, blocks_max);
@@ -73,7 +72,6 @@ impl Forest {
             shape,
             trees,
             log,
-            checkpoint_state: None,
         })
     }
 
@@ -116,11 +114,6 @@ impl Forest {
         out: &mut [u8],
     ) -> Result<bool, Failure> {
         self.trees[index].get(&self.grid, key, snapshot, out).await
-    }
-
-    /// The latest checkpoint written or opened.
-    pub fn checkpoint_state(&self) -> Option<&CheckpointState> {
-        self.checkpoint_state.as_ref()
     }
 
     /// One beat of compaction, after op `op` committed.
@@ -217,7 +210,6 @@ impl Forest {
             immutable,
             manifest_log: log.reference(),
         };
-        self.checkpoint_state = Some(state);
         Ok(state)
     }
 
@@ -309,7 +301,6 @@ impl Forest {
             free_set.release(address);
         }
         grid.set_free_set(free_set);
-        self.checkpoint_state = Some(state);
         Ok(state.op)
     }
 }

@@ -124,6 +124,42 @@ impl Grid {
         reference: BlockRef,
         block_type: BlockType,
     ) -> Result<Vec<u8>, Failure> {
+        match self.with_cached(reference, block_type, <[u8]>::to_vec)? {
+            Some(block) => Ok(block),
+            None => self.read_uncached(reference, block_type).await,
+        }
+    }
+
+    /// [`Grid::read`] into a buffer the caller owns (one allocated at init), so that
+    /// long-lived readers keep no allocation of their own per read; a cache hit is
+    /// copied once, straight from the cache.
+    pub async fn read_into(
+        &self,
+        reference: BlockRef,
+        block_type: BlockType,
+        out: &mut [u8],
+    ) -> Result<(), Failure> {
+        assert_eq!(out.len(), self.block_size);
+        if self
+            .with_cached(reference, block_type, |block| out.copy_from_slice(block))?
+            .is_none()
+        {
+            let block = self.read_uncached(reference, block_type).await?;
+            out.copy_from_slice(&block);
+        }
+        Ok(())
+    }
+
+    /// Run `visit` on the cached block `reference` names, if the cache holds that very
+    /// block. Cached blocks were verified when read or sealed when written, so comparing
+    /// the header's name, address and type with the reference is enough; a block since
+    /// rewritten at the same address is a miss.
+    fn with_cached<R>(
+        &self,
+        reference: BlockRef,
+        block_type: BlockType,
+        visit: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, Failure> {
         assert!(!reference.is_none());
         if reference.address > self.free_set.block_count() {
             return Err(Failure::CorruptBlock(format!(
@@ -132,9 +168,22 @@ impl Grid {
                 self.free_set.block_count()
             )));
         }
-        if let Some(block) = self.read_cached(reference, block_type) {
-            return Ok(block);
-        }
+        let mut cache = self.cache.borrow_mut();
+        let Some(block) = cache.get(reference.address) else {
+            return Ok(None);
+        };
+        let is_same_block = block::u128_at(block, 0) == reference.checksum
+            && block::u64_at(block, 32) == reference.address
+            && block[54] == block_type as u8;
+        Ok(is_same_block.then(|| visit(block)))
+    }
+
+    /// Read from the host, verify, and cache.
+    async fn read_uncached(
+        &self,
+        reference: BlockRef,
+        block_type: BlockType,
+    ) -> Result<Vec<u8>, Failure> {
         let block = self.context.read(reference.address).await;
         if block.len() != self.block_size {
             return Err(Failure::Protocol(format!(
@@ -147,33 +196,6 @@ impl Grid {
         block::verify(&block, reference.address, reference.checksum, block_type)?;
         self.cache.borrow_mut().insert(reference.address, &block);
         Ok(block)
-    }
-
-    /// [`Grid::read`] into a buffer the caller owns (one allocated at init), so that
-    /// long-lived readers keep no allocation of their own per read.
-    pub async fn read_into(
-        &self,
-        reference: BlockRef,
-        block_type: BlockType,
-        out: &mut [u8],
-    ) -> Result<(), Failure> {
-        assert_eq!(out.len(), self.block_size);
-        let block = self.read(reference, block_type).await?;
-        out.copy_from_slice(&block);
-        Ok(())
-    }
-
-    /// The cached block `reference` names, if the cache holds that very block. Cached
-    /// blocks were verified when read or sealed when written, so comparing the header's
-    /// name, address and type with the reference is enough; a block since rewritten at
-    /// the same address is a miss.
-    fn read_cached(&self, reference: BlockRef, block_type: BlockType) -> Option<Vec<u8>> {
-        let mut cache = self.cache.borrow_mut();
-        let block = cache.get(reference.address)?;
-        let is_same_block = block::u128_at(block, 0) == reference.checksum
-            && block::u64_at(block, 32) == reference.address
-            && block[54] == block_type as u8;
-        is_same_block.then(|| block.to_vec())
     }
 
     /// Submit the write of a sealed block; await the result to know it is done.

@@ -135,9 +135,14 @@ pub struct ManifestLog {
 pub type TableKey = (u16, u64);
 
 impl ManifestLog {
+    /// Events a block of `grid` holds.
+    pub fn entries_per_block_for(grid: &Grid) -> usize {
+        (grid.body_size_max() - HEADER_SIZE) / Event::SIZE
+    }
+
     /// A log of at most `blocks_max` blocks.
     pub fn new(grid: &Grid, blocks_max: usize) -> ManifestLog {
-        let entries_per_block = (grid.body_size_max() - HEADER_SIZE) / Event::SIZE;
+        let entries_per_block = Self::entries_per_block_for(grid);
         assert!(entries_per_block > 0);
         ManifestLog {
             blocks: VecDeque::with_capacity(blocks_max),

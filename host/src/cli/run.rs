@@ -155,7 +155,7 @@ impl WorkloadArgs {
 
     fn execute<M: Machine>(&self, machine: M, config: ReplicaConfig) -> Result<Outcome> {
         let mut replica = Replica::open(machine, config, None)?;
-        let mut workload = Workload::new(self.seed, config_batch_size_limit(&replica));
+        let mut workload = Workload::new(self.seed, replica.config().options.batch_size_limit);
         let mut stops: Vec<u64> = self
             .memory_at
             .iter()
@@ -332,10 +332,6 @@ pub fn print_outcome(outcome: &Outcome, checkpoint_interval: u64) {
     for (ops, bytes) in &outcome.memory {
         println!("memory      {bytes} bytes of guest memory after {ops} ops");
     }
-}
-
-fn config_batch_size_limit<M: Machine>(replica: &Replica<M>) -> u32 {
-    replica.config().options.batch_size_limit
 }
 
 /// The options a data directory at `path` holds, if it is one.
