@@ -1,5 +1,5 @@
-//! Builds the echo guest to wasm32 and componentizes it, so that the `carapace` binary
-//! embeds a default module and `cargo test` works on a fresh machine.
+//! Builds every guest in [`GUESTS`] to wasm32 and componentizes it, so that the
+//! `carapace` binary embeds its machines and `cargo test` works on a fresh machine.
 //!
 //! After wasmtime's `crates/test-programs/artifacts`: a nested cargo with its own
 //! target dir inside `OUT_DIR` (the outer build holds the lock on the shared one), the
@@ -14,8 +14,38 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
-const GUEST_PACKAGE: &str = "carapace-echo-component";
-const GUEST_ARTIFACT: &str = "carapace_echo_component";
+
+/// A guest component to build.
+struct Guest {
+    /// Names the component: `OUT_DIR/{name}.component.wasm`, and the environment
+    /// variable `CARAPACE_{NAME}_COMPONENT` holding its path.
+    name: &'static str,
+    /// The cargo package of its component crate.
+    package: &'static str,
+    /// Extra cargo arguments.
+    features: &'static [&'static str],
+}
+
+/// Every guest the host embeds or the tests load. The divergent echo is a
+/// deliberately different version, for tests of `replay --module`: kept as a file,
+/// never embedded.
+const GUESTS: [Guest; 3] = [
+    Guest {
+        name: "echo",
+        package: "carapace-echo-component",
+        features: &[],
+    },
+    Guest {
+        name: "kv",
+        package: "carapace-kv-component",
+        features: &[],
+    },
+    Guest {
+        name: "echo_divergent",
+        package: "carapace-echo-component",
+        features: &["--features", "divergent-test-version"],
+    },
+];
 
 fn main() -> Result<()> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
@@ -27,24 +57,15 @@ fn main() -> Result<()> {
     println!("cargo:rerun-if-changed={}", workspace.join("wit").display());
 
     ensure_wasm_target()?;
-    let path = componentize(
-        &build_guest(&workspace, &out_dir, &[])?,
-        &out_dir,
-        "carapace_echo",
-    )?;
-    println!("cargo:rustc-env=CARAPACE_ECHO_COMPONENT={}", path.display());
-    // A deliberately different version, for tests of `replay --module`; built after the
-    // default one (same artifact name), kept as a file, never embedded.
-    let divergent = build_guest(
-        &workspace,
-        &out_dir,
-        &["--features", "divergent-test-version"],
-    )?;
-    let path = componentize(&divergent, &out_dir, "carapace_echo_divergent")?;
-    println!(
-        "cargo:rustc-env=CARAPACE_ECHO_DIVERGENT_COMPONENT={}",
-        path.display()
-    );
+    for guest in &GUESTS {
+        let module = build_guest(&workspace, &out_dir, guest)?;
+        let path = componentize(&module, &out_dir, guest.name)?;
+        println!(
+            "cargo:rustc-env=CARAPACE_{}_COMPONENT={}",
+            guest.name.to_uppercase(),
+            path.display()
+        );
+    }
     Ok(())
 }
 
@@ -96,8 +117,8 @@ fn has_std(libdir: &Path) -> bool {
     })
 }
 
-/// Build the guest's core module with `extra` cargo arguments; returns its path.
-fn build_guest(workspace: &Path, out_dir: &Path, extra: &[&str]) -> Result<PathBuf> {
+/// Build the guest's core module; returns its path.
+fn build_guest(workspace: &Path, out_dir: &Path, guest: &Guest) -> Result<PathBuf> {
     let target_dir = out_dir.join("guest-target");
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
@@ -106,11 +127,11 @@ fn build_guest(workspace: &Path, out_dir: &Path, extra: &[&str]) -> Result<PathB
             "build",
             "--release",
             "--package",
-            GUEST_PACKAGE,
+            guest.package,
             "--target",
             WASM_TARGET,
         ])
-        .args(extra)
+        .args(guest.features)
         .env("CARGO_TARGET_DIR", &target_dir)
         // The outer build's flags are for the host target, not wasm.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -118,14 +139,26 @@ fn build_guest(workspace: &Path, out_dir: &Path, extra: &[&str]) -> Result<PathB
         // A small module: no debug info, no panic strings beyond what std keeps.
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
         .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
+        // Arithmetic overflow traps, as TigerBeetle ships ReleaseSafe: a wrapped size
+        // must stop the guest, never corrupt its state.
+        .env("CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS", "true")
         .status()
         .context("running the nested cargo build of the guest")?;
     if !status.success() {
-        bail!("building the guest `{GUEST_PACKAGE}` for `{WASM_TARGET}` failed");
+        bail!(
+            "building the guest `{}` for `{WASM_TARGET}` failed",
+            guest.package
+        );
     }
     let release = target_dir.join(WASM_TARGET).join("release");
-    rerun_if_sources_change(&release.join(format!("{GUEST_ARTIFACT}.d")))?;
-    Ok(release.join(format!("{GUEST_ARTIFACT}.wasm")))
+    let artifact = guest.package.replace('-', "_");
+    rerun_if_sources_change(&release.join(format!("{artifact}.d")))?;
+    // Two builds of one package (with other features) share the artifact's name: copy
+    // it aside before the next build overwrites it.
+    let module = out_dir.join(format!("{}.core.wasm", guest.name));
+    fs::copy(release.join(format!("{artifact}.wasm")), &module)
+        .with_context(|| format!("copying the core module of `{}`", guest.package))?;
+    Ok(module)
 }
 
 /// Emit `rerun-if-changed` for every file the dep-info lists.

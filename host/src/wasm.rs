@@ -1,20 +1,18 @@
 //! The wasmtime side: an engine configured for determinism, components checked against
-//! the `state-machine` world before they run, and [`WasmMachine`], one instance driven
+//! the `state-machine` world before they run, and [`WasmInstance`], one instance driven
 //! through the generated bindings.
 
-use anyhow::{Context as _, Result, bail};
+use carapace_core::error::{Error, FailureKind, Fault, Result};
+use carapace_core::imports::{HostImports, Level, Violation};
+use carapace_core::instance::{Identity, Instance, Options, Statistic, Step};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, ResourceLimiter, Store};
-
-use crate::context::{HostContext, Level};
-use crate::machine::{GuestFailure, Machine, Options, Step};
 
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "state-machine",
         imports: { default: trappable },
-        anyhow: true,
     });
 }
 
@@ -23,10 +21,10 @@ use bindings::exports::carapace::state_machine::machine::Guest as MachineExports
 
 /// The interfaces a component may import: the world's, and nothing else.
 pub const WORLD_IMPORTS: [&str; 4] = [
-    "carapace:state-machine/types@0.1.0",
-    "carapace:state-machine/grid@0.1.0",
-    "carapace:state-machine/clock@0.1.0",
-    "carapace:state-machine/log@0.1.0",
+    "carapace:state-machine/types@0.2.0",
+    "carapace:state-machine/grid@0.2.0",
+    "carapace:state-machine/clock@0.2.0",
+    "carapace:state-machine/log@0.2.0",
 ];
 
 /// Limits on one guest instance.
@@ -68,7 +66,7 @@ impl std::fmt::Debug for Runtime {
 
 /// What a store holds: the host context the imports use, and the store's limits.
 struct WasmState {
-    context: HostContext,
+    imports: HostImports,
     limiter: GuestLimiter,
 }
 
@@ -146,16 +144,14 @@ impl Runtime {
         // Threads are compiled out: this build of wasmtime has no `threads` feature.
         config.wasm_relaxed_simd(false);
         config.consume_fuel(true);
-        let engine = Engine::new(&config)
-            .map_err(anyhow::Error::from)
-            .context("configuring the wasmtime engine")?;
+        let engine =
+            Engine::new(&config).map_err(|error| refused("configuring the engine", error))?;
         let mut linker = Linker::new(&engine);
         bindings::StateMachine::add_to_linker::<WasmState, HasSelf<WasmState>>(
             &mut linker,
             |state| state,
         )
-        .map_err(anyhow::Error::from)
-        .context("linking the host imports")?;
+        .map_err(|error| refused("linking the host imports", error))?;
         Ok(Runtime {
             engine,
             linker,
@@ -164,37 +160,37 @@ impl Runtime {
     }
 
     /// Compile `bytes` as a component and check that it imports nothing outside the
-    /// world; the error names the first import that is.
+    /// world; the error ([`Error::Refused`]) names the first import that is.
     pub fn load(&self, bytes: &[u8]) -> Result<Component> {
         let component = Component::new(&self.engine, bytes)
-            .map_err(anyhow::Error::from)
-            .context("compiling the component")?;
+            .map_err(|error| refused("compiling the component", error))?;
         let component_type = component.component_type();
         for (name, _) in component_type.imports(&self.engine) {
             if !WORLD_IMPORTS.contains(&name) {
-                bail!(
+                return Err(Error::Refused(format!(
                     "the component imports `{name}`, which is outside the `state-machine` world \
                      (allowed: {})",
                     WORLD_IMPORTS.join(", ")
-                );
+                )));
             }
         }
         Ok(component)
     }
 
     /// Instantiate `component` over `context`.
-    pub fn instantiate(&self, component: &Component, context: HostContext) -> Result<WasmMachine> {
+    pub fn instantiate(&self, component: &Component, imports: HostImports) -> Result<WasmInstance> {
         let limiter = GuestLimiter {
             memory_bytes_max: self.limits.memory_bytes_max,
             memory_bytes: 0,
         };
-        let mut store = Store::new(&self.engine, WasmState { context, limiter });
+        let mut store = Store::new(&self.engine, WasmState { imports, limiter });
         store.limiter(|state| &mut state.limiter);
-        store.set_fuel(self.limits.fuel_per_call)?;
+        store
+            .set_fuel(self.limits.fuel_per_call)
+            .map_err(|error| refused("fuelling the store", error))?;
         let bindings = bindings::StateMachine::instantiate(&mut store, component, &self.linker)
-            .map_err(anyhow::Error::from)
-            .context("instantiating the component")?;
-        Ok(WasmMachine {
+            .map_err(|error| refused("instantiating the component", error))?;
+        Ok(WasmInstance {
             store,
             bindings,
             fuel_per_call: self.limits.fuel_per_call,
@@ -203,19 +199,19 @@ impl Runtime {
 }
 
 /// One component instance in its own store.
-pub struct WasmMachine {
+pub struct WasmInstance {
     store: Store<WasmState>,
     bindings: bindings::StateMachine,
     fuel_per_call: u64,
 }
 
-impl std::fmt::Debug for WasmMachine {
+impl std::fmt::Debug for WasmInstance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WasmMachine").finish_non_exhaustive()
+        f.debug_struct("WasmInstance").finish_non_exhaustive()
     }
 }
 
-impl WasmMachine {
+impl WasmInstance {
     /// The size the guest's linear memories have grown to together, in bytes. All of a guest's
     /// memory is allocated at init, so this must not change with the number of ops.
     pub fn memory_bytes(&self) -> usize {
@@ -223,27 +219,27 @@ impl WasmMachine {
     }
 
     /// Call one export, with a full tank of fuel unless it continues a step (a
-    /// completion callback); a trap or a contract violation during the call becomes an
-    /// error naming the export.
+    /// completion callback); a trap or a contract violation during the call becomes a
+    /// [`Fault`].
     fn call<T>(
         &mut self,
         export: &str,
         call: impl FnOnce(&MachineExports, &mut Store<WasmState>) -> wasmtime::Result<T>,
-    ) -> Result<T> {
+    ) -> Result<T, Fault> {
         let continues_step = matches!(export, "read-done" | "write-done");
         if !continues_step {
-            self.store.set_fuel(self.fuel_per_call)?;
+            self.store
+                .set_fuel(self.fuel_per_call)
+                .map_err(|error| Fault::Trap(format!("{error:#}")))?;
         }
         let result = call(
             self.bindings.carapace_state_machine_machine(),
             &mut self.store,
         );
-        if let Some(violation) = self.store.data_mut().context.take_violation() {
-            bail!("guest broke the contract in `{export}`: {violation}");
+        if let Some(violation) = self.store.data_mut().imports.take_violation() {
+            return Err(Fault::Violation(violation));
         }
-        result.map_err(|error| {
-            anyhow::Error::from(error).context(format!("guest trapped in `{export}`"))
-        })
+        result.map_err(|error| Fault::Trap(format!("{error:#}")))
     }
 
     fn step(
@@ -253,50 +249,61 @@ impl WasmMachine {
             &MachineExports,
             &mut Store<WasmState>,
         ) -> wasmtime::Result<Result<types::Step, types::Failure>>,
-    ) -> Result<Step> {
+    ) -> Result<Step, Fault> {
         match self.call(export, call)? {
             Ok(types::Step::Pending) => Ok(Step::Pending),
             Ok(types::Step::Done) => Ok(Step::Done),
-            Err(failure) => Err(wasm_failure(failure).into()),
+            Err(failure) => Err(wasm_failure(failure)),
         }
     }
 }
 
-fn wasm_failure(failure: types::Failure) -> GuestFailure {
+fn wasm_failure(failure: types::Failure) -> Fault {
     let (kind, message) = match failure {
-        types::Failure::InvalidArgument(message) => ("invalid-argument", message),
-        types::Failure::CorruptBlock(message) => ("corrupt-block", message),
-        types::Failure::OutOfSpace(message) => ("out-of-space", message),
-        types::Failure::Protocol(message) => ("protocol", message),
+        types::Failure::InvalidArgument(message) => (FailureKind::InvalidArgument, message),
+        types::Failure::CorruptBlock(message) => (FailureKind::CorruptBlock, message),
+        types::Failure::OutOfSpace(message) => (FailureKind::OutOfSpace, message),
+        types::Failure::Protocol(message) => (FailureKind::Protocol, message),
     };
-    GuestFailure { kind, message }
+    Fault::Failure { kind, message }
 }
 
-impl Machine for WasmMachine {
-    fn init(&mut self, options: &Options) -> Result<()> {
+impl Instance for WasmInstance {
+    fn identify(&mut self) -> Result<Identity, Fault> {
+        let identity = self.call("identify", |exports, store| exports.call_identify(store))?;
+        Ok(Identity {
+            name: identity.name,
+            version: identity.version,
+            state_format: identity.state_format,
+        })
+    }
+
+    fn init(&mut self, options: &Options) -> Result<(), Fault> {
         let options = types::Options {
             batch_size_limit: options.batch_size_limit,
+            reply_size_limit: options.reply_size_limit,
+            checkpoint_interval_ops: options.checkpoint_interval_ops,
             block_size: options.block_size,
             block_count: options.block_count,
             settings: options.settings.clone(),
         };
         self.call("init", |exports, store| exports.call_init(store, &options))?
-            .map_err(|failure| wasm_failure(failure).into())
+            .map_err(wasm_failure)
     }
 
-    fn open(&mut self, checkpoint: Option<&[u8]>) -> Result<Step> {
+    fn open(&mut self, checkpoint: Option<&[u8]>) -> Result<Step, Fault> {
         self.step("open", |exports, store| {
             exports.call_open(store, checkpoint)
         })
     }
 
-    fn input_valid(&mut self, operation: u8, body: &[u8]) -> Result<Result<(), String>> {
+    fn input_valid(&mut self, operation: u8, body: &[u8]) -> Result<Result<(), String>, Fault> {
         self.call("input-valid", |exports, store| {
             exports.call_input_valid(store, operation, body)
         })
     }
 
-    fn prefetch(&mut self, op: u64, operation: u8, body: &[u8]) -> Result<Step> {
+    fn prefetch(&mut self, op: u64, operation: u8, body: &[u8]) -> Result<Step, Fault> {
         self.step("prefetch", |exports, store| {
             exports.call_prefetch(store, op, operation, body)
         })
@@ -309,7 +316,7 @@ impl Machine for WasmMachine {
         timestamp: u64,
         operation: u8,
         body: &[u8],
-    ) -> Result<Vec<u8>> {
+    ) -> Result<Vec<u8>, Fault> {
         let client = types::U128 {
             high: (client >> 64) as u64,
             low: client as u64,
@@ -317,85 +324,106 @@ impl Machine for WasmMachine {
         self.call("commit", |exports, store| {
             exports.call_commit(store, client, op, timestamp, operation, body)
         })?
-        .map_err(|failure| wasm_failure(failure).into())
+        .map_err(wasm_failure)
     }
 
-    fn compact(&mut self, op: u64) -> Result<Step> {
+    fn compact(&mut self, op: u64) -> Result<Step, Fault> {
         self.step("compact", |exports, store| exports.call_compact(store, op))
     }
 
-    fn checkpoint(&mut self, op: u64) -> Result<Step> {
+    fn checkpoint(&mut self, op: u64) -> Result<Step, Fault> {
         self.step("checkpoint", |exports, store| {
             exports.call_checkpoint(store, op)
         })
     }
 
-    fn checkpoint_state(&mut self) -> Result<Vec<u8>> {
+    fn checkpoint_state(&mut self) -> Result<Vec<u8>, Fault> {
         self.call("checkpoint-state", |exports, store| {
             exports.call_checkpoint_state(store)
         })
     }
 
-    fn read_done(&mut self, address: u64, block: Vec<u8>) -> Result<Step> {
+    fn read_done(&mut self, address: u64, block: Vec<u8>) -> Result<Step, Fault> {
         self.step("read-done", |exports, store| {
             exports.call_read_done(store, address, &block)
         })
     }
 
-    fn write_done(&mut self, address: u64) -> Result<Step> {
+    fn write_done(&mut self, address: u64) -> Result<Step, Fault> {
         self.step("write-done", |exports, store| {
             exports.call_write_done(store, address)
         })
     }
 
-    fn timer(&mut self, id: u64) -> Result<Step> {
+    fn timer(&mut self, id: u64) -> Result<Step, Fault> {
         self.step("timer", |exports, store| exports.call_timer(store, id))
     }
 
-    fn with_context<R>(&mut self, action: impl FnOnce(&mut HostContext) -> R) -> R {
-        action(&mut self.store.data_mut().context)
+    fn describe(&mut self) -> Result<Vec<Statistic>, Fault> {
+        let statistics = self.call("describe", |exports, store| exports.call_describe(store))?;
+        Ok(statistics
+            .into_iter()
+            .map(|statistic| Statistic {
+                name: statistic.name,
+                values: statistic.values,
+            })
+            .collect())
+    }
+
+    fn with_imports_dyn(&mut self, action: &mut dyn FnMut(&mut HostImports)) {
+        action(&mut self.store.data_mut().imports);
     }
 
     fn memory_bytes(&self) -> Option<usize> {
-        Some(WasmMachine::memory_bytes(self))
+        Some(WasmInstance::memory_bytes(self))
     }
+}
+
+/// A component wasmtime will not take, or an engine it cannot make, as refused input.
+fn refused(action: &str, error: wasmtime::Error) -> Error {
+    Error::Refused(format!("{action}: {error:#}"))
+}
+
+/// A violation as the trap that ends the export call.
+fn trap(violation: Violation) -> wasmtime::Error {
+    wasmtime::Error::msg(violation.to_string())
 }
 
 impl types::Host for WasmState {}
 
 impl grid::Host for WasmState {
-    fn submit_read(&mut self, address: u64) -> Result<()> {
-        self.context.submit_read(address)
+    fn submit_read(&mut self, address: u64) -> wasmtime::Result<()> {
+        self.imports.submit_read(address).map_err(trap)
     }
 
-    fn submit_write(&mut self, address: u64, block: Vec<u8>) -> Result<()> {
-        self.context.submit_write(address, block)
+    fn submit_write(&mut self, address: u64, block: Vec<u8>) -> wasmtime::Result<()> {
+        self.imports.submit_write(address, block).map_err(trap)
     }
 }
 
 impl clock::Host for WasmState {
-    fn now(&mut self) -> Result<u64> {
-        Ok(self.context.now())
+    fn now(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.imports.now())
     }
 
-    fn set_timer(&mut self, id: u64, at: u64) -> Result<()> {
-        self.context.set_timer(id, at)
+    fn set_timer(&mut self, id: u64, at: u64) -> wasmtime::Result<()> {
+        self.imports.set_timer(id, at).map_err(trap)
     }
 
-    fn cancel_timer(&mut self, id: u64) -> Result<()> {
-        self.context.cancel_timer(id)
+    fn cancel_timer(&mut self, id: u64) -> wasmtime::Result<()> {
+        self.imports.cancel_timer(id).map_err(trap)
     }
 }
 
 impl log::Host for WasmState {
-    fn log(&mut self, level: types::Level, message: String) -> Result<()> {
+    fn log(&mut self, level: types::Level, message: String) -> wasmtime::Result<()> {
         let level = match level {
             types::Level::Debug => Level::Debug,
             types::Level::Info => Level::Info,
             types::Level::Warn => Level::Warn,
             types::Level::Error => Level::Error,
         };
-        self.context.log(level, message);
+        self.imports.log(level, message);
         Ok(())
     }
 }

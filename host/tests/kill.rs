@@ -60,7 +60,7 @@ fn a_process_killed_mid_run_recovers_every_journaled_op() {
         }
         child.kill().unwrap();
         child.wait().unwrap();
-        let report = inspect(&dir).unwrap();
+        let report = inspect(&dir, &Default::default()).unwrap();
         assert!(
             report.journal_ops > journaled,
             "round {round}: {} ops after {journaled}",
@@ -78,7 +78,10 @@ fn a_process_killed_mid_run_recovers_every_journaled_op() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(inspect(&dir).unwrap().journal_ops, journaled + 10);
+    assert_eq!(
+        inspect(&dir, &Default::default()).unwrap().journal_ops,
+        journaled + 10
+    );
     let output = carapace(&["replay", path, "--target", "native"])
         .output()
         .unwrap();

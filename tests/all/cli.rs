@@ -43,7 +43,9 @@ fn bad_arguments_are_refused_with_the_reason() {
     );
     let error = error_of(&["run", "--ops", "8", "--checkpoint-interval", "6"]);
     assert!(
-        error.contains("not at the end of a bar of 32 ops"),
+        error.contains(
+            "checkpoint interval of 6 ops is not a positive multiple of the bar of 32 ops"
+        ),
         "{error}"
     );
     let error = error_of(&["run", "--ops", "many"]);

@@ -1,6 +1,6 @@
 //! Components that do not fit the world, or misbehave, are refused with clear errors.
 
-use carapace::context::IoOrder;
+use carapace::imports::IoOrder;
 use carapace::replica::Replica;
 use carapace::storage::MemoryStorage;
 use carapace::wasm::{Limits, Runtime};
@@ -54,7 +54,7 @@ fn a_component_without_the_machine_export_is_refused() {
     );
     assert!(error.contains("instantiating the component"), "{error}");
     assert!(
-        error.contains("carapace:state-machine/machine@0.1.0"),
+        error.contains("carapace:state-machine/machine@0.2.0"),
         "{error}"
     );
 }
@@ -66,12 +66,15 @@ fn a_guest_out_of_fuel_traps_with_an_error_not_a_panic() {
         ..Limits::default()
     };
     let runtime = Runtime::new(limits).unwrap();
-    let component = runtime.load(carapace::ECHO_COMPONENT).unwrap();
+    let component = runtime.load(carapace::machines::ECHO_COMPONENT).unwrap();
     let machine = runtime
         .instantiate(&component, context(&MemoryStorage::new(), IoOrder::Fifo))
         .unwrap();
-    let error = format!("{:#}", Replica::open(machine, config(), None).unwrap_err());
-    assert!(error.contains("guest trapped in `init`"), "{error}");
+    let error = format!(
+        "{:#}",
+        Replica::open(Box::new(machine), config(), None).unwrap_err()
+    );
+    assert!(error.contains("`init`: guest trapped"), "{error}");
     assert!(error.contains("fuel"), "{error}");
 }
 
@@ -84,12 +87,12 @@ fn a_guest_over_its_memory_limit_traps_with_an_error() {
         ..Limits::default()
     };
     let runtime = Runtime::new(limits).unwrap();
-    let component = runtime.load(carapace::ECHO_COMPONENT).unwrap();
+    let component = runtime.load(carapace::machines::ECHO_COMPONENT).unwrap();
     let result = runtime
         .instantiate(&component, context(&MemoryStorage::new(), IoOrder::Fifo))
-        .and_then(|machine| Replica::open(machine, config(), None));
+        .and_then(|machine| Replica::open(Box::new(machine), config(), None));
     let error = format!("{:#}", result.unwrap_err());
-    assert!(error.contains("guest trapped in `init`"), "{error}");
+    assert!(error.contains("`init`: guest trapped"), "{error}");
     assert!(error.contains("guest memory growing to"), "{error}");
     assert!(
         error.contains("exceeds its limit of 2097152 bytes"),
@@ -116,11 +119,11 @@ fn bad_options_are_refused_by_the_guest_with_the_reason() {
             )
             .unwrap_err()
         );
-        assert!(error.contains("invalid-argument"), "{error}");
+        assert!(error.contains("refuses the options"), "{error}");
         assert!(error.contains(expected), "{error}");
     }
     let mut bad_block_size = config();
-    bad_block_size.options.block_size = 1000;
+    bad_block_size.block_size = 1000;
     let error = format!(
         "{:#}",
         wasm_replica(&MemoryStorage::new(), IoOrder::Fifo, bad_block_size, None).unwrap_err()

@@ -1,10 +1,10 @@
 //! A guest that breaks the contract is stopped with an error naming what it did.
 
-use carapace::context::IoOrder;
-use carapace::machine::NativeMachine;
+use carapace::imports::IoOrder;
+use carapace::native::NativeInstance;
 use carapace::replica::Replica;
 use carapace::storage::MemoryStorage;
-use carapace_lsm::{Context, Failure, StateMachine};
+use carapace_sdk::{Context, Failure, StateMachine};
 
 use crate::support::*;
 
@@ -19,7 +19,13 @@ thread_local! {
 }
 
 impl StateMachine for Rogue {
-    fn init(context: Context, _: &carapace_lsm::Options) -> Result<Rogue, Failure> {
+    const IDENTITY: carapace_sdk::Identity = carapace_sdk::Identity {
+        name: "rogue",
+        version: "0.0.0",
+        state_format: 1,
+    };
+
+    fn init(context: Context, _: &carapace_sdk::Options) -> Result<Rogue, Failure> {
         if MISBEHAVE_IN_INIT.get() {
             context.set_timer(1, 10);
         }
@@ -61,9 +67,13 @@ impl StateMachine for Rogue {
     }
 }
 
-fn open_rogue() -> anyhow::Result<Replica<NativeMachine<Rogue>>> {
+fn open_rogue() -> anyhow::Result<Replica> {
     let context = context(&MemoryStorage::new(), IoOrder::Fifo);
-    Replica::open(NativeMachine::of(context), config(), None)
+    Ok(Replica::open(
+        Box::new(NativeInstance::<Rogue>::new(context)),
+        config(),
+        None,
+    )?)
 }
 
 #[test]

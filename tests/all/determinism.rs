@@ -1,16 +1,15 @@
 //! Same log, same replies and checkpoint ids: across runs, I/O orders, and targets.
 
-use carapace::context::IoOrder;
-use carapace::machine::Machine;
+use carapace::imports::IoOrder;
 use carapace::replica::Replica;
 use carapace::storage::MemoryStorage;
-use carapace::workload::Workload;
+use carapace::workload::{EchoWorkload, Workload};
 
 use crate::support::*;
 
 /// Every reply and every checkpoint id of `ops` workload ops.
-fn trace<M: Machine>(mut replica: Replica<M>, seed: u64, ops: u64) -> (Vec<Vec<u8>>, Vec<u128>) {
-    let mut workload = Workload::new(seed, BATCH_SIZE_LIMIT);
+fn trace(mut replica: Replica, seed: u64, ops: u64) -> (Vec<Vec<u8>>, Vec<u128>) {
+    let mut workload = EchoWorkload::new(seed, BATCH_SIZE_LIMIT);
     let mut replies = Vec::new();
     let mut checkpoint_ids = Vec::new();
     for _ in 0..ops {

@@ -5,12 +5,12 @@
 //! that never crashed. Damaged files give a clear error or a correct recovery.
 
 use anyhow::Result;
-use carapace::context::{HostContext, IoOrder};
 use carapace::disk::{CrashMode, SimDisk};
 use carapace::durable::{DataDir, Durable, GRID_FILE, JOURNAL_FILE, Recovery, SUPERBLOCK_FILE};
-use carapace::machine::NativeMachine;
+use carapace::imports::{HostImports, IoOrder};
+use carapace::native::NativeInstance;
 use carapace::replica::Request;
-use carapace::workload::Workload;
+use carapace::workload::{EchoWorkload, Workload};
 use carapace_echo::{Operation, Thing, thing_value};
 use carapace_lsm::table::Value;
 
@@ -19,7 +19,7 @@ use crate::support::*;
 const OPS: usize = 40;
 
 fn requests() -> Vec<Request> {
-    let mut workload = Workload::new(31, BATCH_SIZE_LIMIT);
+    let mut workload = EchoWorkload::new(31, BATCH_SIZE_LIMIT);
     let (mut op, mut timestamp) = (0, 0);
     (0..OPS)
         .map(|_| {
@@ -30,17 +30,19 @@ fn requests() -> Vec<Request> {
         .collect()
 }
 
-fn native(context: HostContext) -> Result<NativeMachine> {
-    Ok(NativeMachine::new(context))
+fn native(context: HostImports) -> carapace::Result<Box<dyn carapace::Instance>> {
+    Ok(Box::new(NativeInstance::<carapace_echo::Echo>::new(
+        context,
+    )))
 }
 
-fn open(disk: &SimDisk) -> Result<(Durable<NativeMachine>, Recovery)> {
-    Durable::open(
+fn open(disk: &SimDisk) -> Result<(Durable, Recovery)> {
+    Ok(Durable::open(
         DataDir::simulated(disk),
         Some(config()),
         IoOrder::Seeded(4),
-        native,
-    )
+        &native,
+    )?)
 }
 
 /// Replies and the checkpoint ids of a run that never crashed.
@@ -158,7 +160,7 @@ fn recovery_replays_the_journal_after_the_checkpoint() {
             DataDir::simulated(&disk),
             Some(config_with(&[("bar-ops", "8")])),
             IoOrder::Fifo,
-            native
+            &native
         )
         .unwrap_err()
     );

@@ -8,6 +8,7 @@ mod contract;
 mod determinism;
 mod durability;
 mod input;
+mod machines;
 mod model;
 mod recovery;
 mod replay;

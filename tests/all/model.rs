@@ -5,10 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use carapace::context::IoOrder;
-use carapace::machine::{Machine, NativeMachine, Options};
+use carapace::Options;
+use carapace::imports::IoOrder;
+use carapace::native::NativeInstance;
 use carapace::prng::Prng;
-use carapace::replica::{Checkpoint, Replica, ReplicaConfig, Request};
+use carapace::replica::{Checkpoint, Replica, Request};
 use carapace::storage::MemoryStorage;
 use carapace::wasm::{Limits, Runtime};
 use carapace_echo::{Operation, Thing, thing_value};
@@ -16,7 +17,7 @@ use carapace_lsm::forest::Forest;
 use carapace_lsm::groove::TOMBSTONE_BIT;
 use carapace_lsm::table::{Layout, Value};
 use carapace_lsm::tree::{Shape, TreeConfig};
-use carapace_lsm::{Context, Failure, StateMachine};
+use carapace_sdk::{Context, Failure, StateMachine};
 
 use crate::support::*;
 
@@ -81,7 +82,13 @@ const SHAPE: Shape = Shape {
 };
 
 impl StateMachine for ModelMachine {
-    fn init(context: Context, options: &carapace_lsm::Options) -> Result<ModelMachine, Failure> {
+    const IDENTITY: carapace_sdk::Identity = carapace_sdk::Identity {
+        name: "model",
+        version: "0.0.0",
+        state_format: 1,
+    };
+
+    fn init(context: Context, options: &carapace_sdk::Options) -> Result<ModelMachine, Failure> {
         let tree = TreeConfig {
             tree_id: 1,
             layout: Layout::of::<Entry>(),
@@ -179,34 +186,43 @@ impl StateMachine for ModelMachine {
     async fn timer(&mut self, _: u64) -> Result<(), Failure> {
         Ok(())
     }
-}
 
-fn model_config() -> ReplicaConfig {
-    ReplicaConfig {
-        options: Options {
-            batch_size_limit: 256,
-            block_size: BLOCK_SIZE,
-            block_count: BLOCK_COUNT,
-            settings: Vec::new(),
-        },
-        checkpoint_interval_ops: CHECKPOINT_INTERVAL_OPS,
+    fn describe(&self) -> Vec<carapace_sdk::Statistic> {
+        self.forest.describe()
     }
 }
 
-fn open_model(
-    storage: &MemoryStorage,
-    order: IoOrder,
-    checkpoint: Option<Checkpoint>,
-) -> Replica<NativeMachine<ModelMachine>> {
+/// The values of the machine's statistic `name`.
+fn statistic(replica: &mut Replica, name: &str) -> Vec<u64> {
+    let statistics = replica.describe().unwrap();
+    let found = statistics.iter().find(|statistic| statistic.name == name);
+    found
+        .unwrap_or_else(|| panic!("no statistic `{name}`"))
+        .values
+        .clone()
+}
+
+fn model_config() -> Options {
+    Options {
+        batch_size_limit: 256,
+        reply_size_limit: 1 << 20,
+        checkpoint_interval_ops: CHECKPOINT_INTERVAL_OPS,
+        block_size: BLOCK_SIZE,
+        block_count: BLOCK_COUNT,
+        settings: Vec::new(),
+    }
+}
+
+fn open_model(storage: &MemoryStorage, order: IoOrder, checkpoint: Option<Checkpoint>) -> Replica {
     Replica::open(
-        NativeMachine::of(context(storage, order)),
+        Box::new(NativeInstance::<ModelMachine>::new(context(storage, order))),
         model_config(),
         checkpoint,
     )
     .unwrap()
 }
 
-fn request(replica: &Replica<impl Machine>, operation: u8, body: Vec<u8>) -> Request {
+fn request(replica: &Replica, operation: u8, body: Vec<u8>) -> Request {
     Request {
         client: 1,
         op: replica.op() + 1,
@@ -217,7 +233,7 @@ fn request(replica: &Replica<impl Machine>, operation: u8, body: Vec<u8>) -> Req
 }
 
 /// Read `keys` through GET ops and return what the machine answered.
-fn get_all(replica: &mut Replica<impl Machine>, keys: &[u64]) -> Vec<Option<u64>> {
+fn get_all(replica: &mut Replica, keys: &[u64]) -> Vec<Option<u64>> {
     let mut values = Vec::with_capacity(keys.len());
     for chunk in keys.chunks(ENTRIES_PER_OP_MAX) {
         let body = chunk.iter().flat_map(|key| key.to_le_bytes()).collect();
@@ -289,26 +305,20 @@ fn model_run(seed: u64, ops: usize, key_space: u64, remove_one_in: u64, reopen: 
     if !reopen {
         return;
     }
-    let machine = replica.machine_mut().machine().unwrap();
-    let tree = machine.forest.tree(0);
-    let levels_in_use = (0..SHAPE.levels)
-        .filter(|&level| !tree.level(level).is_empty())
+    let tables_per_level = statistic(&mut replica, "tree 1 tables per level");
+    let levels_in_use = tables_per_level
+        .iter()
+        .filter(|&&tables| tables > 0)
         .count();
-    assert!(
-        levels_in_use >= 3,
-        "tables per level: {:?}",
-        (0..SHAPE.levels)
-            .map(|l| tree.level(l).len())
-            .collect::<Vec<_>>()
-    );
+    assert!(levels_in_use >= 3, "tables per level: {tables_per_level:?}");
     assert!(
         checkpoints.len() >= 100,
         "{} checkpoints",
         checkpoints.len()
     );
     // Nothing grows without bound: the manifest log is compacted, released blocks reused.
-    assert!(machine.forest.manifest_log().block_count() < 20);
-    assert!(machine.forest.grid().free_set().acquired_count() < 400);
+    assert!(statistic(&mut replica, "manifest log blocks")[0] < 20);
+    assert!(statistic(&mut replica, "grid blocks in use")[0] < 400);
 
     // Reopen every checkpoint over the grid as it was then, and read every key.
     let keys: Vec<u64> = (0..key_space).collect();
@@ -324,7 +334,7 @@ fn model_run(seed: u64, ops: usize, key_space: u64, remove_one_in: u64, reopen: 
     }
 }
 
-fn lookup_things(replica: &mut Replica<impl Machine>, ids: &[u128]) -> Vec<Thing> {
+fn lookup_things(replica: &mut Replica, ids: &[u128]) -> Vec<Thing> {
     let ids_per_op = BATCH_SIZE_LIMIT as usize / 16;
     let mut things = Vec::new();
     for chunk in ids.chunks(ids_per_op) {
@@ -388,11 +398,12 @@ fn echo_things_through_the_wasm_host_match_the_model_at_every_checkpoint() {
     }
     // One compiled component serves every reopening.
     let runtime = Runtime::new(Limits::default()).unwrap();
-    let component = runtime.load(carapace::ECHO_COMPONENT).unwrap();
+    let component = runtime.load(carapace::machines::ECHO_COMPONENT).unwrap();
     for (checkpoint, image, model) in &checkpoints {
         let context = context(&image.snapshot(), IoOrder::Seeded(checkpoint.op));
         let machine = runtime.instantiate(&component, context).unwrap();
-        let mut reopened = Replica::open(machine, config(), Some(checkpoint.clone())).unwrap();
+        let mut reopened =
+            Replica::open(Box::new(machine), config(), Some(checkpoint.clone())).unwrap();
         let ids: Vec<u128> = (1..=u128::from(checkpoint.op)).collect();
         let things = lookup_things(&mut reopened, &ids);
         assert_eq!(

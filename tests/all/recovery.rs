@@ -1,9 +1,9 @@
 //! Reopening at a checkpoint and replaying the log after it reproduces the run.
 
-use carapace::context::IoOrder;
+use carapace::imports::IoOrder;
 use carapace::replica::{Checkpoint, Request};
 use carapace::storage::{MemoryStorage, Storage};
-use carapace::workload::Workload;
+use carapace::workload::{EchoWorkload, Workload};
 
 use crate::support::*;
 
@@ -19,7 +19,7 @@ struct Run {
 fn uncrashed_run(seed: u64, ops: u64) -> Run {
     let storage = MemoryStorage::new();
     let mut replica = wasm_replica(&storage, IoOrder::Seeded(seed), config(), None).unwrap();
-    let mut workload = Workload::new(seed, BATCH_SIZE_LIMIT);
+    let mut workload = EchoWorkload::new(seed, BATCH_SIZE_LIMIT);
     let mut run = Run {
         requests: Vec::new(),
         replies: Vec::new(),
@@ -147,10 +147,12 @@ fn a_damaged_block_anywhere_is_an_error_naming_it_never_wrong_data() {
     for address in image.addresses() {
         let damaged = image.snapshot();
         assert!(damaged.corrupt(address, 90, 0x20));
-        let named = |error: anyhow::Error| {
-            let error = format!("{error:#}");
-            assert!(error.contains("corrupt-block"), "{error}");
-            assert!(error.contains(&format!("address {address}")), "{error}");
+        let named = |error: carapace::Error| match error.guest().map(|guest| &guest.fault) {
+            Some(carapace::Fault::Failure {
+                kind: carapace::FailureKind::CorruptBlock,
+                message,
+            }) => assert!(message.contains(&format!("address {address}")), "{message}"),
+            _ => panic!("expected a corrupt block, got {error}"),
         };
         // Natively: the same guest core, without compiling a component per block.
         let mut replica =

@@ -3,54 +3,67 @@
 //! real data directories, and their bad cases.
 
 use anyhow::Result;
+use carapace::Options;
 use carapace::cli::Cli;
 use carapace::cli::inspect::inspect;
-use carapace::cli::replay::replay_with;
-use carapace::context::{HostContext, IoOrder};
 use carapace::disk::SimDisk;
-use carapace::durable::{DataDir, Durable, JOURNAL_FILE};
+use carapace::durable::{DataDir, Durable, JOURNAL_FILE, SUPERBLOCK_FILE, read_superblock};
+use carapace::imports::{HostImports, IoOrder};
 use carapace::journal::Journal;
-use carapace::machine::{NativeMachine, Options};
-use carapace::replica::ReplicaConfig;
+use carapace::native::NativeInstance;
+use carapace::replay::{ReplayReport, replay_journal};
+use carapace::replica::Replica;
 use carapace::storage::MemoryStorage;
-use carapace::workload::{self, Workload};
+use carapace::workload::{self, EchoWorkload};
+use carapace::{Error, Instance};
 use carapace_echo::Echo;
-use carapace_lsm::{Context, Failure, StateMachine};
+use carapace_sdk::{Context, Failure, StateMachine};
 use clap::Parser;
 
-fn long_config() -> ReplicaConfig {
-    ReplicaConfig {
-        options: Options {
-            batch_size_limit: 16,
-            block_size: 4096,
-            block_count: 1 << 15,
-            settings: Vec::new(),
-        },
+fn long_config() -> Options {
+    Options {
+        batch_size_limit: 16,
+        reply_size_limit: 1 << 20,
         checkpoint_interval_ops: 1024,
+        block_size: 4096,
+        block_count: 1 << 15,
+        settings: Vec::new(),
     }
 }
 
-fn record(disk: &SimDisk, config: &ReplicaConfig, ops: u64) {
+fn record(disk: &SimDisk, config: &Options, ops: u64) {
     let (mut durable, _) = Durable::open(
         DataDir::simulated(disk),
         Some(config.clone()),
         IoOrder::Seeded(2),
-        |context| Ok(NativeMachine::new(context)),
+        &|context| Ok(Box::new(NativeInstance::<Echo>::new(context))),
     )
     .unwrap();
     workload::run(
         &mut durable,
-        &mut Workload::new(8, config.options.batch_size_limit),
+        &mut EchoWorkload::new(8, config.batch_size_limit),
         ops,
     )
     .unwrap();
 }
 
-fn fresh_context(config: &ReplicaConfig) -> HostContext {
-    HostContext::new(
+/// Replay the journal on `disk` from genesis with `instance`.
+fn replay_from_genesis(
+    disk: &SimDisk,
+    instance: Box<dyn Instance>,
+    config: Options,
+) -> ReplayReport {
+    let (mut journal, _) = Journal::open_read_only(Box::new(disk.file(JOURNAL_FILE))).unwrap();
+    let stored = read_superblock(&mut disk.file(SUPERBLOCK_FILE)).unwrap();
+    let mut replica = Replica::open(instance, config, None).unwrap();
+    replay_journal(&mut replica, &mut journal, &stored, |_, _, _| Ok(()))
+}
+
+fn fresh_context(config: &Options) -> HostImports {
+    HostImports::new(
         Box::new(MemoryStorage::new()),
-        config.options.block_size,
-        config.options.block_count,
+        config.block_size,
+        config.block_count,
         IoOrder::Fifo,
     )
 }
@@ -60,17 +73,9 @@ fn replay_of_a_100_000_op_log_reproduces_every_checkpoint_id() {
     let config = long_config();
     let disk = SimDisk::new();
     record(&disk, &config, 100_000);
-    let (journal, _) = Journal::open_read_only(Box::new(disk.file(JOURNAL_FILE))).unwrap();
-    let report = replay_with(
-        NativeMachine::new(fresh_context(&config)),
-        config,
-        None,
-        journal,
-        100_000,
-        false,
-    )
-    .unwrap();
-    assert_eq!(report.divergence, None);
+    let instance = Box::new(NativeInstance::<Echo>::new(fresh_context(&config)));
+    let report = replay_from_genesis(&disk, instance, config);
+    report.outcome.unwrap();
     assert_eq!(report.identical_through, 100_000);
     assert_eq!(report.checkpoints_verified, 100_000 / 1024);
 }
@@ -82,7 +87,13 @@ struct Divergent(Echo);
 const DIVERGENT_OP: u64 = 777;
 
 impl StateMachine for Divergent {
-    fn init(context: Context, options: &carapace_lsm::Options) -> Result<Divergent, Failure> {
+    const IDENTITY: carapace_sdk::Identity = carapace_sdk::Identity {
+        name: "echo",
+        version: "0.0.0",
+        state_format: 1,
+    };
+
+    fn init(context: Context, options: &carapace_sdk::Options) -> Result<Divergent, Failure> {
         Echo::init(context, options).map(Divergent)
     }
     async fn open(&mut self, checkpoint: Option<&[u8]>) -> Result<(), Failure> {
@@ -129,17 +140,16 @@ fn replay_against_a_different_guest_names_the_first_divergent_op() {
     let config = long_config();
     let disk = SimDisk::new();
     record(&disk, &config, 2_000);
-    let (journal, _) = Journal::open_read_only(Box::new(disk.file(JOURNAL_FILE))).unwrap();
-    let machine = NativeMachine::<Divergent>::of(fresh_context(&config));
-    let report = replay_with(machine, config, None, journal, 2_000, false).unwrap();
+    let instance = Box::new(NativeInstance::<Divergent>::new(fresh_context(&config)));
+    let report = replay_from_genesis(&disk, instance, config);
     assert_eq!(report.identical_through, DIVERGENT_OP - 1);
-    let divergence = report.divergence.unwrap();
-    assert!(
-        divergence.contains(&format!(
-            "replay diverged at op {DIVERGENT_OP}: reply checksum"
-        )),
-        "{divergence}"
-    );
+    match report.outcome.unwrap_err() {
+        Error::Divergence { op, detail } => {
+            assert_eq!(op, DIVERGENT_OP);
+            assert!(detail.contains("reply checksum"), "{detail}");
+        }
+        error => panic!("expected a divergence, got {error}"),
+    }
 }
 
 fn cli(args: &[&str]) -> Result<(), String> {
@@ -178,13 +188,17 @@ fn a_data_directory_persists_continues_replays_and_inspects() {
     // journal's tail and checks every reply and checkpoint id across targets.
     cli(&["run", "--ops", "10", "--data", path]).unwrap();
     run("20", &args).unwrap();
-    let report = inspect(&dir).unwrap();
+    let report = inspect(&dir, &Default::default()).unwrap();
     assert_eq!(report.journal_ops, 150);
     assert_eq!(report.checkpoint.as_ref().unwrap().op, 144);
     assert_eq!(report.superblock_copies_valid, [true; 4]);
-    let lsm = report.lsm.unwrap();
-    assert_eq!(lsm.trees.len(), 3);
-    assert!(lsm.trees[0].tables_per_level.iter().sum::<usize>() > 0);
+    let trees: Vec<_> = report
+        .statistics
+        .iter()
+        .filter(|statistic| statistic.name.ends_with("tables per level"))
+        .collect();
+    assert_eq!(trees.len(), 3, "{:?}", report.statistics);
+    assert!(trees[0].values.iter().sum::<u64>() > 0);
     cli(&["replay", path]).unwrap();
     cli(&["replay", path, "--target", "native"]).unwrap();
     cli(&["replay", path, "--from-checkpoint"]).unwrap();
@@ -196,11 +210,11 @@ fn a_data_directory_persists_continues_replays_and_inspects() {
         "replay",
         path,
         "--module",
-        carapace::ECHO_DIVERGENT_COMPONENT_PATH,
+        carapace::machines::ECHO_DIVERGENT_COMPONENT_PATH,
     ])
     .unwrap_err();
     assert!(
-        error.contains("identical through op 99, then: replay diverged at op 100: reply checksum"),
+        error.contains("identical through op 99: replay diverged at op 100: reply checksum"),
         "{error}"
     );
 
@@ -241,11 +255,11 @@ fn a_data_directory_persists_continues_replays_and_inspects() {
         .open(&journal)
         .unwrap();
     file.set_len(length - 10).unwrap();
-    let report = inspect(&dir).unwrap();
+    let report = inspect(&dir, &Default::default()).unwrap();
     assert_eq!(report.journal_ops, 149);
     assert!(report.journal_torn_bytes > 0);
     run("1", &[]).unwrap();
-    assert_eq!(inspect(&dir).unwrap().journal_ops, 150);
+    assert_eq!(inspect(&dir, &Default::default()).unwrap().journal_ops, 150);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -263,10 +277,7 @@ fn options_the_machine_refuses_do_not_create_a_data_directory() {
         "bar-ops=3",
     ])
     .unwrap_err();
-    assert!(
-        error.contains("the options do not suit the state machine"),
-        "{error}"
-    );
+    assert!(error.contains("refuses the options"), "{error}");
     assert!(error.contains("setting `bar-ops`: 3"), "{error}");
     let error = cli(&["run", "--ops", "5", "--data", path, "--block-size", "1000"]).unwrap_err();
     assert!(
@@ -280,7 +291,7 @@ fn options_the_machine_refuses_do_not_create_a_data_directory() {
     );
     // Nothing was recorded: good options create the directory afterwards.
     cli(&["run", "--ops", "5", "--data", path, "--target", "native"]).unwrap();
-    assert_eq!(inspect(&dir).unwrap().journal_ops, 5);
+    assert_eq!(inspect(&dir, &Default::default()).unwrap().journal_ops, 5);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -288,15 +299,15 @@ fn options_the_machine_refuses_do_not_create_a_data_directory() {
 fn replay_and_inspect_refuse_what_is_not_a_data_directory() {
     let missing = temp_dir("missing");
     let error = cli(&["replay", missing.to_str().unwrap()]).unwrap_err();
-    assert!(error.contains("opening the superblock"), "{error}");
+    assert!(error.contains("superblock`: No such file"), "{error}");
     let error = cli(&["inspect", missing.to_str().unwrap()]).unwrap_err();
-    assert!(error.contains("opening the superblock"), "{error}");
+    assert!(error.contains("superblock`: No such file"), "{error}");
 
     let garbage = temp_dir("garbage");
     std::fs::create_dir_all(&garbage).unwrap();
     std::fs::write(garbage.join("superblock"), vec![7; 16384]).unwrap();
     std::fs::write(garbage.join("journal"), b"").unwrap();
     let error = cli(&["inspect", garbage.to_str().unwrap()]).unwrap_err();
-    assert!(error.contains("holds no valid superblock"), "{error}");
+    assert!(error.contains("no valid superblock copy"), "{error}");
     std::fs::remove_dir_all(&garbage).unwrap();
 }

@@ -1,7 +1,6 @@
 //! What the guest stores lives in grid blocks, and damage to them is caught on read.
 
-use carapace::context::IoOrder;
-use carapace::machine::Machine;
+use carapace::imports::IoOrder;
 use carapace::replica::{Replica, Request};
 use carapace::storage::MemoryStorage;
 use carapace_echo::{Operation, Thing, thing_value};
@@ -42,13 +41,13 @@ fn expected_thing(op: u64) -> Thing {
 
 /// Commit ops `1..=OPS`: the first two bars end up in tables on disk, the third in
 /// the immutable memory table.
-fn commit_echoes<M: Machine>(replica: &mut Replica<M>) {
+fn commit_echoes(replica: &mut Replica) {
     for op in 1..=OPS {
         replica.commit(&echo(op)).unwrap();
     }
 }
 
-fn check_reads_back_and_detects_damage<M: Machine>(open: impl Fn(&MemoryStorage) -> Replica<M>) {
+fn check_reads_back_and_detects_damage(open: impl Fn(&MemoryStorage) -> Replica) {
     let storage = MemoryStorage::new();
     let mut replica = open(&storage);
     commit_echoes(&mut replica);
@@ -92,7 +91,7 @@ fn check_reads_back_and_detects_damage<M: Machine>(open: impl Fn(&MemoryStorage)
 }
 
 /// Without a block cache, every lookup reads the grid.
-fn uncached() -> carapace::replica::ReplicaConfig {
+fn uncached() -> carapace::Options {
     config_with(&[("grid-cache-blocks", "0")])
 }
 
@@ -133,7 +132,7 @@ fn damage_behind_the_cache_is_caught_once_the_block_is_read_again() {
     // The instance is unusable now: it says so rather than running on.
     let error = format!("{:#}", reopened.commit(&lookup(op, 2)).unwrap_err());
     assert!(
-        error.contains("failed earlier and must be reopened"),
+        error.contains("stopped after an earlier error and must be reopened"),
         "{error}"
     );
 }

@@ -1,69 +1,81 @@
 //! Shared set-up: the small test configuration and replicas over memory storage.
 
-use anyhow::Result;
-use carapace::context::{HostContext, IoOrder};
-use carapace::machine::{NativeMachine, Options};
-use carapace::replica::{Checkpoint, Replica, ReplicaConfig};
+use carapace::Result;
+use carapace::imports::{HostImports, IoOrder};
+use carapace::native::NativeInstance;
+use carapace::replica::{Checkpoint, Replica};
 use carapace::storage::MemoryStorage;
-use carapace::wasm::{Limits, Runtime, WasmMachine};
+use carapace::wasm::{Limits, Runtime, WasmInstance};
+use carapace::{Instance, Options};
 
 /// Small blocks, short bars and small levels (the echo machine's `test` profile), so
 /// that tests exercise many levels and checkpoints fast.
 pub const BLOCK_SIZE: u32 = 1024;
 pub const BLOCK_COUNT: u64 = 1 << 14;
 pub const BATCH_SIZE_LIMIT: u32 = 512;
+pub const REPLY_SIZE_LIMIT: u32 = 4096;
 pub const CHECKPOINT_INTERVAL_OPS: u64 = 16;
 
-pub fn config() -> ReplicaConfig {
+pub fn config() -> Options {
     config_with(&[])
 }
 
-pub fn config_with(settings: &[(&str, &str)]) -> ReplicaConfig {
+pub fn config_with(settings: &[(&str, &str)]) -> Options {
     let mut all = vec![("lsm-profile".to_string(), "test".to_string())];
     all.extend(
         settings
             .iter()
             .map(|(name, value)| (name.to_string(), value.to_string())),
     );
-    ReplicaConfig {
-        options: Options {
-            batch_size_limit: BATCH_SIZE_LIMIT,
-            block_size: BLOCK_SIZE,
-            block_count: BLOCK_COUNT,
-            settings: all,
-        },
+    Options {
+        batch_size_limit: BATCH_SIZE_LIMIT,
+        reply_size_limit: REPLY_SIZE_LIMIT,
         checkpoint_interval_ops: CHECKPOINT_INTERVAL_OPS,
+        block_size: BLOCK_SIZE,
+        block_count: BLOCK_COUNT,
+        settings: all,
     }
 }
 
-pub fn context(storage: &MemoryStorage, order: IoOrder) -> HostContext {
-    HostContext::new(Box::new(storage.clone()), BLOCK_SIZE, BLOCK_COUNT, order)
+pub fn context(storage: &MemoryStorage, order: IoOrder) -> HostImports {
+    HostImports::new(Box::new(storage.clone()), BLOCK_SIZE, BLOCK_COUNT, order)
 }
 
-pub fn wasm_machine(storage: &MemoryStorage, order: IoOrder) -> Result<WasmMachine> {
+pub fn wasm_machine_of(
+    component: &[u8],
+    storage: &MemoryStorage,
+    order: IoOrder,
+) -> Result<WasmInstance> {
     let runtime = Runtime::new(Limits::default())?;
-    let component = runtime.load(carapace::ECHO_COMPONENT)?;
+    let component = runtime.load(component)?;
     runtime.instantiate(&component, context(storage, order))
+}
+
+pub fn wasm_machine(storage: &MemoryStorage, order: IoOrder) -> Result<WasmInstance> {
+    wasm_machine_of(carapace::machines::ECHO_COMPONENT, storage, order)
 }
 
 pub fn wasm_replica(
     storage: &MemoryStorage,
     order: IoOrder,
-    config: ReplicaConfig,
+    config: Options,
     checkpoint: Option<Checkpoint>,
-) -> Result<Replica<WasmMachine>> {
-    Replica::open(wasm_machine(storage, order)?, config, checkpoint)
+) -> Result<Replica> {
+    Replica::open(Box::new(wasm_machine(storage, order)?), config, checkpoint)
+}
+
+/// A native echo instance over `storage`.
+pub fn native_echo(storage: &MemoryStorage, order: IoOrder) -> Box<dyn Instance> {
+    Box::new(NativeInstance::<carapace_echo::Echo>::new(context(
+        storage, order,
+    )))
 }
 
 pub fn native_replica(
     storage: &MemoryStorage,
     order: IoOrder,
-    config: ReplicaConfig,
+    config: Options,
     checkpoint: Option<Checkpoint>,
-) -> Result<Replica<NativeMachine>> {
-    Replica::open(
-        NativeMachine::new(context(storage, order)),
-        config,
-        checkpoint,
-    )
+) -> Result<Replica> {
+    Replica::open(native_echo(storage, order), config, checkpoint)
 }

@@ -1,16 +1,15 @@
 //! Logical timers fire at the same place in the log, natively, in wasm, and after a
 //! restart.
 
-use carapace::context::IoOrder;
-use carapace::machine::Machine;
+use carapace::imports::IoOrder;
 use carapace::replica::Replica;
 use carapace::storage::MemoryStorage;
-use carapace::workload::{self, Workload};
+use carapace::workload::{self, EchoWorkload};
 
 use crate::support::*;
 
-fn stats_messages<M: Machine>(replica: &mut Replica<M>) -> Vec<(u64, String)> {
-    replica.machine_mut().with_context(|context| {
+fn stats_messages(replica: &mut Replica) -> Vec<(u64, String)> {
+    replica.instance_mut().with_imports(|context| {
         context
             .log_messages()
             .filter(|message| message.message.starts_with("stats"))
@@ -31,15 +30,15 @@ fn timers_fire_at_the_same_ops_in_wasm_natively_and_after_reopening() {
         None,
     )
     .unwrap();
-    workload::run(&mut wasm, &mut Workload::new(9, BATCH_SIZE_LIMIT), 64).unwrap();
-    workload::run(&mut native, &mut Workload::new(9, BATCH_SIZE_LIMIT), 64).unwrap();
+    workload::run(&mut wasm, &mut EchoWorkload::new(9, BATCH_SIZE_LIMIT), 64).unwrap();
+    workload::run(&mut native, &mut EchoWorkload::new(9, BATCH_SIZE_LIMIT), 64).unwrap();
     let fired = stats_messages(&mut wasm);
     assert!(fired.len() >= 4, "{fired:?}");
     assert_eq!(fired, stats_messages(&mut native));
 
     // Reopen at the checkpoint of op 32 over the storage as it was then, and replay:
     // the timer is re-armed for the same deadline and fires before the same ops.
-    let mut workload = Workload::new(9, BATCH_SIZE_LIMIT);
+    let mut workload = EchoWorkload::new(9, BATCH_SIZE_LIMIT);
     let storage = MemoryStorage::new();
     let mut first_half = wasm_replica(&storage, IoOrder::Fifo, config.clone(), None).unwrap();
     workload::run(&mut first_half, &mut workload, 32).unwrap();
@@ -59,7 +58,12 @@ fn a_short_timer_interval_fires_at_most_once_per_op() {
     // pass between two ops, yet the timer fires once, seeing the op's timestamp.
     let config = config_with(&[("stats-interval", "10")]);
     let mut replica = wasm_replica(&MemoryStorage::new(), IoOrder::Fifo, config, None).unwrap();
-    workload::run(&mut replica, &mut Workload::new(3, BATCH_SIZE_LIMIT), 200).unwrap();
+    workload::run(
+        &mut replica,
+        &mut EchoWorkload::new(3, BATCH_SIZE_LIMIT),
+        200,
+    )
+    .unwrap();
     let fired = stats_messages(&mut replica);
     assert!(
         fired.len() >= 150 && fired.len() <= 200,

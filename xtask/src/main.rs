@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: the project's tasks that are more than one cargo command.
 //!
-//! - `ci`: formatting, lints, then every test (what `.ci/run` runs);
+//! - `ci`: formatting, lints, the host core built for wasm32, then every test (what
+//!   `.ci/run` runs);
 //! - `bench`: the wasm-vs-native benchmark, in release mode;
 //! - `memory`: guest memory after 100,000 and after 1,000,000 echo ops (must be equal).
 
@@ -28,6 +29,16 @@ fn ci() -> Result<()> {
         "-D",
         "warnings",
     ])?;
+    // The host core runs in a browser page: it must build for wasm32 with no OS, and
+    // the host library must build without the native baseline (no guest crate).
+    cargo(&[
+        "check",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--package",
+        "carapace-core",
+    ])?;
+    cargo(&["check", "--package", "carapace", "--no-default-features"])?;
     cargo(&["test", "--workspace"])
 }
 

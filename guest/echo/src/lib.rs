@@ -11,15 +11,15 @@
 //! index on `value`. Prefetch looks each id up (index, then object) into the prefetch
 //! cache; commit reads only that cache.
 //!
-//! Plain Rust with no bindings: the component adapter and the native host drive it
-//! through [`carapace_lsm::Driver`].
+//! Plain Rust with no bindings: the component adapter and the native host run it
+//! through [`carapace_sdk::Runner`].
 
 use carapace_lsm::checksum::Checksummer;
 use carapace_lsm::forest::Forest;
 use carapace_lsm::groove::{CompositeKey, TOMBSTONE_BIT, UniqueKey};
 use carapace_lsm::table::{Layout, Value};
 use carapace_lsm::tree::{Shape, TreeConfig};
-use carapace_lsm::{Context, Failure, Level, Options, StateMachine};
+use carapace_sdk::{Context, Failure, Identity, Level, Options, StateMachine, Statistic};
 
 mod settings;
 
@@ -66,6 +66,10 @@ pub const THINGS_VALUE_TREE_ID: u16 = 3;
 const OBJECTS: usize = 0;
 const IDS: usize = 1;
 const VALUES: usize = 2;
+
+/// The first op whose reply the `divergent-test-version` build changes.
+#[cfg(feature = "divergent-test-version")]
+pub const DIVERGENT_FROM_OP: u64 = 100;
 
 /// The timer id of the periodic statistics message.
 pub const STATS_TIMER_ID: u64 = 1;
@@ -144,6 +148,7 @@ pub struct Echo {
     context: Context,
     settings: Settings,
     batch_size_limit: u32,
+    reply_size_limit: u32,
     forest: Forest,
     prefetched: Prefetched,
     /// The last op committed (or the checkpoint's op, after open).
@@ -223,12 +228,28 @@ impl Echo {
 }
 
 impl StateMachine for Echo {
+    const IDENTITY: Identity = Identity {
+        name: "echo",
+        #[cfg(not(feature = "divergent-test-version"))]
+        version: env!("CARGO_PKG_VERSION"),
+        #[cfg(feature = "divergent-test-version")]
+        version: concat!(env!("CARGO_PKG_VERSION"), "+divergent"),
+        state_format: 1,
+    };
+
     fn init(context: Context, options: &Options) -> Result<Echo, Failure> {
         let settings = Settings::parse(&options.settings)?;
         if !(1..=BATCH_SIZE_LIMIT_MAX).contains(&options.batch_size_limit) {
             return Err(Failure::InvalidArgument(format!(
                 "batch size limit {} is not in 1..={BATCH_SIZE_LIMIT_MAX}",
                 options.batch_size_limit
+            )));
+        }
+        // An echo reply is its request's body.
+        if options.reply_size_limit < options.batch_size_limit {
+            return Err(Failure::InvalidArgument(format!(
+                "reply size limit {} is below the batch size limit {}: echo replies with the body",
+                options.reply_size_limit, options.batch_size_limit
             )));
         }
         let shape = Shape {
@@ -257,10 +278,12 @@ impl StateMachine for Echo {
             shape,
             &trees,
         )?;
+        forest.check_checkpoint_interval(options.checkpoint_interval_ops)?;
         Ok(Echo {
             context,
             settings,
             batch_size_limit: options.batch_size_limit,
+            reply_size_limit: options.reply_size_limit,
             forest,
             prefetched: Prefetched {
                 op: 0,
@@ -304,6 +327,15 @@ impl StateMachine for Echo {
                 Err(format!(
                     "lookup body of {} bytes is not one or more ids of {ID_SIZE} bytes",
                     body.len()
+                ))
+            }
+            Some(Operation::Lookup)
+                if body.len() / ID_SIZE * Thing::SIZE > self.reply_size_limit as usize =>
+            {
+                Err(format!(
+                    "lookup of {} ids could reply with more than the reply size limit of {} bytes",
+                    body.len() / ID_SIZE,
+                    self.reply_size_limit
                 ))
             }
             Some(Operation::Lookup) => Ok(()),
@@ -374,6 +406,10 @@ impl StateMachine for Echo {
                     id,
                 });
                 reply.extend_from_slice(body);
+                #[cfg(feature = "divergent-test-version")]
+                if op >= DIVERGENT_FROM_OP {
+                    reply.push(0);
+                }
             }
             Some(Operation::Lookup) => {
                 for (_, thing) in &self.prefetched.things {
@@ -418,6 +454,15 @@ impl StateMachine for Echo {
 
     fn checkpoint_state(&self) -> Vec<u8> {
         self.checkpoint_state.clone()
+    }
+
+    fn describe(&self) -> Vec<Statistic> {
+        let mut statistics = vec![Statistic {
+            name: "ops committed".into(),
+            values: vec![self.op_committed],
+        }];
+        statistics.extend(self.forest.describe());
+        statistics
     }
 
     async fn timer(&mut self, id: u64) -> Result<(), Failure> {

@@ -4,8 +4,8 @@
 //! bars and small levels so that tests exercise many levels and checkpoints fast); the
 //! other settings override single values of the profile, whatever their order.
 
-use carapace_lsm::Failure;
 use carapace_lsm::tree::LEVELS_MAX;
+use carapace_sdk::Failure;
 
 /// Settings of the echo machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -20,7 +20,7 @@
 //! |     56 |    8 | reserved, zero                                    |
 
 use crate::checksum::checksum;
-use crate::failure::Failure;
+use carapace_sdk::Failure;
 
 /// Size of the block header in bytes.
 pub const HEADER_SIZE: usize = 64;

@@ -20,10 +20,10 @@
 
 use crate::block;
 use crate::checksum::checksum;
-use crate::failure::Failure;
 use crate::grid::BlockRef;
 use crate::manifest_log::LogRef;
 use crate::trailer::TrailerRef;
+use carapace_sdk::Failure;
 
 const MAGIC: &[u8; 8] = b"carapace";
 const VERSION: u32 = 2;

@@ -7,10 +7,10 @@
 //! take effect at the end of the half-bar, applied by the tree in a fixed order.
 
 use crate::block::BlockType;
-use crate::failure::Failure;
 use crate::grid::Grid;
 use crate::table::{self, IndexEntry, Layout, TableBuilder, TableInfo};
 use crate::tree::Table;
+use carapace_sdk::Failure;
 
 /// Reads the values of a run of disjoint tables in key order, one block at a time.
 /// The tables are a range of the tree's table list, which does not change while a

@@ -10,13 +10,15 @@
 
 use crate::block::BlockType;
 use crate::checkpoint::CheckpointState;
-use crate::failure::Failure;
 use crate::free_set::FreeSet;
 use crate::grid::Grid;
-use crate::io::Context;
 use crate::manifest_log::{COMPACT_BLOCKS_PER_HALF_BAR_MAX, Event, EventKind, ManifestLog};
+use crate::scan::ScanBuffer;
 use crate::trailer;
 use crate::tree::{LEVELS_MAX, Shape, Table, Tree, TreeConfig};
+use carapace_sdk::Failure;
+use carapace_sdk::{Context, Statistic};
+use std::cell::RefCell;
 
 /// The forest of a state machine.
 #[derive(Debug)]
@@ -25,6 +27,10 @@ pub struct Forest {
     shape: Shape,
     trees: Vec<Tree>,
     log: ManifestLog,
+    /// Lent to one scan at a time (scans take `&self`, as lookups do); `None` while lent.
+    /// One for all trees: a machine scans one tree at a time, and the buffer's blocks
+    /// would be wasted on trees that are never scanned.
+    scan_buffer: RefCell<Option<ScanBuffer>>,
 }
 
 impl Forest {
@@ -58,6 +64,12 @@ impl Forest {
             );
         }
         let grid = Grid::new(context, block_size, block_count, cache_blocks)?;
+        let memory_values_max = trees
+            .iter()
+            .map(|config| config.values_per_bar_max)
+            .max()
+            .unwrap_or(0);
+        let scan_buffer = ScanBuffer::new(&grid, shape.levels, memory_values_max);
         let trees = trees
             .iter()
             .map(|config| Tree::new(&grid, shape, *config))
@@ -72,6 +84,7 @@ impl Forest {
             shape,
             trees,
             log,
+            scan_buffer: RefCell::new(Some(scan_buffer)),
         })
     }
 
@@ -95,6 +108,29 @@ impl Forest {
         &self.log
     }
 
+    /// The forest's figures for `describe`: per tree its tables per level and the values
+    /// in its memory tables, grid blocks in use, and the manifest log's blocks.
+    pub fn describe(&self) -> Vec<Statistic> {
+        let mut statistics = Vec::with_capacity(self.trees.len() + 2);
+        for tree in &self.trees {
+            statistics.push(Statistic {
+                name: format!("tree {} tables per level", tree.tree_id()),
+                values: (0..self.shape.levels)
+                    .map(|level| tree.level(level).len() as u64)
+                    .collect(),
+            });
+        }
+        statistics.push(Statistic {
+            name: "grid blocks in use".into(),
+            values: vec![self.grid.free_set().acquired_count()],
+        });
+        statistics.push(Statistic {
+            name: "manifest log blocks".into(),
+            values: vec![self.log.block_count() as u64],
+        });
+        statistics
+    }
+
     /// Insert or replace a value in tree `index`.
     pub fn put(&mut self, index: usize, value: &[u8]) {
         self.trees[index].put(value);
@@ -114,6 +150,38 @@ impl Forest {
         out: &mut [u8],
     ) -> Result<bool, Failure> {
         self.trees[index].get(&self.grid, key, snapshot, out).await
+    }
+
+    /// Append to `out` the values of at most `limit` live keys of tree `index` in
+    /// `key_min..=key_max`, ascending, as op `snapshot` sees them; see [`Tree::scan`].
+    /// One scan at a time: the forest has one scan buffer.
+    pub async fn scan(
+        &self,
+        index: usize,
+        key_min: u128,
+        key_max: u128,
+        snapshot: u64,
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Failure> {
+        // Taken out for the awaits rather than borrowed across them.
+        let mut buffer = self
+            .scan_buffer
+            .take()
+            .expect("one scan at a time: the forest has one scan buffer");
+        let result = self.trees[index]
+            .scan(
+                &self.grid,
+                &mut buffer,
+                key_min,
+                key_max,
+                snapshot,
+                limit,
+                out,
+            )
+            .await;
+        self.scan_buffer.replace(Some(buffer));
+        result
     }
 
     /// One beat of compaction, after op `op` committed.
@@ -149,6 +217,21 @@ impl Forest {
             for tree in trees.iter_mut() {
                 tree.swap_memory_tables();
             }
+        }
+        Ok(())
+    }
+
+    /// Refuse a checkpoint interval that would ask for a checkpoint in the middle of a
+    /// bar: machines check it at `init`, so that no data directory is created with it.
+    pub fn check_checkpoint_interval(&self, checkpoint_interval_ops: u64) -> Result<(), Failure> {
+        if checkpoint_interval_ops == 0
+            || !checkpoint_interval_ops.is_multiple_of(self.shape.bar_ops)
+        {
+            return Err(Failure::InvalidArgument(format!(
+                "checkpoint interval of {checkpoint_interval_ops} ops is not a positive multiple \
+                 of the bar of {} ops: checkpoints are taken at the end of a bar",
+                self.shape.bar_ops
+            )));
         }
         Ok(())
     }

@@ -7,7 +7,7 @@
 //! the next checkpoint is durable, because the previous checkpoint, which a recovery
 //! would open, may still refer to it. [`FreeSet::checkpoint_durable`] then frees them.
 
-use crate::failure::Failure;
+use carapace_sdk::Failure;
 
 /// The blocks of a grid, as two bitsets over addresses `1..=block_count`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,9 +5,9 @@ use std::cell::RefCell;
 
 use crate::block::{self, BLOCK_SIZE_MAX, BLOCK_SIZE_MIN, BlockType};
 use crate::cache::BlockCache;
-use crate::failure::Failure;
 use crate::free_set::FreeSet;
-use crate::io::{Context, WriteBlock};
+use carapace_sdk::Failure;
+use carapace_sdk::io::{Context, WriteBlock};
 
 /// A reference to a block by the name its referrer stores: address and checksum.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -8,9 +8,9 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use crate::block::{self, BlockInfo, BlockType};
-use crate::failure::Failure;
 use crate::grid::{BlockRef, Grid};
 use crate::table::{self, TableInfo};
+use carapace_sdk::Failure;
 
 /// What happened to a table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

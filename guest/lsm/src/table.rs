@@ -5,8 +5,8 @@
 //! block body: one [`IndexEntry`] (56 bytes) per value block, in key order.
 
 use crate::block::{self, BlockInfo, BlockType};
-use crate::failure::Failure;
 use crate::grid::{BlockRef, Grid};
+use carapace_sdk::Failure;
 
 /// A fixed-size value that carries its key.
 pub trait Value: Copy + std::fmt::Debug + PartialEq {
@@ -139,12 +139,8 @@ pub fn used_body(block: &[u8]) -> &[u8] {
     &block[block::HEADER_SIZE..size]
 }
 
-/// The entries of a verified index block.
-pub fn index_entries(
-    index: &[u8],
-    address: u64,
-    entries: &mut Vec<IndexEntry>,
-) -> Result<(), Failure> {
+/// The used body of a verified index block, checked to be one or more whole entries.
+pub fn index_body(index: &[u8], address: u64) -> Result<&[u8], Failure> {
     let body = used_body(index);
     if body.is_empty() || !body.len().is_multiple_of(IndexEntry::SIZE) {
         return Err(Failure::CorruptBlock(format!(
@@ -152,6 +148,22 @@ pub fn index_entries(
             body.len()
         )));
     }
+    Ok(body)
+}
+
+/// Entry `position` of an index body that [`index_body`] checked: decodes one entry, so
+/// that a binary search over the entries reads only the entries it probes.
+pub fn index_entry_at(body: &[u8], position: usize) -> IndexEntry {
+    IndexEntry::decode(&body[position * IndexEntry::SIZE..(position + 1) * IndexEntry::SIZE])
+}
+
+/// The entries of a verified index block.
+pub fn index_entries(
+    index: &[u8],
+    address: u64,
+    entries: &mut Vec<IndexEntry>,
+) -> Result<(), Failure> {
+    let body = index_body(index, address)?;
     entries.clear();
     entries.extend(body.chunks_exact(IndexEntry::SIZE).map(IndexEntry::decode));
     Ok(())

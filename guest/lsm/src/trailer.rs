@@ -6,9 +6,9 @@
 //! first), then up to `block_size - 88` bytes of the payload.
 
 use crate::block::{self, BlockInfo, BlockType};
-use crate::failure::Failure;
 use crate::grid::{BlockRef, Grid};
-use crate::io::IO_IN_FLIGHT_MAX;
+use carapace_sdk::Failure;
+use carapace_sdk::io::IO_IN_FLIGHT_MAX;
 
 /// A stored trailer: its newest block and how many blocks it has.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

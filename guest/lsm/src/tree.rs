@@ -3,17 +3,20 @@
 //!
 //! Lookups go through the mutable table, the immutable table, then level 0 downwards,
 //! taking in each level the one visible table whose key range holds the key; the
-//! first hit wins and a tombstone means "absent". Compactions (see [`crate::compaction`])
-//! move data down one level per half-bar; their results become visible together at
-//! the half-bar's end, applied here in a fixed order and recorded in the manifest log.
+//! first hit wins and a tombstone means "absent". Scans (see [`crate::scan`]) merge
+//! the same sources with the same precedence over a key range. Compactions (see
+//! [`crate::compaction`]) move data down one level per half-bar; their results become
+//! visible together at the half-bar's end, applied here in a fixed order and recorded
+//! in the manifest log.
 
 use std::cell::RefCell;
 
 use crate::compaction::{Compaction, Mode, VALUE_SIZE_MAX};
-use crate::failure::Failure;
 use crate::grid::Grid;
 use crate::manifest_log::{Event, EventKind, LogPosition, ManifestLog};
+use crate::scan::ScanBuffer;
 use crate::table::{self, IndexEntry, Layout, TableBuilder, TableInfo};
+use carapace_sdk::Failure;
 
 /// Levels a forest may have at most (TigerBeetle's count).
 pub const LEVELS_MAX: u8 = 7;
@@ -244,6 +247,153 @@ impl Tree {
             }
         }
         Ok(false)
+    }
+
+    /// Append to `out` the values of at most `limit` live keys in `key_min..=key_max`, in
+    /// ascending key order, as lookups at op `snapshot` see them: the newest version of
+    /// each key wins, by the precedence and visibility rules of [`Tree::get`], and a
+    /// tombstone hides its key. `buffer` is the scan's working memory (see
+    /// [`crate::scan`], which also bounds the work).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a scan's range, snapshot and limit, and the grid and buffer it works with"
+    )]
+    pub async fn scan(
+        &self,
+        grid: &Grid,
+        buffer: &mut ScanBuffer,
+        key_min: u128,
+        key_max: u128,
+        snapshot: u64,
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Failure> {
+        assert!(key_min <= key_max, "scan of an empty key range");
+        let levels = usize::from(self.shape.levels);
+        assert!(buffer.level_count() >= levels);
+        assert!(buffer.memory_values_max() >= self.config.values_per_bar_max);
+        let layout = self.config.layout;
+        let key_of = layout.key_of;
+        let size = layout.value_size;
+        let out_size_start = out.len();
+        if limit == 0 {
+            return Ok(());
+        }
+        let ScanBuffer {
+            memory,
+            levels: cursors,
+        } = buffer;
+        let cursors = &mut cursors[..levels];
+
+        // The mutable table's keys in the range, sorted by key then arrival.
+        memory.clear();
+        memory.extend(self.mutable.chunks_exact(size).enumerate().filter_map(
+            |(position, value)| {
+                let key = key_of(value);
+                (key_min..=key_max)
+                    .contains(&key)
+                    .then_some((key, position as u32))
+            },
+        ));
+        // Unstable sort: allocates nothing, and the pairs are unique.
+        memory.sort_unstable();
+        let mutable_at = |position: u32| {
+            let start = position as usize * size;
+            &self.mutable[start..start + size]
+        };
+        let mut memory_next = 0;
+
+        let immutable_count = self.immutable.len() / size;
+        let immutable_at =
+            |position: usize| &self.immutable[position * size..(position + 1) * size];
+        let mut immutable_next = table::partition_point(immutable_count, |position| {
+            key_of(immutable_at(position)) < key_min
+        });
+
+        // Each level's tables, found once: the tree does not change during the scan.
+        let mut level_tables: [&[Table]; LEVELS_MAX as usize] = [&[]; LEVELS_MAX as usize];
+        for (level, tables) in level_tables[..levels].iter_mut().enumerate() {
+            *tables = self.level(level as u8);
+        }
+        for (level, cursor) in cursors.iter_mut().enumerate() {
+            cursor.reset(level_tables[level], key_min);
+        }
+
+        let mut emitted = 0;
+        let mut key_emitted_last = None;
+        while emitted < limit {
+            for (level, cursor) in cursors.iter_mut().enumerate() {
+                cursor
+                    .settle(
+                        grid,
+                        &layout,
+                        level_tables[level],
+                        key_min,
+                        key_max,
+                        snapshot,
+                    )
+                    .await?;
+            }
+            // The head of each source: the mutable table's is the newest value of its
+            // smallest key (the last of that key's run).
+            let memory_head = memory.get(memory_next).map(|&(key, _)| {
+                let run = memory[memory_next..]
+                    .iter()
+                    .take_while(|&&(other, _)| other == key)
+                    .count();
+                (key, memory_next + run)
+            });
+            let immutable_head = (immutable_next < immutable_count)
+                .then(|| key_of(immutable_at(immutable_next)))
+                .filter(|&key| key <= key_max);
+            let level_heads = cursors
+                .iter()
+                .filter_map(|cursor| cursor.current(&layout).map(key_of));
+            let Some(key) = memory_head
+                .map(|(key, _)| key)
+                .into_iter()
+                .chain(immutable_head)
+                .chain(level_heads)
+                .min()
+            else {
+                break;
+            };
+
+            // The newest source holding `key` decides it.
+            let newest = match memory_head {
+                Some((head, run_end)) if head == key => mutable_at(memory[run_end - 1].1),
+                _ if immutable_head == Some(key) => immutable_at(immutable_next),
+                _ => cursors
+                    .iter()
+                    .filter_map(|cursor| cursor.current(&layout))
+                    .find(|value| key_of(value) == key)
+                    .expect("some source holds the smallest head"),
+            };
+            assert_eq!(key_of(newest), key);
+            if !(layout.is_tombstone)(newest) {
+                assert!(key_emitted_last.is_none_or(|last| last < key));
+                key_emitted_last = Some(key);
+                out.extend_from_slice(newest);
+                emitted += 1;
+            }
+
+            // Every source holding `key` moves past it.
+            if let Some((head, run_end)) = memory_head
+                && head == key
+            {
+                memory_next = run_end;
+            }
+            if immutable_head == Some(key) {
+                immutable_next += 1;
+            }
+            for cursor in cursors.iter_mut() {
+                if cursor.current(&layout).map(key_of) == Some(key) {
+                    cursor.advance(&layout);
+                }
+            }
+        }
+        assert_eq!(out.len() - out_size_start, emitted * size);
+        Ok(())
     }
 
     /// End of a bar: the mutable table, sorted and with one value per key (the

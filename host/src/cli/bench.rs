@@ -4,33 +4,37 @@
 use anyhow::{Result, ensure};
 use clap::Args;
 
-use super::run::{Target, WorkloadArgs, print_outcome};
+use super::run::{WorkloadArgs, print_outcome};
+use crate::machines::{Factory, Source};
 
 /// Measure the component against the native baseline on one workload.
 #[derive(Debug, Args)]
 pub struct BenchCommand {
     #[command(flatten)]
     workload: WorkloadArgs,
+    /// The embedded machine to measure: `echo` (the default) or `kv`.
+    #[arg(long, value_name = "NAME", default_value = "echo")]
+    machine: String,
 }
 
 impl BenchCommand {
     /// Run natively, then in wasm; print both and the ratio.
     pub fn execute(self) -> Result<()> {
-        let native = self.workload.execute_on(Target::Native, &[], false)?;
-        let wasm = self
-            .workload
-            .execute_on(Target::Wasm, crate::ECHO_COMPONENT, false)?;
+        let native = Factory::load(&Source::Native(self.machine.clone()))?;
+        let wasm = Factory::load(&Source::Embedded(self.machine.clone()))?;
+        let native = self.workload.execute(&native, false)?;
+        let wasm = self.workload.execute(&wasm, false)?;
         println!("== native");
-        print_outcome(&native, self.workload.checkpoint_interval());
+        print_outcome(&native);
         println!("== wasm");
-        print_outcome(&wasm, self.workload.checkpoint_interval());
+        print_outcome(&wasm);
         ensure!(
             native.checkpoint == wasm.checkpoint,
             "native and wasm diverged: checkpoints {:?} and {:?}",
             native.checkpoint,
             wasm.checkpoint
         );
-        let ratio = native.report.elapsed.as_secs_f64() / wasm.report.elapsed.as_secs_f64();
+        let ratio = native.elapsed.as_secs_f64() / wasm.elapsed.as_secs_f64();
         println!("== wasm/native throughput {ratio:.2} (1.00 = as fast as native)");
         Ok(())
     }

@@ -1,6 +1,8 @@
-//! `carapace inspect DIR`: what a data directory holds — the superblock copies, the
-//! checkpoint, the journal's range, and the shape of the echo machine's LSM forest at
-//! the checkpoint — as text or `--json`. It only reads.
+//! `carapace inspect DIR`: what a data directory holds, as the host sees it — the
+//! superblock copies, the machine that wrote it, its options, the checkpoint, the
+//! journal's range, the grid file — and the machine's own figures at the checkpoint
+//! (for machines on `carapace-lsm`, its trees' tables per level), as text or `--json`.
+//! It only reads.
 
 use std::path::{Path, PathBuf};
 
@@ -8,13 +10,14 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use serde::Serialize;
 
-use crate::context::{HostContext, IoOrder};
-use crate::disk::OsFile;
-use crate::durable::{GRID_FILE, JOURNAL_FILE, SUPERBLOCK_FILE};
+use super::run::MachineArgs;
+use crate::durable::{GRID_FILE, JOURNAL_FILE, SUPERBLOCK_FILE, read_superblock};
+use crate::imports::{HostImports, IoOrder};
 use crate::journal::Journal;
-use crate::machine::NativeMachine;
+use crate::machines::Factory;
+use crate::os::OsFile;
 use crate::replica::Replica;
-use crate::storage::FileStorage;
+use crate::storage::{FileStorage, OverlayStorage};
 use crate::superblock::{COPIES, Superblock, SuperblockState};
 
 /// Describe a data directory.
@@ -22,6 +25,10 @@ use crate::superblock::{COPIES, Superblock, SuperblockState};
 pub struct InspectCommand {
     /// The data directory (`carapace run --data DIR`); it is only read.
     dir: PathBuf,
+    /// The machine to open the checkpoint with; by default the embedded machine the
+    /// directory names.
+    #[command(flatten)]
+    machine: MachineArgs,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -34,6 +41,10 @@ pub struct InspectReport {
     pub superblock_copies_valid: [bool; COPIES],
     /// The newest valid copy's sequence.
     pub superblock_sequence: u64,
+    /// The machine that wrote the directory.
+    pub machine: MachineReport,
+    /// The options the directory was created with.
+    pub options: OptionsReport,
     /// The published checkpoint, if any.
     pub checkpoint: Option<CheckpointReport>,
     /// Ops in the journal (1 to this).
@@ -42,10 +53,40 @@ pub struct InspectReport {
     pub journal_bytes: u64,
     /// Bytes of a torn tail after them (cut at the next recovery).
     pub journal_torn_bytes: u64,
-    /// The echo machine's forest at the checkpoint, if it could be opened.
-    pub lsm: Option<LsmReport>,
-    /// Why the forest could not be opened, if it could not.
-    pub lsm_error: Option<String>,
+    /// The grid file's length in bytes (it is sparse).
+    pub grid_file_bytes: u64,
+    /// The machine's figures at the checkpoint, if it could be opened.
+    pub statistics: Vec<StatisticReport>,
+    /// Why the machine could not be opened, if it could not.
+    pub machine_error: Option<String>,
+}
+
+/// The machine's identity as recorded.
+#[derive(Clone, Debug, Serialize)]
+pub struct MachineReport {
+    /// Its name.
+    pub name: String,
+    /// The version that published last.
+    pub version: String,
+    /// Its state format.
+    pub state_format: u32,
+}
+
+/// The recorded options.
+#[derive(Clone, Debug, Serialize)]
+pub struct OptionsReport {
+    /// The largest request body.
+    pub batch_size_limit: u32,
+    /// The largest reply.
+    pub reply_size_limit: u32,
+    /// Ops between checkpoints.
+    pub checkpoint_interval_ops: u64,
+    /// Bytes per block.
+    pub block_size: u32,
+    /// Blocks in the grid.
+    pub block_count: u64,
+    /// Machine settings.
+    pub settings: Vec<(String, String)>,
 }
 
 /// The published checkpoint.
@@ -59,30 +100,19 @@ pub struct CheckpointReport {
     pub id: String,
 }
 
-/// The shape of the forest.
+/// One figure the machine reports.
 #[derive(Clone, Debug, Serialize)]
-pub struct LsmReport {
-    /// Per tree: its id and its tables per level.
-    pub trees: Vec<TreeReport>,
-    /// Grid blocks allocated.
-    pub blocks_in_use: u64,
-    /// Blocks of the manifest log.
-    pub manifest_log_blocks: usize,
-}
-
-/// One tree's shape.
-#[derive(Clone, Debug, Serialize)]
-pub struct TreeReport {
-    /// The tree id.
-    pub tree_id: u16,
-    /// Tables in each level, from level 0.
-    pub tables_per_level: Vec<usize>,
+pub struct StatisticReport {
+    /// What it is.
+    pub name: String,
+    /// Its values.
+    pub values: Vec<u64>,
 }
 
 impl InspectCommand {
     /// Print the report.
     pub fn execute(self) -> Result<()> {
-        let report = inspect(&self.dir)?;
+        let report = inspect(&self.dir, &self.machine)?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
             return Ok(());
@@ -97,63 +127,89 @@ impl InspectCommand {
             report.superblock_sequence,
             valid.join(" ")
         );
+        let machine = &report.machine;
+        println!(
+            "machine     `{}` {} (state format {})",
+            machine.name, machine.version, machine.state_format
+        );
+        let options = &report.options;
+        println!(
+            "options     batch {} B, reply {} B, checkpoint every {} ops, {} blocks of {} B, \
+             settings {:?}",
+            options.batch_size_limit,
+            options.reply_size_limit,
+            options.checkpoint_interval_ops,
+            options.block_count,
+            options.block_size,
+            options.settings
+        );
         match &report.checkpoint {
-            Some(checkpoint) => {
-                println!(
-                    "checkpoint  op {} timestamp {} id {}",
-                    checkpoint.op, checkpoint.timestamp, checkpoint.id
-                )
-            }
+            Some(checkpoint) => println!(
+                "checkpoint  op {} timestamp {} id {}",
+                checkpoint.op, checkpoint.timestamp, checkpoint.id
+            ),
             None => println!("checkpoint  none yet"),
         }
         println!(
             "journal     ops 1..={}, {} bytes, {} torn bytes",
             report.journal_ops, report.journal_bytes, report.journal_torn_bytes
         );
-        if let Some(lsm) = &report.lsm {
-            println!(
-                "grid        {} blocks in use, manifest log {} blocks",
-                lsm.blocks_in_use, lsm.manifest_log_blocks
-            );
-            for tree in &lsm.trees {
-                println!(
-                    "tree {}      tables per level {:?}",
-                    tree.tree_id, tree.tables_per_level
-                );
-            }
+        println!("grid        file of {} bytes", report.grid_file_bytes);
+        for statistic in &report.statistics {
+            println!("machine     {} {:?}", statistic.name, statistic.values);
         }
-        if let Some(error) = &report.lsm_error {
-            println!("lsm         not opened: {error}");
+        if let Some(error) = &report.machine_error {
+            println!("machine     not opened: {error}");
         }
         Ok(())
     }
 }
 
-/// The options the data directory at `dir` was created with.
-pub fn stored_config(dir: &Path) -> Result<crate::replica::ReplicaConfig> {
-    let mut file = OsFile::open_read_only(&dir.join(SUPERBLOCK_FILE))
-        .with_context(|| format!("opening the superblock of `{}`", dir.display()))?;
-    let (state, _) = Superblock::read_copies(&mut file)?;
-    Ok(state
-        .with_context(|| format!("`{}` holds no valid superblock", dir.display()))?
-        .config)
+/// The superblock state of the data directory at `dir`.
+pub fn read_state(dir: &Path) -> Result<SuperblockState> {
+    let path = dir.join(SUPERBLOCK_FILE);
+    let mut file =
+        OsFile::open_read_only(&path).with_context(|| format!("opening `{}`", path.display()))?;
+    Ok(read_superblock(&mut file)?)
 }
 
 /// Read what `dir` holds, changing nothing.
-pub fn inspect(dir: &Path) -> Result<InspectReport> {
-    let mut superblock_file = OsFile::open_read_only(&dir.join(SUPERBLOCK_FILE))
-        .with_context(|| format!("opening the superblock of `{}`", dir.display()))?;
-    let (state, valid) = Superblock::read_copies(&mut superblock_file)?;
-    let state = state.with_context(|| format!("`{}` holds no valid superblock", dir.display()))?;
-    let journal_file = OsFile::open_read_only(&dir.join(JOURNAL_FILE))?;
-    let (_, journal) = Journal::open_read_only(Box::new(journal_file))?;
-    let (lsm, lsm_error) = match lsm_shape(dir, &state) {
-        Ok(lsm) => (Some(lsm), None),
-        Err(error) => (None, Some(format!("{error:#}"))),
+pub fn inspect(dir: &Path, machine: &MachineArgs) -> Result<InspectReport> {
+    let superblock_path = dir.join(SUPERBLOCK_FILE);
+    let mut superblock_file = OsFile::open_read_only(&superblock_path)
+        .with_context(|| format!("opening `{}`", superblock_path.display()))?;
+    let (_, valid) = Superblock::read_copies(&mut superblock_file)?;
+    let state = read_superblock(&mut superblock_file)?;
+    let journal_path = dir.join(JOURNAL_FILE);
+    let journal_file = OsFile::open_read_only(&journal_path)
+        .with_context(|| format!("opening `{}`", journal_path.display()))?;
+    let (journal, journal_report) = Journal::open_read_only(Box::new(journal_file))?;
+    crate::replay::check_journal_covers(&state, &journal)?;
+    let grid_path = dir.join(GRID_FILE);
+    let grid_file_bytes = std::fs::metadata(&grid_path)
+        .with_context(|| format!("reading `{}`", grid_path.display()))?
+        .len();
+    let (statistics, machine_error) = match machine_statistics(dir, &state, machine) {
+        Ok(statistics) => (statistics, None),
+        Err(error) => (Vec::new(), Some(format!("{error:#}"))),
     };
+    let options = &state.options;
     Ok(InspectReport {
         superblock_copies_valid: valid,
         superblock_sequence: state.sequence,
+        machine: MachineReport {
+            name: state.identity.name.clone(),
+            version: state.identity.version.clone(),
+            state_format: state.identity.state_format,
+        },
+        options: OptionsReport {
+            batch_size_limit: options.batch_size_limit,
+            reply_size_limit: options.reply_size_limit,
+            checkpoint_interval_ops: options.checkpoint_interval_ops,
+            block_size: options.block_size,
+            block_count: options.block_count,
+            settings: options.settings.clone(),
+        },
         checkpoint: state
             .checkpoint
             .as_ref()
@@ -162,48 +218,47 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
                 timestamp: checkpoint.timestamp,
                 id: format!("{:032x}", checkpoint.id()),
             }),
-        journal_ops: journal.end.op,
-        journal_bytes: journal.end.offset,
-        journal_torn_bytes: journal.torn_bytes,
-        lsm,
-        lsm_error,
+        journal_ops: journal_report.end.op,
+        journal_bytes: journal_report.end.offset,
+        journal_torn_bytes: journal_report.torn_bytes,
+        grid_file_bytes,
+        statistics,
+        machine_error,
     })
 }
 
-/// Open the echo machine natively at the checkpoint, over the grid file read-only.
-fn lsm_shape(dir: &Path, state: &SuperblockState) -> Result<LsmReport> {
+/// Open the machine at the checkpoint over the grid file (writes stay in memory) and
+/// ask for its figures.
+fn machine_statistics(
+    dir: &Path,
+    state: &SuperblockState,
+    machine: &MachineArgs,
+) -> Result<Vec<StatisticReport>> {
+    let factory = Factory::load(&machine.source(&state.identity.name)?)?;
     let grid = OsFile::open_read_only(&dir.join(GRID_FILE))?;
-    let options = &state.config.options;
-    let storage = FileStorage::new(Box::new(grid), options.block_size);
-    let context = HostContext::new(
+    let options = &state.options;
+    let storage = OverlayStorage::new(Box::new(FileStorage::new(
+        Box::new(grid),
+        options.block_size,
+    )));
+    let imports = HostImports::new(
         Box::new(storage),
         options.block_size,
         options.block_count,
         IoOrder::Fifo,
     );
-    let mut replica = Replica::open(
-        NativeMachine::new(context),
-        state.config.clone(),
-        state.checkpoint.clone(),
+    let mut instance = factory.instance(imports)?;
+    crate::durable::check_identity(
+        &state.identity,
+        &crate::replica::identify(instance.as_mut())?,
     )?;
-    let echo = replica
-        .machine_mut()
-        .machine()
-        .context("the machine is busy")?;
-    let forest = echo.forest();
-    let levels = forest.shape().levels;
-    let trees = (0..3)
-        .map(|index| {
-            let tree = forest.tree(index);
-            TreeReport {
-                tree_id: tree.tree_id(),
-                tables_per_level: (0..levels).map(|level| tree.level(level).len()).collect(),
-            }
+    let mut replica = Replica::open(instance, options.clone(), state.checkpoint.clone())?;
+    Ok(replica
+        .describe()?
+        .into_iter()
+        .map(|statistic| StatisticReport {
+            name: statistic.name,
+            values: statistic.values,
         })
-        .collect();
-    Ok(LsmReport {
-        trees,
-        blocks_in_use: forest.grid().free_set().acquired_count(),
-        manifest_log_blocks: forest.manifest_log().block_count(),
-    })
+        .collect())
 }

@@ -36,3 +36,12 @@ impl Cli {
         }
     }
 }
+
+/// The process's exit status for an error: 1 for a divergence (a replay or a workload
+/// whose replies differ from what they must be), 2 for anything else.
+pub fn exit_status(error: &anyhow::Error) -> u8 {
+    let diverged = error
+        .chain()
+        .any(|cause| matches!(cause.downcast_ref(), Some(crate::Error::Divergence { .. })));
+    if diverged { 1 } else { 2 }
+}

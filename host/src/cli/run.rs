@@ -1,25 +1,55 @@
-//! `carapace run`: TigerBeetle's echo workload against a state machine module.
+//! `carapace run`: a machine's seeded workload, or a file of requests, against a state
+//! machine module, in memory or in a data directory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, ValueEnum};
 
-use crate::context::{HostContext, IoOrder};
-use crate::durable::{DataDir, Durable, Recovery};
-use crate::machine::{Machine, NativeMachine, Options};
-use crate::replica::{Replica, ReplicaConfig};
+use crate::durable::{Durable, Recovery};
+use crate::imports::{HostImports, IoOrder};
+use crate::instance::Options;
+use crate::machines::{Factory, Source, default_options};
+use crate::replica::{Committer, Replica, Request};
 use crate::storage::MemoryStorage;
-use crate::wasm::{Limits, Runtime};
 use crate::workload::{self, RunReport, Workload};
 
 /// Where the state machine runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Target {
     /// The component in wasmtime's sandbox.
+    #[default]
     Wasm,
-    /// The echo guest core compiled into the host: the baseline.
+    /// The guest core compiled into the host: the baseline.
     Native,
+}
+
+/// Which machine, and where it runs: shared by every command that loads one. The
+/// default is the embedded machine a data directory names, or `echo`.
+#[derive(Clone, Debug, Default, Args)]
+pub struct MachineArgs {
+    /// An embedded machine by name: `echo` (the default) or `kv`.
+    #[arg(long, value_name = "NAME")]
+    pub machine: Option<String>,
+    /// A state machine component file, instead of an embedded machine.
+    #[arg(long, value_name = "FILE.wasm")]
+    pub module: Option<PathBuf>,
+    /// Where the state machine runs.
+    #[arg(long, value_enum, default_value_t = Target::Wasm)]
+    pub target: Target,
+}
+
+impl MachineArgs {
+    /// The source chosen, `default` naming the machine when none is given.
+    pub fn source(&self, default: &str) -> crate::Result<Source> {
+        Source::choose(
+            self.machine.as_deref(),
+            self.module.as_deref(),
+            self.target == Target::Native,
+            default,
+        )
+    }
 }
 
 /// The workload and the machine's options, shared by `run` and `bench`.
@@ -31,9 +61,12 @@ pub struct WorkloadArgs {
     /// Seed of the workload and of the I/O completion order.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// The largest request body in bytes; bodies are uniform in 0..=this [default: 4096].
+    /// The largest request body in bytes [default: 4096].
     #[arg(long, value_name = "BYTES")]
     pub batch_size_limit: Option<u32>,
+    /// The largest reply in bytes [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    pub reply_size_limit: Option<u32>,
     /// Bytes per grid block [default: 4096].
     #[arg(long, value_name = "BYTES")]
     pub block_size: Option<u32>,
@@ -52,66 +85,30 @@ pub struct WorkloadArgs {
     pub memory_at: Vec<u64>,
 }
 
-/// What one workload run produced.
+/// What one run produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
-    /// Counts and timing.
+    /// Counts.
     pub report: RunReport,
+    /// Wall-clock time of the commits; for reports only, never for state.
+    pub elapsed: Duration,
     /// The last checkpoint's op and id, if any was taken.
     pub checkpoint: Option<(u64, u128)>,
     /// Guest memory in bytes after some ops, where the host can see it.
     pub memory: Vec<(u64, usize)>,
 }
 
-/// Defaults of the options a data directory records.
-const BATCH_SIZE_LIMIT_DEFAULT: u32 = 4096;
-const BLOCK_SIZE_DEFAULT: u32 = 4096;
-const GRID_BLOCKS_DEFAULT: u64 = 1 << 18;
-const CHECKPOINT_INTERVAL_DEFAULT: u64 = 1024;
+impl Outcome {
+    /// Committed ops per second.
+    pub fn ops_per_second(&self) -> f64 {
+        self.report.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
 
 impl WorkloadArgs {
-    /// Checkpoint interval in ops, given or default.
-    pub fn checkpoint_interval(&self) -> u64 {
-        self.checkpoint_interval
-            .unwrap_or(CHECKPOINT_INTERVAL_DEFAULT)
-    }
-
-    /// Refuse options given on the command line that differ from those `stored` in a
-    /// data directory (which keeps its own; silently ignoring a flag would mislead).
-    fn check_against(&self, stored: &ReplicaConfig) -> Result<()> {
-        let given = self.replica_config()?;
-        let differs = [
-            (
-                "--batch-size-limit",
-                self.batch_size_limit.is_some()
-                    && given.options.batch_size_limit != stored.options.batch_size_limit,
-            ),
-            (
-                "--block-size",
-                self.block_size.is_some() && given.options.block_size != stored.options.block_size,
-            ),
-            (
-                "--grid-blocks",
-                self.grid_blocks.is_some()
-                    && given.options.block_count != stored.options.block_count,
-            ),
-            (
-                "--checkpoint-interval",
-                self.checkpoint_interval.is_some()
-                    && given.checkpoint_interval_ops != stored.checkpoint_interval_ops,
-            ),
-            (
-                "--setting",
-                !self.settings.is_empty() && given.options.settings != stored.options.settings,
-            ),
-        ];
-        if let Some((flag, _)) = differs.iter().find(|(_, differs)| *differs) {
-            bail!("`{flag}` differs from what the data directory was created with: {stored:?}");
-        }
-        Ok(())
-    }
-
-    fn replica_config(&self) -> Result<ReplicaConfig> {
+    /// The options given, over the defaults.
+    pub fn options(&self) -> Result<Options> {
+        let defaults = default_options();
         let settings = self
             .settings
             .iter()
@@ -122,40 +119,69 @@ impl WorkloadArgs {
                 _ => bail!("setting `{setting}` is not of the form NAME=VALUE"),
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(ReplicaConfig {
-            options: Options {
-                batch_size_limit: self.batch_size_limit.unwrap_or(BATCH_SIZE_LIMIT_DEFAULT),
-                block_size: self.block_size.unwrap_or(BLOCK_SIZE_DEFAULT),
-                block_count: self.grid_blocks.unwrap_or(GRID_BLOCKS_DEFAULT),
-                settings,
-            },
-            checkpoint_interval_ops: self.checkpoint_interval(),
+        Ok(Options {
+            batch_size_limit: self.batch_size_limit.unwrap_or(defaults.batch_size_limit),
+            reply_size_limit: self.reply_size_limit.unwrap_or(defaults.reply_size_limit),
+            checkpoint_interval_ops: self
+                .checkpoint_interval
+                .unwrap_or(defaults.checkpoint_interval_ops),
+            block_size: self.block_size.unwrap_or(defaults.block_size),
+            block_count: self.grid_blocks.unwrap_or(defaults.block_count),
+            settings,
         })
     }
 
-    /// Run the workload on `target`; `module` is a component's bytes (wasm only).
-    pub fn execute_on(&self, target: Target, module: &[u8], echo_log: bool) -> Result<Outcome> {
-        let config = self.replica_config()?;
-        let mut context = HostContext::new(
-            Box::new(MemoryStorage::new()),
-            config.options.block_size,
-            config.options.block_count,
-            IoOrder::Seeded(self.seed),
-        );
-        context.set_echo_log(echo_log);
-        match target {
-            Target::Wasm => {
-                let runtime = Runtime::new(Limits::default())?;
-                let component = runtime.load(module)?;
-                self.execute(runtime.instantiate(&component, context)?, config)
-            }
-            Target::Native => self.execute(NativeMachine::new(context), config),
+    /// Refuse options given on the command line that differ from those `stored` in a
+    /// data directory (which keeps its own; silently ignoring a flag would mislead).
+    fn check_against(&self, stored: &Options) -> Result<()> {
+        let given = self.options()?;
+        let differs = [
+            (
+                "--batch-size-limit",
+                self.batch_size_limit.is_some()
+                    && given.batch_size_limit != stored.batch_size_limit,
+            ),
+            (
+                "--reply-size-limit",
+                self.reply_size_limit.is_some()
+                    && given.reply_size_limit != stored.reply_size_limit,
+            ),
+            (
+                "--block-size",
+                self.block_size.is_some() && given.block_size != stored.block_size,
+            ),
+            (
+                "--grid-blocks",
+                self.grid_blocks.is_some() && given.block_count != stored.block_count,
+            ),
+            (
+                "--checkpoint-interval",
+                self.checkpoint_interval.is_some()
+                    && given.checkpoint_interval_ops != stored.checkpoint_interval_ops,
+            ),
+            (
+                "--setting",
+                !self.settings.is_empty() && given.settings != stored.settings,
+            ),
+        ];
+        if let Some((flag, _)) = differs.iter().find(|(_, differs)| *differs) {
+            bail!("`{flag}` differs from what the data directory was created with: {stored:?}");
         }
+        Ok(())
     }
 
-    fn execute<M: Machine>(&self, machine: M, config: ReplicaConfig) -> Result<Outcome> {
-        let mut replica = Replica::open(machine, config, None)?;
-        let mut workload = Workload::new(self.seed, replica.config().options.batch_size_limit);
+    /// Run the machine's workload in memory with `factory`'s instances.
+    pub fn execute(&self, factory: &Factory, echo_log: bool) -> Result<Outcome> {
+        let options = self.options()?;
+        let mut imports = HostImports::new(
+            Box::new(MemoryStorage::new()),
+            options.block_size,
+            options.block_count,
+            IoOrder::Seeded(self.seed),
+        );
+        imports.set_echo_log(echo_log);
+        let mut replica = Replica::open(factory.instance(imports)?, options, None)?;
+        let mut workload = workload_for(&replica, self.seed)?;
         let mut stops: Vec<u64> = self
             .memory_at
             .iter()
@@ -166,84 +192,105 @@ impl WorkloadArgs {
         stops.dedup();
         stops.push(self.ops);
         let mut report = RunReport::default();
+        let mut elapsed = Duration::ZERO;
         let mut memory = Vec::new();
         for stop in stops {
             let ops = stop - replica.op();
-            let segment = workload::run(&mut replica, &mut workload, ops)?;
-            report.add(&segment);
-            if let Some(bytes) = replica.machine_mut().memory_bytes() {
+            let start = Instant::now();
+            report.add(&workload::run(&mut replica, workload.as_mut(), ops)?);
+            elapsed += start.elapsed();
+            if let Some(bytes) = replica.instance_mut().memory_bytes() {
                 memory.push((stop, bytes));
             }
         }
-        let checkpoint = replica
-            .checkpoint()
-            .map(|checkpoint| (checkpoint.op, checkpoint.id()));
         Ok(Outcome {
             report,
-            checkpoint,
+            elapsed,
+            checkpoint: last_checkpoint(&replica),
             memory,
         })
     }
 }
 
-/// Run the seeded echo workload: every reply is checked equal to its request, and the
-/// last checkpoint's id is printed (the same seed and options give the same id).
+fn last_checkpoint(replica: &Replica) -> Option<(u64, u128)> {
+    replica
+        .checkpoint()
+        .map(|checkpoint| (checkpoint.op, checkpoint.id()))
+}
+
+/// The workload of the machine `replica` runs, chosen by its name.
+fn workload_for(replica: &Replica, seed: u64) -> Result<Box<dyn Workload>> {
+    let name = &replica.identity().name;
+    workload::for_machine(name, seed, replica.options().batch_size_limit).with_context(|| {
+        format!("carapace has no workload for machine `{name}`: drive it with `--requests FILE`")
+    })
+}
+
+/// Run a machine: its seeded workload (every reply checked; the last checkpoint id is
+/// printed, and the same seed and options give the same id), or the requests of a
+/// file (every reply printed).
 #[derive(Debug, Args)]
 pub struct RunCommand {
     #[command(flatten)]
     workload: WorkloadArgs,
-    /// The state machine component; the embedded echo machine by default.
-    #[arg(long)]
-    module: Option<PathBuf>,
-    /// Where the state machine runs (`native` only runs the embedded echo machine).
-    #[arg(long, value_enum, default_value_t = Target::Wasm)]
-    target: Target,
+    #[command(flatten)]
+    machine: MachineArgs,
+    /// Commit the requests of this file instead of a workload, and print each reply.
+    /// One request per line: `CLIENT OPERATION BODY`, the body in hex (or `-` for an
+    /// empty one); blank lines and lines starting with `#` are skipped.
+    #[arg(long, value_name = "FILE")]
+    requests: Option<PathBuf>,
     /// Print the guest's log messages.
     #[arg(long)]
     log: bool,
     /// Keep the grid, journal and superblock in this directory: the run recovers
     /// what is there and continues it (op numbers and timestamps go on). A new
-    /// directory takes the options given; an existing one keeps its own.
+    /// directory takes the options given; an existing one keeps its own, and the
+    /// machine it was written by (`--machine`, `--module` must be that machine).
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
 }
 
 impl RunCommand {
-    /// Run the workload and print the report.
+    /// Run and print the report.
     pub fn execute(self) -> Result<()> {
-        let module = match (&self.module, self.target) {
-            (Some(_), Target::Native) => {
-                bail!("`--target native` runs the built-in echo machine; drop `--module`")
-            }
-            (Some(path), Target::Wasm) => {
-                std::fs::read(path).with_context(|| format!("reading `{}`", path.display()))?
-            }
-            (None, _) => crate::ECHO_COMPONENT.to_vec(),
+        let default = match &self.data {
+            Some(path) if crate::os::data_dir_exists(path) => stored_machine(path)?,
+            _ => "echo".to_string(),
         };
-        let name = match &self.module {
-            Some(path) => format!("`{}`", path.display()),
-            None => "embedded echo".into(),
-        };
-        println!("module      {name}");
-        println!("target      {:?}", self.target);
+        let source = self.machine.source(&default)?;
+        let factory = Factory::load(&source)?;
+        println!("module      {}", source.describe());
         println!("seed        {}", self.workload.seed);
-        let outcome = match &self.data {
-            None => self.workload.execute_on(self.target, &module, self.log),
-            Some(path) => self.execute_durable(path, &module),
+        if self.requests.is_some() && !self.workload.memory_at.is_empty() {
+            bail!("`--memory-at` is for workloads, not `--requests`");
         }
-        .with_context(|| format!("running {name}"))?;
-        let interval = self
-            .data
-            .as_deref()
-            .and_then(stored_config)
-            .map_or(self.workload.checkpoint_interval(), |config| {
-                config.checkpoint_interval_ops
-            });
-        print_outcome(&outcome, interval);
+        let outcome = match &self.data {
+            None => match &self.requests {
+                None => self.workload.execute(&factory, self.log)?,
+                Some(path) => {
+                    let options = self.workload.options()?;
+                    let imports = HostImports::new(
+                        Box::new(MemoryStorage::new()),
+                        options.block_size,
+                        options.block_count,
+                        IoOrder::Seeded(self.workload.seed),
+                    );
+                    let mut replica = Replica::open(factory.instance(imports)?, options, None)?;
+                    let outcome = commit_requests(&mut replica, path)?;
+                    Outcome {
+                        checkpoint: last_checkpoint(&replica),
+                        ..outcome
+                    }
+                }
+            },
+            Some(path) => self.execute_durable(path, &factory)?,
+        };
+        print_outcome(&outcome);
         Ok(())
     }
 
-    fn execute_durable(&self, path: &std::path::Path, module: &[u8]) -> Result<Outcome> {
+    fn execute_durable(&self, path: &Path, factory: &Factory) -> Result<Outcome> {
         if !self.workload.memory_at.is_empty() {
             bail!(
                 "`--memory-at` is not supported with `--data`: the run reports memory at its end"
@@ -251,83 +298,169 @@ impl RunCommand {
         }
         // An existing directory keeps its options (flags that differ are refused); a new
         // one, or one whose creation never finished, takes the flags.
-        let stored = stored_config(path);
-        let config = match &stored {
+        let options = match stored_options(path) {
             Some(stored) => {
-                self.workload.check_against(stored)?;
+                self.workload.check_against(&stored)?;
                 None
             }
-            None => Some(self.workload.replica_config()?),
+            None => Some(self.workload.options()?),
         };
-        let dir = DataDir::open(path)?;
+        let dir = crate::os::open_data_dir(path)?;
         let order = IoOrder::Seeded(self.workload.seed);
-        match self.target {
-            Target::Wasm => {
-                let runtime = Runtime::new(Limits::default())?;
-                let component = runtime.load(module)?;
-                let (durable, recovery) = Durable::open(dir, config, order, |mut context| {
-                    context.set_echo_log(self.log);
-                    runtime.instantiate(&component, context)
-                })?;
-                self.continue_durable(durable, &recovery, path)
+        let log = self.log;
+        let make = |mut imports: HostImports| {
+            imports.set_echo_log(log);
+            factory.instance(imports)
+        };
+        let (mut durable, recovery) = Durable::open(dir, options, order, &make)?;
+        print_recovery(path, &recovery);
+        let start_op = durable.replica().op();
+        let outcome = match &self.requests {
+            Some(requests) => commit_requests(&mut durable, requests)?,
+            None => {
+                // A continuing run must not repeat the bodies of the first: seed by where
+                // it starts.
+                let seed = self.workload.seed.wrapping_add(start_op);
+                let mut workload = workload_for(durable.replica(), seed)?;
+                let start = Instant::now();
+                let report = workload::run(&mut durable, workload.as_mut(), self.workload.ops)?;
+                Outcome {
+                    report,
+                    elapsed: start.elapsed(),
+                    checkpoint: None,
+                    memory: Vec::new(),
+                }
             }
-            Target::Native => {
-                let (durable, recovery) = Durable::open(dir, config, order, |mut context| {
-                    context.set_echo_log(self.log);
-                    Ok(NativeMachine::new(context))
-                })?;
-                self.continue_durable(durable, &recovery, path)
-            }
-        }
-    }
-
-    fn continue_durable<M: Machine>(
-        &self,
-        mut durable: Durable<M>,
-        recovery: &Recovery,
-        path: &std::path::Path,
-    ) -> Result<Outcome> {
-        println!("data        {}", path.display());
-        println!(
-            "recovered   checkpoint op {}, {} ops replayed from the journal, {} torn bytes cut",
-            recovery.checkpoint_op, recovery.replayed_ops, recovery.torn_bytes
-        );
-        let start = durable.replica().op();
-        // A continuing run must not repeat the bodies of the first: seed by where it starts.
-        let batch_size_limit = durable.replica().config().options.batch_size_limit;
-        let mut workload = Workload::new(self.workload.seed.wrapping_add(start), batch_size_limit);
-        let report = workload::run(&mut durable, &mut workload, self.workload.ops)?;
-        println!("ops         {} to {}", start + 1, durable.replica().op());
-        let checkpoint = durable
-            .replica()
-            .checkpoint()
-            .map(|checkpoint| (checkpoint.op, checkpoint.id()));
-        let memory = durable
-            .replica_mut()
-            .machine_mut()
-            .memory_bytes()
-            .map(|bytes| (durable.replica().op(), bytes));
+        };
+        println!("ops         {} to {}", start_op + 1, durable.replica().op());
+        let op = durable.replica().op();
+        let memory = durable.replica_mut().instance_mut().memory_bytes();
         Ok(Outcome {
-            report,
-            checkpoint,
-            memory: memory.into_iter().collect(),
+            checkpoint: last_checkpoint(durable.replica()),
+            memory: memory.map(|bytes| (op, bytes)).into_iter().collect(),
+            ..outcome
         })
     }
 }
 
+fn print_recovery(path: &Path, recovery: &Recovery) {
+    println!("data        {}", path.display());
+    println!(
+        "recovered   checkpoint op {}, {} ops replayed from the journal, {} torn bytes cut",
+        recovery.checkpoint_op, recovery.replayed_ops, recovery.torn_bytes
+    );
+}
+
+/// The requests of a request file: `CLIENT OPERATION BODY` per line, the body in hex.
+pub fn parse_requests(text: &str) -> Result<Vec<(u128, u8, Vec<u8>)>> {
+    let mut requests = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let number = index + 1;
+        let [client, operation, body] = fields[..] else {
+            bail!("line {number}: `{line}` is not `CLIENT OPERATION BODY`");
+        };
+        let client = client
+            .parse::<u128>()
+            .with_context(|| format!("line {number}: client `{client}` is not a number"))?;
+        let operation = operation.parse::<u8>().with_context(|| {
+            format!("line {number}: operation `{operation}` is not a number in 0..=255")
+        })?;
+        let body = if body == "-" {
+            Vec::new()
+        } else {
+            decode_hex(body).with_context(|| format!("line {number}: the body is not hex"))?
+        };
+        requests.push((client, operation, body));
+    }
+    Ok(requests)
+}
+
+fn decode_hex(text: &str) -> Result<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        bail!("an odd number of hex digits");
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|at| {
+            u8::from_str_radix(&text[at..at + 2], 16)
+                .with_context(|| format!("`{}` is not a hex byte", &text[at..at + 2]))
+        })
+        .collect()
+}
+
+/// The timestamp step between the requests of a file: one logical unit per op.
+const REQUEST_FILE_TIMESTAMP_STEP: u64 = 1;
+
+/// Commit the requests of the file at `path`, printing each reply in hex. A request the
+/// machine refuses is reported and skipped; any other error stops the run.
+fn commit_requests(committer: &mut impl Committer, path: &Path) -> Result<Outcome> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("reading `{}`", path.display()))?
+        .len();
+    if size > REQUEST_FILE_SIZE_MAX {
+        bail!(
+            "`{}` holds {size} bytes, over the {REQUEST_FILE_SIZE_MAX} a request file may",
+            path.display()
+        );
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading `{}`", path.display()))?;
+    let requests = parse_requests(&text).with_context(|| format!("in `{}`", path.display()))?;
+    let mut report = RunReport::default();
+    let start = Instant::now();
+    for (client, operation, body) in requests {
+        let request = Request {
+            client,
+            op: committer.last_op() + 1,
+            timestamp: committer.last_timestamp() + REQUEST_FILE_TIMESTAMP_STEP,
+            operation,
+            body,
+        };
+        match committer.commit_request(&request) {
+            Ok(reply) => {
+                let hex: String = reply.iter().map(|byte| format!("{byte:02x}")).collect();
+                println!(
+                    "reply       op {} {}",
+                    request.op,
+                    if hex.is_empty() { "-" } else { &hex }
+                );
+                report.ops += 1;
+                report.request_bytes += request.body.len() as u64;
+                report.reply_bytes += reply.len() as u64;
+            }
+            Err(crate::Error::Refused(reason)) => println!("refused     {reason}"),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(Outcome {
+        report,
+        elapsed: start.elapsed(),
+        checkpoint: None,
+        memory: Vec::new(),
+    })
+}
+
+/// The largest request file `run --requests` reads.
+pub const REQUEST_FILE_SIZE_MAX: u64 = 256 << 20;
+
 /// Print counts, rate and checkpoint of a run.
-pub fn print_outcome(outcome: &Outcome, checkpoint_interval: u64) {
+pub fn print_outcome(outcome: &Outcome) {
     let report = &outcome.report;
     println!("ops         {}", report.ops);
     println!(
-        "bytes       {} (request bodies, each echoed back)",
-        report.bytes
+        "bytes       {} in requests, {} in replies",
+        report.request_bytes, report.reply_bytes
     );
-    println!("elapsed     {:.3} s", report.elapsed.as_secs_f64());
-    println!("ops/s       {:.0}", report.ops_per_second());
+    println!("elapsed     {:.3} s", outcome.elapsed.as_secs_f64());
+    println!("ops/s       {:.0}", outcome.ops_per_second());
     match outcome.checkpoint {
         Some((op, id)) => println!("checkpoint  op {op} id {id:032x}"),
-        None => println!("checkpoint  none (fewer than {checkpoint_interval} ops)"),
+        None => println!("checkpoint  none yet"),
     }
     for (ops, bytes) in &outcome.memory {
         println!("memory      {bytes} bytes of guest memory after {ops} ops");
@@ -335,9 +468,16 @@ pub fn print_outcome(outcome: &Outcome, checkpoint_interval: u64) {
 }
 
 /// The options a data directory at `path` holds, if it is one.
-fn stored_config(path: &std::path::Path) -> Option<ReplicaConfig> {
-    if !DataDir::exists(path) {
+fn stored_options(path: &Path) -> Option<Options> {
+    if !crate::os::data_dir_exists(path) {
         return None;
     }
-    crate::cli::inspect::stored_config(path).ok()
+    super::inspect::read_state(path)
+        .ok()
+        .map(|state| state.options)
+}
+
+/// The name of the machine that wrote the data directory at `path`.
+fn stored_machine(path: &Path) -> Result<String> {
+    Ok(super::inspect::read_state(path)?.identity.name)
 }

@@ -1,8 +1,8 @@
-//! The exports of the `state-machine` world, as a trait in plain Rust, and the driver that
-//! runs its asynchronous steps one at a time.
+//! The exports of the `state-machine` world, as a trait in plain Rust, and the runner
+//! that runs its asynchronous steps one at a time.
 //!
 //! A [`StateMachine`] writes its asynchronous steps as `async fn`s that await grid I/O.
-//! The [`Driver`] owns the machine; starting a step moves the machine into the step's
+//! The [`Runner`] owns the machine; starting a step moves the machine into the step's
 //! future, which is polled once when the step starts and again after every completion.
 //! When it finishes it hands the machine back. At most one step is in flight, as the
 //! contract requires, and a step runs to completion without re-entrancy: there is no
@@ -21,6 +21,12 @@ use crate::io::Context;
 pub struct Options {
     /// The largest request body, in bytes, that `input-valid` accepts.
     pub batch_size_limit: u32,
+    /// The largest reply, in bytes, that `commit` may return; a machine refuses at
+    /// `init` a limit below what its replies can need.
+    pub reply_size_limit: u32,
+    /// The host takes a checkpoint after every op that is a multiple of this; a machine
+    /// refuses at `init` an interval it cannot checkpoint at.
+    pub checkpoint_interval_ops: u64,
     /// The size of every grid block, in bytes.
     pub block_size: u32,
     /// How many blocks the grid holds; valid addresses are `1..=block_count`.
@@ -38,11 +44,37 @@ pub enum Step {
     Done,
 }
 
-/// A deterministic state machine. Adapters bind it to a target through [`Driver`].
+/// Who a machine is, as the contract's `identity`: a host records it in a data directory
+/// and refuses to open one written by another machine or state format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The machine's name, stable across versions (`echo`, `kv`).
+    pub name: &'static str,
+    /// This build's version, for people (`0.2.0`).
+    pub version: &'static str,
+    /// The version of the state's format in the grid and in checkpoint states: bump it
+    /// whenever a new version could not open what an older one wrote.
+    pub state_format: u32,
+}
+
+/// One named figure of a machine's state (the contract's `statistic`), for people and
+/// tools: `carapace inspect` prints them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Statistic {
+    /// What the figure is, for example `tree 1 tables per level`.
+    pub name: String,
+    /// Its values.
+    pub values: Vec<u64>,
+}
+
+/// A deterministic state machine. Adapters bind it to a target through [`Runner`].
 ///
 /// The `async fn`s are never sent across threads: a guest is single-threaded by contract.
 #[allow(async_fn_in_trait)]
 pub trait StateMachine: Sized + 'static {
+    /// Who this machine is.
+    const IDENTITY: Identity;
+
     /// Allocate everything from `options`.
     fn init(context: Context, options: &Options) -> Result<Self, Failure>;
 
@@ -77,6 +109,11 @@ pub trait StateMachine: Sized + 'static {
 
     /// Timer `id` fired.
     async fn timer(&mut self, id: u64) -> Result<(), Failure>;
+
+    /// Figures of the state for people and tools; none by default.
+    fn describe(&self) -> Vec<Statistic> {
+        Vec::new()
+    }
 }
 
 type StepFuture<M> = Pin<Box<dyn Future<Output = (M, Result<(), Failure>)>>>;
@@ -92,27 +129,27 @@ enum State<M> {
 
 /// Runs a [`StateMachine`] by the contract: one asynchronous step at a time, polled
 /// after every completion. Every export of the world maps onto one method here.
-pub struct Driver<M: StateMachine> {
+pub struct Runner<M: StateMachine> {
     context: Context,
     state: State<M>,
 }
 
-impl<M: StateMachine> std::fmt::Debug for Driver<M> {
+impl<M: StateMachine> std::fmt::Debug for Runner<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &self.state {
             State::Idle(_) => "idle",
             State::Busy(_) => "busy",
             State::Failed(_) => "failed",
         };
-        f.debug_struct("Driver").field("state", &state).finish()
+        f.debug_struct("Runner").field("state", &state).finish()
     }
 }
 
-impl<M: StateMachine> Driver<M> {
+impl<M: StateMachine> Runner<M> {
     /// `init`.
-    pub fn init(context: Context, options: &Options) -> Result<Driver<M>, Failure> {
+    pub fn init(context: Context, options: &Options) -> Result<Runner<M>, Failure> {
         let machine = M::init(context.clone(), options)?;
-        Ok(Driver {
+        Ok(Runner {
             context,
             state: State::Idle(machine),
         })
@@ -205,6 +242,14 @@ impl<M: StateMachine> Driver<M> {
     pub fn write_done(&mut self, address: u64) -> Result<Step, Failure> {
         self.guard(|context| context.complete_write(address))?;
         self.poll()
+    }
+
+    /// `describe`; empty while a step is in flight or after a failure.
+    pub fn describe(&self) -> Vec<Statistic> {
+        match &self.state {
+            State::Idle(machine) => machine.describe(),
+            State::Busy(_) | State::Failed(_) => Vec::new(),
+        }
     }
 
     /// The machine, when no step is in flight (for tests and inspection).

@@ -4,30 +4,31 @@
 //! the highest sequence.
 //!
 //! Copy layout (4,096 bytes, little-endian; `docs/design.md` is normative):
-//! `checksum` of bytes `[16, 4096)` (16), magic `b"carasupr"` (8), version 1 (4), copy
+//! `checksum` of bytes `[16, 4096)` (16), magic `b"carasupr"` (8), version 2 (4), copy
 //! index (4), `sequence` (8), checkpoint `op` (8), checkpoint `timestamp` (8),
 //! checkpoint id (16), journal `offset` (8) and `checksum` (16) after the checkpoint op,
-//! state size (4), options size (4), reserved to 128; the guest's checkpoint state at
-//! 128 (at most 1,024 bytes); the options at 1,152 (at most 2,048 bytes).
+//! state size (4), options size (4), the machine's state format (4), reserved to 128;
+//! the guest's checkpoint state at 128 (at most 1,024 bytes); the machine's name and
+//! version at 1,152 (64 bytes each, zero-padded); the options at 1,280.
 
-use anyhow::{Context as _, Result, bail, ensure};
-use carapace_lsm::checksum::checksum;
-
+use crate::checksum::checksum;
 use crate::disk::File;
+use crate::error::{Error, Result};
+use crate::instance::{IDENTITY_TEXT_SIZE_MAX, Identity, Options};
 use crate::journal::Position;
-use crate::machine::Options;
-use crate::replica::{Checkpoint, ReplicaConfig};
+use crate::replica::Checkpoint;
 
 /// Copies of the superblock.
 pub const COPIES: usize = 4;
 /// Bytes of one copy.
 pub const COPY_SIZE: usize = 4096;
 const MAGIC: &[u8; 8] = b"carasupr";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const STATE_OFFSET: usize = 128;
 /// The largest guest checkpoint state the superblock holds.
 pub const STATE_SIZE_MAX: usize = crate::replica::CHECKPOINT_STATE_SIZE_MAX;
-const OPTIONS_OFFSET: usize = STATE_OFFSET + STATE_SIZE_MAX;
+const IDENTITY_OFFSET: usize = STATE_OFFSET + STATE_SIZE_MAX;
+const OPTIONS_OFFSET: usize = IDENTITY_OFFSET + 2 * IDENTITY_TEXT_SIZE_MAX;
 /// The largest encoded options the superblock holds.
 pub const OPTIONS_SIZE_MAX: usize = COPY_SIZE - OPTIONS_OFFSET;
 
@@ -41,35 +42,40 @@ pub struct SuperblockState {
     /// The journal position right after the checkpoint op's entry.
     pub journal: Position,
     /// The options the data directory was created with.
-    pub config: ReplicaConfig,
+    pub options: Options,
+    /// The machine that wrote the directory: its name and state format never change;
+    /// its version is the one that published last.
+    pub identity: Identity,
 }
 
-fn encode_config(config: &ReplicaConfig) -> Result<Vec<u8>> {
-    let options = &config.options;
+/// The options encoded as the superblock stores them; refused if they do not fit.
+pub fn encode_options(options: &Options) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     bytes.extend_from_slice(&options.batch_size_limit.to_le_bytes());
+    bytes.extend_from_slice(&options.reply_size_limit.to_le_bytes());
     bytes.extend_from_slice(&options.block_size.to_le_bytes());
     bytes.extend_from_slice(&options.block_count.to_le_bytes());
-    bytes.extend_from_slice(&config.checkpoint_interval_ops.to_le_bytes());
+    bytes.extend_from_slice(&options.checkpoint_interval_ops.to_le_bytes());
     bytes.extend_from_slice(&(options.settings.len() as u32).to_le_bytes());
     for (name, value) in &options.settings {
         for text in [name, value] {
-            ensure!(
-                text.len() <= u16::MAX as usize,
-                "setting `{name}` is too long"
-            );
-            bytes.extend_from_slice(&(text.len() as u16).to_le_bytes());
+            let Ok(length) = u16::try_from(text.len()) else {
+                return Err(Error::Refused(format!("setting `{name}` is too long")));
+            };
+            bytes.extend_from_slice(&length.to_le_bytes());
             bytes.extend_from_slice(text.as_bytes());
         }
     }
-    ensure!(
-        bytes.len() <= OPTIONS_SIZE_MAX,
-        "the options take more than {OPTIONS_SIZE_MAX} bytes"
-    );
+    if bytes.len() > OPTIONS_SIZE_MAX {
+        return Err(Error::Refused(format!(
+            "the options take {} bytes, more than the superblock's {OPTIONS_SIZE_MAX}",
+            bytes.len()
+        )));
+    }
     Ok(bytes)
 }
 
-fn decode_config(bytes: &[u8]) -> Option<ReplicaConfig> {
+fn decode_options(bytes: &[u8]) -> Option<Options> {
     let mut rest = bytes;
     let mut take = |count: usize| -> Option<&[u8]> {
         let (head, tail) = rest.split_at_checked(count)?;
@@ -77,6 +83,7 @@ fn decode_config(bytes: &[u8]) -> Option<ReplicaConfig> {
         Some(head)
     };
     let batch_size_limit = u32::from_le_bytes(take(4)?.try_into().ok()?);
+    let reply_size_limit = u32::from_le_bytes(take(4)?.try_into().ok()?);
     let block_size = u32::from_le_bytes(take(4)?.try_into().ok()?);
     let block_count = u64::from_le_bytes(take(8)?.try_into().ok()?);
     let checkpoint_interval_ops = u64::from_le_bytes(take(8)?.try_into().ok()?);
@@ -89,15 +96,28 @@ fn decode_config(bytes: &[u8]) -> Option<ReplicaConfig> {
         };
         settings.push((text()?, text()?));
     }
-    Some(ReplicaConfig {
-        options: Options {
-            batch_size_limit,
-            block_size,
-            block_count,
-            settings,
-        },
+    Some(Options {
+        batch_size_limit,
+        reply_size_limit,
         checkpoint_interval_ops,
+        block_size,
+        block_count,
+        settings,
     })
+}
+
+/// Write `text` zero-padded into a field of [`IDENTITY_TEXT_SIZE_MAX`] bytes.
+fn encode_text(text: &str, field: &mut [u8]) {
+    assert!(text.len() <= field.len(), "identity checked on load");
+    field[..text.len()].copy_from_slice(text.as_bytes());
+}
+
+fn decode_text(field: &[u8]) -> Option<String> {
+    let length = field
+        .iter()
+        .position(|&byte| byte == 0)
+        .unwrap_or(field.len());
+    String::from_utf8(field[..length].to_vec()).ok()
 }
 
 fn encode_copy(state: &SuperblockState, copy: usize) -> Result<Vec<u8>> {
@@ -107,11 +127,8 @@ fn encode_copy(state: &SuperblockState, copy: usize) -> Result<Vec<u8>> {
     bytes[28..32].copy_from_slice(&(copy as u32).to_le_bytes());
     bytes[32..40].copy_from_slice(&state.sequence.to_le_bytes());
     if let Some(checkpoint) = &state.checkpoint {
-        ensure!(
-            checkpoint.state.len() <= STATE_SIZE_MAX,
-            "a checkpoint state of {} bytes does not fit the superblock ({STATE_SIZE_MAX})",
-            checkpoint.state.len()
-        );
+        // The replica refuses a larger state from the guest before it gets here.
+        assert!(checkpoint.state.len() <= STATE_SIZE_MAX);
         bytes[40..48].copy_from_slice(&checkpoint.op.to_le_bytes());
         bytes[48..56].copy_from_slice(&checkpoint.timestamp.to_le_bytes());
         bytes[56..72].copy_from_slice(&checkpoint.id().to_le_bytes());
@@ -121,7 +138,12 @@ fn encode_copy(state: &SuperblockState, copy: usize) -> Result<Vec<u8>> {
     }
     bytes[72..80].copy_from_slice(&state.journal.offset.to_le_bytes());
     bytes[80..96].copy_from_slice(&state.journal.checksum.to_le_bytes());
-    let config = encode_config(&state.config)?;
+    bytes[104..108].copy_from_slice(&state.identity.state_format.to_le_bytes());
+    let (name, version) =
+        bytes[IDENTITY_OFFSET..OPTIONS_OFFSET].split_at_mut(IDENTITY_TEXT_SIZE_MAX);
+    encode_text(&state.identity.name, name);
+    encode_text(&state.identity.version, version);
+    let config = encode_options(&state.options)?;
     bytes[100..104].copy_from_slice(&(config.len() as u32).to_le_bytes());
     bytes[OPTIONS_OFFSET..OPTIONS_OFFSET + config.len()].copy_from_slice(&config);
     let checksum = checksum(&bytes[16..]);
@@ -157,6 +179,11 @@ fn decode_copy(bytes: &[u8]) -> Option<SuperblockState> {
     {
         return None;
     }
+    let identity = Identity {
+        name: decode_text(&bytes[IDENTITY_OFFSET..IDENTITY_OFFSET + IDENTITY_TEXT_SIZE_MAX])?,
+        version: decode_text(&bytes[IDENTITY_OFFSET + IDENTITY_TEXT_SIZE_MAX..OPTIONS_OFFSET])?,
+        state_format: u32_at(104),
+    };
     Some(SuperblockState {
         sequence: u64_at(32),
         checkpoint,
@@ -165,7 +192,8 @@ fn decode_copy(bytes: &[u8]) -> Option<SuperblockState> {
             op,
             checksum: u128_at(80),
         },
-        config: decode_config(&bytes[OPTIONS_OFFSET..OPTIONS_OFFSET + config_size])?,
+        options: decode_options(&bytes[OPTIONS_OFFSET..OPTIONS_OFFSET + config_size])?,
+        identity,
     })
 }
 
@@ -186,15 +214,16 @@ impl std::fmt::Debug for Superblock {
 }
 
 impl Superblock {
-    /// Format `file` for a new data directory with `config`.
-    pub fn create(file: Box<dyn File>, config: ReplicaConfig) -> Result<Superblock> {
+    /// Format `file` for a new data directory of machine `identity` with `options`.
+    pub fn create(file: Box<dyn File>, options: Options, identity: Identity) -> Result<Superblock> {
         let mut superblock = Superblock {
             file,
             state: SuperblockState {
                 sequence: 0,
                 checkpoint: None,
                 journal: Position::default(),
-                config,
+                options,
+                identity,
             },
             copies_current: true,
         };
@@ -207,7 +236,10 @@ impl Superblock {
     pub fn open(mut file: Box<dyn File>) -> Result<(Superblock, [bool; COPIES])> {
         let (newest, valid, sequences) = Self::read_all_copies(&mut *file)?;
         let Some(state) = newest else {
-            bail!("no valid superblock copy: the data directory is damaged or not carapace's");
+            return Err(Error::corrupt(
+                "superblock",
+                "no valid superblock copy: the data directory is damaged or not carapace's",
+            ));
         };
         let copies_current = sequences
             .iter()
@@ -242,7 +274,7 @@ impl Superblock {
         let mut bytes = vec![0; COPY_SIZE];
         for (copy, valid) in valid.iter_mut().enumerate() {
             file.read_at((copy * COPY_SIZE) as u64, &mut bytes)
-                .context("reading the superblock")?;
+                .map_err(|error| Error::io("superblock", "reading", error))?;
             let Some(state) = decode_copy(&bytes) else {
                 continue;
             };
@@ -277,15 +309,24 @@ impl Superblock {
         &self.state
     }
 
-    /// Publish `checkpoint`, whose op's journal entry ends at `journal`. The grid and
-    /// the journal must be durable already.
-    pub fn publish(&mut self, checkpoint: &Checkpoint, journal: Position) -> Result<()> {
+    /// Publish `checkpoint`, whose op's journal entry ends at `journal`, written by
+    /// machine version `version`. The grid and the journal must be durable already.
+    pub fn publish(
+        &mut self,
+        checkpoint: &Checkpoint,
+        journal: Position,
+        version: &str,
+    ) -> Result<()> {
         assert_eq!(journal.op, checkpoint.op);
         let state = SuperblockState {
             sequence: self.state.sequence + 1,
             checkpoint: Some(checkpoint.clone()),
             journal,
-            config: self.state.config.clone(),
+            options: self.state.options.clone(),
+            identity: Identity {
+                version: version.to_string(),
+                ..self.state.identity.clone()
+            },
         };
         self.write(state)
     }
@@ -301,8 +342,10 @@ impl Superblock {
             let bytes = encode_copy(&state, copy)?;
             self.file
                 .write_at((copy * COPY_SIZE) as u64, &bytes)
-                .context("writing the superblock")?;
-            self.file.sync().context("syncing the superblock")?;
+                .map_err(|error| Error::io("superblock", "writing", error))?;
+            self.file
+                .sync()
+                .map_err(|error| Error::io("superblock", "syncing", error))?;
         }
         self.state = state;
         self.copies_current = true;
@@ -315,15 +358,22 @@ mod tests {
     use super::*;
     use crate::disk::{CrashMode, SimDisk};
 
-    fn config() -> ReplicaConfig {
-        ReplicaConfig {
-            options: Options {
-                batch_size_limit: 512,
-                block_size: 1024,
-                block_count: 4096,
-                settings: vec![("lsm-profile".into(), "test".into())],
-            },
+    fn config() -> Options {
+        Options {
+            batch_size_limit: 512,
+            reply_size_limit: 1024,
             checkpoint_interval_ops: 16,
+            block_size: 1024,
+            block_count: 4096,
+            settings: vec![("lsm-profile".into(), "test".into())],
+        }
+    }
+
+    fn identity() -> Identity {
+        Identity {
+            name: "echo".into(),
+            version: "1.0.0".into(),
+            state_format: 3,
         }
     }
 
@@ -347,14 +397,25 @@ mod tests {
     fn publishes_and_reopens_the_newest_checkpoint() {
         let disk = SimDisk::new();
         let mut superblock =
-            Superblock::create(Box::new(disk.file("superblock")), config()).unwrap();
-        superblock.publish(&checkpoint(16), position(16)).unwrap();
-        superblock.publish(&checkpoint(32), position(32)).unwrap();
+            Superblock::create(Box::new(disk.file("superblock")), config(), identity()).unwrap();
+        superblock
+            .publish(&checkpoint(16), position(16), "1.0.0")
+            .unwrap();
+        superblock
+            .publish(&checkpoint(32), position(32), "1.1.0")
+            .unwrap();
         let (reopened, valid) = Superblock::open(Box::new(disk.file("superblock"))).unwrap();
         assert_eq!(valid, [true; COPIES]);
         assert_eq!(reopened.state().checkpoint, Some(checkpoint(32)));
         assert_eq!(reopened.state().journal, position(32));
-        assert_eq!(reopened.state().config, config());
+        assert_eq!(reopened.state().options, config());
+        assert_eq!(
+            reopened.state().identity,
+            Identity {
+                version: "1.1.0".into(),
+                ..identity()
+            }
+        );
         assert_eq!(reopened.state().sequence, 3);
     }
 
@@ -364,10 +425,17 @@ mod tests {
             for mode in [CrashMode::Lose, CrashMode::TearLast] {
                 let disk = SimDisk::new();
                 let mut superblock =
-                    Superblock::create(Box::new(disk.file("superblock")), config()).unwrap();
-                superblock.publish(&checkpoint(16), position(16)).unwrap();
+                    Superblock::create(Box::new(disk.file("superblock")), config(), identity())
+                        .unwrap();
+                superblock
+                    .publish(&checkpoint(16), position(16), "1.0.0")
+                    .unwrap();
                 disk.crash_at_sync(disk.syncs() + crash_at);
-                assert!(superblock.publish(&checkpoint(32), position(32)).is_err());
+                assert!(
+                    superblock
+                        .publish(&checkpoint(32), position(32), "1.1.0")
+                        .is_err()
+                );
                 disk.crash(mode);
                 let (reopened, _) = Superblock::open(Box::new(disk.file("superblock"))).unwrap();
                 let op = reopened.state().checkpoint.as_ref().unwrap().op;
@@ -386,8 +454,10 @@ mod tests {
     fn damaged_copies_are_skipped_and_all_damaged_is_an_error() {
         let disk = SimDisk::new();
         let mut superblock =
-            Superblock::create(Box::new(disk.file("superblock")), config()).unwrap();
-        superblock.publish(&checkpoint(16), position(16)).unwrap();
+            Superblock::create(Box::new(disk.file("superblock")), config(), identity()).unwrap();
+        superblock
+            .publish(&checkpoint(16), position(16), "1.0.0")
+            .unwrap();
         disk.corrupt("superblock", 200, 1);
         disk.corrupt("superblock", COPY_SIZE + 40, 1);
         let (reopened, valid) = Superblock::open(Box::new(disk.file("superblock"))).unwrap();
@@ -396,11 +466,8 @@ mod tests {
         for copy in 2..COPIES {
             disk.corrupt("superblock", copy * COPY_SIZE + 3000, 1);
         }
-        let error = format!(
-            "{:#}",
-            Superblock::open(Box::new(disk.file("superblock"))).unwrap_err()
-        );
-        assert!(error.contains("no valid superblock copy"), "{error}");
+        let error = Superblock::open(Box::new(disk.file("superblock"))).unwrap_err();
+        assert!(matches!(error, Error::Corrupt { .. }), "{error}");
         disk.truncate("superblock", 100);
         assert!(Superblock::open(Box::new(disk.file("superblock"))).is_err());
     }

@@ -11,10 +11,9 @@
 //! Opening scans from the start. A damaged or incomplete last entry is a torn tail and
 //! is cut off; a damaged entry with valid entries after it is an error naming its op.
 
-use anyhow::{Context as _, Result, bail};
-use carapace_lsm::checksum::checksum;
-
+use crate::checksum::checksum;
 use crate::disk::File;
+use crate::error::{Error, Result};
 use crate::replica::Request;
 
 /// Bytes of an entry header.
@@ -22,8 +21,12 @@ pub const HEADER_SIZE: usize = 128;
 const MAGIC: &[u8; 8] = b"carajrnl";
 
 /// The largest body an entry may hold: bounds what a damaged header can make a reader
-/// allocate.
-pub const BODY_SIZE_MAX: u32 = 16 << 20;
+/// allocate. The journal refuses to append a larger one (its reader would refuse it).
+pub const BODY_SIZE_MAX: u32 = crate::instance::MESSAGE_SIZE_MAX;
+
+fn io(action: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |error| Error::io("journal", action, error)
+}
 
 /// A journal entry: a committed request and the checksum of its reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,17 +147,17 @@ impl Journal {
 
     /// Cut what follows the last valid entry, durably.
     pub fn cut_torn_tail(&mut self) -> Result<()> {
-        if self.file.length().context("reading the journal's length")? > self.end.offset {
+        if self.file.length().map_err(io("reading the length of"))? > self.end.offset {
             self.file
                 .set_len(self.end.offset)
-                .context("cutting the journal's torn tail")?;
-            self.file.sync().context("syncing the journal")?;
+                .map_err(io("cutting the torn tail of"))?;
+            self.file.sync().map_err(io("syncing"))?;
         }
         Ok(())
     }
 
     fn open_with(mut file: Box<dyn File>, cut_torn_tail: bool) -> Result<(Journal, OpenReport)> {
-        let length = file.length().context("reading the journal's length")?;
+        let length = file.length().map_err(io("reading the length of"))?;
         let mut end = Position::default();
         let mut header = [0; HEADER_SIZE];
         while end.offset < length {
@@ -163,49 +166,55 @@ impl Journal {
                 break;
             }
             file.read_at(end.offset, &mut header)
-                .context("reading the journal")?;
+                .map_err(io("reading"))?;
             let Some(decoded) = decode_header(&header) else {
                 // A torn write damages only the last entry: a valid entry after the
                 // damage means an entry in the middle went bad.
                 if Self::valid_entry_after(file.as_mut(), end.offset + 1, length, next)? {
-                    bail!(
-                        "journal entry of op {next} at byte {} is corrupt",
-                        end.offset
-                    );
+                    return Err(Error::corrupt(
+                        "journal",
+                        format!("entry of op {next} at byte {} is corrupt", end.offset),
+                    ));
                 }
                 break;
             };
             if decoded.op != next || decoded.parent != end.checksum {
-                bail!(
-                    "journal entry at byte {} holds op {} with parent {:032x}; expected op {next} \
-                     after {:032x}",
-                    end.offset,
-                    decoded.op,
-                    decoded.parent,
-                    end.checksum
-                );
+                return Err(Error::corrupt(
+                    "journal",
+                    format!(
+                        "entry at byte {} holds op {} with parent {:032x}; expected op {next} \
+                         after {:032x}",
+                        end.offset, decoded.op, decoded.parent, end.checksum
+                    ),
+                ));
             }
             let entry_end = end.offset + HEADER_SIZE as u64 + u64::from(decoded.body_size);
             if decoded.body_size > BODY_SIZE_MAX {
-                bail!(
-                    "journal entry of op {next} declares a body of {} bytes",
-                    decoded.body_size
-                );
+                return Err(Error::corrupt(
+                    "journal",
+                    format!(
+                        "entry of op {next} declares a body of {} bytes",
+                        decoded.body_size
+                    ),
+                ));
             }
             if entry_end > length {
                 break;
             }
             let mut body = vec![0; decoded.body_size as usize];
             file.read_at(end.offset + HEADER_SIZE as u64, &mut body)
-                .context("reading the journal")?;
+                .map_err(io("reading"))?;
             if checksum(&body) != decoded.checksum_body {
                 if entry_end == length {
                     break;
                 }
-                bail!(
-                    "journal entry of op {next} at byte {} has a corrupt body",
-                    end.offset
-                );
+                return Err(Error::corrupt(
+                    "journal",
+                    format!(
+                        "entry of op {next} at byte {} has a corrupt body",
+                        end.offset
+                    ),
+                ));
             }
             end = Position {
                 offset: entry_end,
@@ -216,8 +225,8 @@ impl Journal {
         let torn_bytes = length - end.offset;
         if torn_bytes > 0 && cut_torn_tail {
             file.set_len(end.offset)
-                .context("cutting the journal's torn tail")?;
-            file.sync().context("syncing the journal")?;
+                .map_err(io("cutting the torn tail of"))?;
+            file.sync().map_err(io("syncing"))?;
         }
         Ok((Journal { file, end }, OpenReport { end, torn_bytes }))
     }
@@ -234,7 +243,7 @@ impl Journal {
         while start + HEADER_SIZE as u64 <= length {
             let size = (length - start).min(WINDOW_SIZE + HEADER_SIZE as u64) as usize;
             file.read_at(start, &mut window[..size])
-                .context("reading the journal")?;
+                .map_err(io("reading"))?;
             for at in 0..=size - HEADER_SIZE {
                 if window[at + 104..at + 112] != *MAGIC {
                     continue;
@@ -253,8 +262,7 @@ impl Journal {
                     continue;
                 }
                 let mut body = vec![0; header.body_size as usize];
-                file.read_at(body_start, &mut body)
-                    .context("reading the journal")?;
+                file.read_at(body_start, &mut body).map_err(io("reading"))?;
                 if checksum(&body) == header.checksum_body {
                     return Ok(true);
                 }
@@ -269,14 +277,21 @@ impl Journal {
         self.end
     }
 
-    /// Append `entry` (the next op) and sync: once this returns, the op is durable.
+    /// Append `entry` (the next op) and sync: once this returns, the op is durable. A
+    /// body the reader would refuse is refused here, before anything is written.
     pub fn append(&mut self, entry: &Entry) -> Result<()> {
         assert_eq!(entry.request.op, self.end.op + 1);
+        if entry.request.body.len() > BODY_SIZE_MAX as usize {
+            return Err(Error::Refused(format!(
+                "a body of {} bytes is over the journal's {BODY_SIZE_MAX}",
+                entry.request.body.len()
+            )));
+        }
         let bytes = encode(entry, self.end.checksum);
         self.file
             .write_at(self.end.offset, &bytes)
-            .context("appending to the journal")?;
-        self.file.sync().context("syncing the journal")?;
+            .map_err(io("appending to"))?;
+        self.file.sync().map_err(io("syncing"))?;
         self.end = Position {
             offset: self.end.offset + bytes.len() as u64,
             op: entry.request.op,
@@ -292,12 +307,17 @@ impl Journal {
         while offset < self.end.offset {
             self.file
                 .read_at(offset, &mut header)
-                .context("reading the journal")?;
-            let decoded = decode_header(&header).context("journal changed under its reader")?;
+                .map_err(io("reading"))?;
+            let decoded = decode_header(&header).ok_or_else(|| {
+                Error::corrupt(
+                    "journal",
+                    format!("entry at byte {offset} changed under its reader"),
+                )
+            })?;
             let mut body = vec![0; decoded.body_size as usize];
             self.file
                 .read_at(offset + HEADER_SIZE as u64, &mut body)
-                .context("reading the journal")?;
+                .map_err(io("reading"))?;
             offset += (HEADER_SIZE + body.len()) as u64;
             let position = Position {
                 offset,
@@ -408,8 +428,27 @@ mod tests {
             let disk = SimDisk::new();
             write(&disk, 8);
             disk.corrupt("journal", offset, 0x80);
-            let error = format!("{:#}", read(&disk).unwrap_err());
-            assert!(error.contains(what), "{error}");
+            match read(&disk).unwrap_err() {
+                Error::Corrupt { file, detail } => {
+                    assert_eq!(file, "journal");
+                    assert!(detail.contains(what), "{detail}");
+                }
+                error => panic!("expected a corrupt journal, got {error}"),
+            }
         }
+    }
+
+    #[test]
+    fn append_refuses_a_body_the_reader_would_refuse() {
+        let disk = SimDisk::new();
+        write(&disk, 2);
+        let (mut journal, _) = Journal::open(Box::new(disk.file("journal"))).unwrap();
+        let mut oversized = entry(3);
+        oversized.request.body = vec![0; BODY_SIZE_MAX as usize + 1];
+        let error = journal.append(&oversized).unwrap_err();
+        assert!(matches!(error, Error::Refused(_)), "{error}");
+        // Nothing was written: the journal still reads back whole, and goes on.
+        journal.append(&entry(3)).unwrap();
+        assert_eq!(read(&disk).unwrap().0.len(), 3);
     }
 }

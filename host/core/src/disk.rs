@@ -1,14 +1,11 @@
 //! Files as the durable parts of a data directory use them: positioned reads and writes,
-//! and a sync that makes completed writes durable. [`OsFile`] is a real file;
-//! [`SimDisk`] keeps each file's durable image apart from its live one and can crash at
+//! and a sync that makes completed writes durable. The native host's `OsFile` is a real
+//! file, the browser's an OPFS handle; [`SimDisk`] keeps each file's durable image apart from its live one and can crash at
 //! any sync, dropping (or tearing) whatever was not synced, for crash tests.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::fs;
 use std::io;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::rc::Rc;
 
 /// A file of a data directory.
@@ -23,69 +20,6 @@ pub trait File {
     fn length(&mut self) -> io::Result<u64>;
     /// Cut or extend the file to `length` bytes (durable after the next sync).
     fn set_len(&mut self, length: u64) -> io::Result<()>;
-}
-
-/// A real file: `pread`/`pwrite` and `fdatasync`.
-#[derive(Debug)]
-pub struct OsFile {
-    file: fs::File,
-}
-
-impl OsFile {
-    /// Open `path` for reading and writing, creating it if missing.
-    pub fn open(path: &Path) -> io::Result<OsFile> {
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        Ok(OsFile { file })
-    }
-}
-
-impl OsFile {
-    /// Open an existing file at `path` for reading only: writes fail.
-    pub fn open_read_only(path: &Path) -> io::Result<OsFile> {
-        Ok(OsFile {
-            file: fs::File::open(path)?,
-        })
-    }
-}
-
-impl File for OsFile {
-    fn read_at(&mut self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
-        let mut done = 0;
-        while done < buffer.len() {
-            match self
-                .file
-                .read_at(&mut buffer[done..], offset + done as u64)?
-            {
-                0 => {
-                    buffer[done..].fill(0);
-                    break;
-                }
-                read => done += read,
-            }
-        }
-        Ok(())
-    }
-
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.file.write_all_at(data, offset)
-    }
-
-    fn sync(&mut self) -> io::Result<()> {
-        self.file.sync_data()
-    }
-
-    fn length(&mut self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
-    }
-
-    fn set_len(&mut self, length: u64) -> io::Result<()> {
-        self.file.set_len(length)
-    }
 }
 
 /// How a crash treats writes that were not synced.

@@ -1,7 +1,8 @@
 //! What a guest imports from its host, and how I/O completions reach the step in flight.
 //!
-//! The guest core never calls bindings: it calls [`Host`], which each adapter implements
-//! over its target's imports (the component's WIT imports, or the native host directly).
+//! The guest core never calls bindings: it calls [`Imports`], which each adapter
+//! implements over its target's imports (the component's WIT imports, or the native host
+//! directly).
 //! A read or write is submitted when its future is created; the future resolves once the
 //! adapter hands the matching completion to [`Context::complete_read`] or
 //! [`Context::complete_write`]. Completions may arrive in any order the host chooses.
@@ -33,7 +34,7 @@ pub enum Level {
 }
 
 /// The imports of the `state-machine` world, as the guest core sees them.
-pub trait Host {
+pub trait Imports {
     /// `grid.submit-read`.
     fn submit_read(&self, address: u64);
     /// `grid.submit-write`.
@@ -64,7 +65,7 @@ struct InFlight {
 }
 
 struct Inner {
-    host: Box<dyn Host>,
+    imports: Box<dyn Imports>,
     in_flight: RefCell<Vec<InFlight>>,
 }
 
@@ -84,11 +85,11 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    /// A context over `host`, with no I/O in flight.
-    pub fn new(host: Box<dyn Host>) -> Context {
+    /// A context over `imports`, with no I/O in flight.
+    pub fn new(imports: Box<dyn Imports>) -> Context {
         Context {
             inner: Rc::new(Inner {
-                host,
+                imports,
                 in_flight: RefCell::new(Vec::with_capacity(IO_IN_FLIGHT_MAX)),
             }),
         }
@@ -96,22 +97,22 @@ impl Context {
 
     /// The timestamp of the op being committed (or of the last one, between ops).
     pub fn now(&self) -> u64 {
-        self.inner.host.now()
+        self.inner.imports.now()
     }
 
     /// Arm timer `id` to fire at logical timestamp `at`.
     pub fn set_timer(&self, id: u64, at: u64) {
-        self.inner.host.set_timer(id, at);
+        self.inner.imports.set_timer(id, at);
     }
 
     /// Disarm timer `id`.
     pub fn cancel_timer(&self, id: u64) {
-        self.inner.host.cancel_timer(id);
+        self.inner.imports.cancel_timer(id);
     }
 
     /// Emit a diagnostic message.
     pub fn log(&self, level: Level, message: &str) {
-        self.inner.host.log(level, message);
+        self.inner.imports.log(level, message);
     }
 
     /// Reads and writes submitted and not yet consumed.
@@ -123,7 +124,7 @@ impl Context {
     /// unverified (the grid verifies them).
     pub fn read(&self, address: u64) -> ReadBlock {
         self.submit(address, IoKind::Read);
-        self.inner.host.submit_read(address);
+        self.inner.imports.submit_read(address);
         ReadBlock {
             context: self.clone(),
             address,
@@ -133,7 +134,7 @@ impl Context {
     /// Submit a write of `block` to `address` now; the future resolves once it is done.
     pub fn write(&self, address: u64, block: &[u8]) -> WriteBlock {
         self.submit(address, IoKind::Write);
-        self.inner.host.submit_write(address, block);
+        self.inner.imports.submit_write(address, block);
         WriteBlock {
             context: self.clone(),
             address,

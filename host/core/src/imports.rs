@@ -1,16 +1,16 @@
-//! The host's side of the imports: grid I/O queued until the host completes it, the
-//! logical clock and timers, and the guest's log. Shared by the wasm and native
-//! machines, so both see exactly the same host.
+//! [`HostImports`]: the host's side of the imports — grid I/O queued until the host
+//! completes it, the logical clock and timers, and the guest's log. Every kind of
+//! [`Instance`](crate::instance::Instance) (wasmtime, the browser, native) calls the same
+//! code, so each sees exactly the same host.
 
 use std::collections::{BTreeMap, VecDeque};
 
-use anyhow::{Context as _, Result};
-
+use crate::error::{Error, Result};
 use crate::prng::Prng;
 use crate::storage::Storage;
 
 /// Grid I/O a guest may have in flight at once. Generous above the guest's own bound
-/// (`carapace_lsm::io::IO_IN_FLIGHT_MAX`); exceeding it is a contract violation.
+/// (the SDK's `IO_IN_FLIGHT_MAX`); exceeding it is a contract violation.
 pub const IO_IN_FLIGHT_MAX: usize = 256;
 
 /// Log messages kept for inspection; older ones are dropped first.
@@ -22,6 +22,19 @@ pub const LOG_MESSAGE_SIZE_MAX: usize = 4096;
 
 /// Timers a guest may have armed at once.
 pub const TIMERS_ARMED_MAX: usize = 64;
+
+/// A contract violation by the guest, returned by an import so that the instance can
+/// trap; [`HostImports::take_violation`] reports it once the export returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation(pub String);
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "guest broke the contract: {}", self.0)
+    }
+}
+
+impl std::error::Error for Violation {}
 
 /// Severity of a guest's log message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -89,7 +102,7 @@ pub enum Completion {
 }
 
 /// Everything the host provides to one guest instance.
-pub struct HostContext {
+pub struct HostImports {
     storage: Box<dyn Storage>,
     block_size: u32,
     block_count: u64,
@@ -109,9 +122,9 @@ pub struct HostContext {
     step_active: bool,
 }
 
-impl std::fmt::Debug for HostContext {
+impl std::fmt::Debug for HostImports {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostContext")
+        f.debug_struct("HostImports")
             .field("block_size", &self.block_size)
             .field("block_count", &self.block_count)
             .field("in_flight", &self.in_flight.len())
@@ -120,15 +133,15 @@ impl std::fmt::Debug for HostContext {
     }
 }
 
-impl HostContext {
+impl HostImports {
     /// A host over `storage` with the grid's geometry.
     pub fn new(
         storage: Box<dyn Storage>,
         block_size: u32,
         block_count: u64,
         order: IoOrder,
-    ) -> HostContext {
-        HostContext {
+    ) -> HostImports {
+        HostImports {
             storage,
             block_size,
             block_count,
@@ -147,9 +160,15 @@ impl HostContext {
         }
     }
 
-    /// Print the guest's log messages to stderr as they arrive.
+    /// Print the guest's log messages to stderr as they arrive (natively; where there is
+    /// no stderr, read [`HostImports::log_messages`]).
     pub fn set_echo_log(&mut self, echo: bool) {
         self.echo_log = echo;
+    }
+
+    /// The grid's block size and count.
+    pub fn grid_geometry(&self) -> (u32, u64) {
+        (self.block_size, self.block_count)
     }
 
     /// The messages the guest logged (the newest [`LOG_MESSAGES_MAX`]), oldest first.
@@ -183,22 +202,24 @@ impl HostContext {
         self.step_active = active;
     }
 
-    fn check_in_step(&mut self, what: &str) -> Result<()> {
+    fn check_in_step(&mut self, what: &str) -> Result<(), Violation> {
         if self.step_active {
             return Ok(());
         }
         Err(self.violate(format!("{what} outside an asynchronous step")))
     }
 
-    /// Take the first contract violation recorded during the last guest call.
-    pub(crate) fn take_violation(&mut self) -> Option<String> {
+    /// Take the first contract violation recorded during the last guest call: an
+    /// instance reports it in place of whatever the call returned.
+    pub fn take_violation(&mut self) -> Option<String> {
         self.violation.take()
     }
 
-    fn violate(&mut self, what: String) -> anyhow::Error {
-        let error = anyhow::anyhow!("guest broke the contract: {what}");
-        self.violation.get_or_insert(what);
-        error
+    /// Record a contract violation found by the instance itself (a reply over the limit,
+    /// say); the first one recorded is reported.
+    pub fn violate(&mut self, what: String) -> Violation {
+        self.violation.get_or_insert(what.clone());
+        Violation(what)
     }
 
     /// Whether I/O is in flight.
@@ -219,15 +240,15 @@ impl HostContext {
         Ok(Some(match self.in_flight.remove(index) {
             Submitted::Read { address } => {
                 let mut block = vec![0; self.block_size as usize];
-                self.storage
-                    .read(address, &mut block)
-                    .with_context(|| format!("reading grid block {address}"))?;
+                self.storage.read(address, &mut block).map_err(|error| {
+                    Error::io("grid", format!("reading block {address} of"), error)
+                })?;
                 Completion::Read { address, block }
             }
             Submitted::Write { address, block } => {
-                self.storage
-                    .write(address, &block)
-                    .with_context(|| format!("writing grid block {address}"))?;
+                self.storage.write(address, &block).map_err(|error| {
+                    Error::io("grid", format!("writing block {address} of"), error)
+                })?;
                 Completion::Write { address }
             }
         }))
@@ -235,10 +256,12 @@ impl HostContext {
 
     /// Make every completed write durable.
     pub(crate) fn sync(&mut self) -> Result<()> {
-        self.storage.sync().context("syncing the grid")
+        self.storage
+            .sync()
+            .map_err(|error| Error::io("grid", "syncing", error))
     }
 
-    fn check_submission(&mut self, address: u64) -> Result<()> {
+    fn check_submission(&mut self, address: u64) -> Result<(), Violation> {
         self.check_in_step("grid I/O")?;
         if !(1..=self.block_count).contains(&address) {
             return Err(self.violate(format!(
@@ -258,14 +281,14 @@ impl HostContext {
     }
 
     /// `grid.submit-read`.
-    pub fn submit_read(&mut self, address: u64) -> Result<()> {
+    pub fn submit_read(&mut self, address: u64) -> Result<(), Violation> {
         self.check_submission(address)?;
         self.in_flight.push(Submitted::Read { address });
         Ok(())
     }
 
     /// `grid.submit-write`.
-    pub fn submit_write(&mut self, address: u64, block: Vec<u8>) -> Result<()> {
+    pub fn submit_write(&mut self, address: u64, block: Vec<u8>) -> Result<(), Violation> {
         self.check_submission(address)?;
         if block.len() != self.block_size as usize {
             return Err(self.violate(format!(
@@ -284,7 +307,7 @@ impl HostContext {
     }
 
     /// `clock.set-timer`.
-    pub fn set_timer(&mut self, id: u64, at: u64) -> Result<()> {
+    pub fn set_timer(&mut self, id: u64, at: u64) -> Result<(), Violation> {
         self.check_in_step("`set-timer`")?;
         if !self.timers.contains_key(&id) && self.timers.len() == TIMERS_ARMED_MAX {
             return Err(self.violate(format!("more than {TIMERS_ARMED_MAX} timers armed")));
@@ -294,7 +317,7 @@ impl HostContext {
     }
 
     /// `clock.cancel-timer`.
-    pub fn cancel_timer(&mut self, id: u64) -> Result<()> {
+    pub fn cancel_timer(&mut self, id: u64) -> Result<(), Violation> {
         self.check_in_step("`cancel-timer`")?;
         self.timers.remove(&id);
         Ok(())
@@ -310,6 +333,7 @@ impl HostContext {
             message.truncate(cut);
             message.push_str(" [cut]");
         }
+        #[cfg(not(target_family = "wasm"))]
         if self.echo_log {
             eprintln!("guest [{level:?}] op {}: {message}", self.op);
         }

@@ -1,0 +1,3 @@
+//! The echo state machine as a component: the SDK's adapter, nothing else.
+
+carapace_sdk::export!(carapace_echo::Echo);

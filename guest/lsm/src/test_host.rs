@@ -1,0 +1,104 @@
+//! A host for the crate's unit tests: grid I/O over an in-memory block map, completed
+//! one at a time in submission order, and `block_on` to drive a forest's futures.
+//!
+//! Writes land in the map when submitted, so a block is readable as soon as its write is;
+//! there is no durable image apart from the live one (the host's tests crash the grid).
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::{Context as TaskContext, Poll, Waker};
+
+use carapace_sdk::{Context, Imports, Level};
+
+#[derive(Clone, Copy, Debug)]
+enum Io {
+    Read(u64),
+    Write(u64),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    blocks: HashMap<u64, Vec<u8>>,
+    submitted: VecDeque<Io>,
+    read_count: u64,
+}
+
+/// The blocks and the I/O queue; clones share them, so a forest reopened over a clone
+/// sees every block written before.
+#[derive(Clone, Debug)]
+pub(crate) struct MemoryHost {
+    state: Rc<RefCell<State>>,
+    block_size: usize,
+}
+
+impl MemoryHost {
+    pub(crate) fn new(block_size: u32) -> MemoryHost {
+        MemoryHost {
+            state: Rc::default(),
+            block_size: block_size as usize,
+        }
+    }
+
+    /// Reads submitted so far.
+    pub(crate) fn read_count(&self) -> u64 {
+        self.state.borrow().read_count
+    }
+
+    /// A context whose imports are this host's.
+    pub(crate) fn context(&self) -> Context {
+        Context::new(Box::new(self.clone()))
+    }
+
+    /// Run `future` to completion, completing its I/O in submission order.
+    pub(crate) fn block_on<F: Future>(&self, context: &Context, future: F) -> F::Output {
+        let mut future = pin!(future);
+        let mut task_context = TaskContext::from_waker(Waker::noop());
+        loop {
+            if let Poll::Ready(output) = future.as_mut().poll(&mut task_context) {
+                assert!(self.state.borrow().submitted.is_empty());
+                return output;
+            }
+            let io = self
+                .state
+                .borrow_mut()
+                .submitted
+                .pop_front()
+                .expect("a pending future waits for I/O");
+            match io {
+                Io::Read(address) => {
+                    let block = self.state.borrow().blocks.get(&address).cloned();
+                    let block = block.unwrap_or_else(|| vec![0; self.block_size]);
+                    context.complete_read(address, block).unwrap();
+                }
+                Io::Write(address) => context.complete_write(address).unwrap(),
+            }
+        }
+    }
+}
+
+impl Imports for MemoryHost {
+    fn submit_read(&self, address: u64) {
+        let mut state = self.state.borrow_mut();
+        state.read_count += 1;
+        state.submitted.push_back(Io::Read(address));
+    }
+
+    fn submit_write(&self, address: u64, block: &[u8]) {
+        let mut state = self.state.borrow_mut();
+        state.blocks.insert(address, block.to_vec());
+        state.submitted.push_back(Io::Write(address));
+    }
+
+    fn now(&self) -> u64 {
+        0
+    }
+
+    fn set_timer(&self, _: u64, _: u64) {}
+
+    fn cancel_timer(&self, _: u64) {}
+
+    fn log(&self, _: Level, _: &str) {}
+}

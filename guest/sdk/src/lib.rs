@@ -1,0 +1,26 @@
+//! The guest toolkit of carapace: what a state machine is, in plain Rust, and how it
+//! becomes a component.
+//!
+//! - [`StateMachine`]: the exports of the `state-machine` world as a trait whose
+//!   asynchronous steps are `async fn`s; [`Identity`] says which machine it is.
+//! - [`Context`]: the machine's handle on its host (clock, timers, log, grid I/O),
+//!   over an [`Imports`] implementation that each target provides.
+//! - [`Runner`]: runs a [`StateMachine`] by the contract, one step at a time.
+//! - [`export!`]: with the `component` feature, turns any [`StateMachine`] into the
+//!   wit-bindgen adapter of a component, in one line.
+//!
+//! A machine crate depends on this crate alone (and on a storage engine such as
+//! `carapace-lsm`, if it wants one); its component crate is a `cdylib` whose whole
+//! source is `carapace_sdk::export!(MyMachine);`. `docs/writing-a-machine.md` walks
+//! through it.
+
+pub mod failure;
+pub mod io;
+pub mod machine;
+
+#[cfg(feature = "component")]
+pub mod component;
+
+pub use failure::Failure;
+pub use io::{Context, Imports, Level};
+pub use machine::{Identity, Options, Runner, StateMachine, Statistic, Step};

@@ -1,0 +1,313 @@
+//! A replica whose acknowledged ops survive a crash: the grid in a file, a journal of
+//! every committed request, and a superblock that publishes each checkpoint.
+//!
+//! Per op: the machine commits (and, at a checkpoint op, writes its checkpoint and the
+//! grid is synced); the journal entry, with the reply's checksum and any checkpoint
+//! id, is appended and synced — the op is now acknowledged; at a checkpoint op the
+//! superblock then publishes the checkpoint. Recovery opens the machine at the
+//! superblock's checkpoint and replays the journal after it through the same
+//! lifecycle, checking every reply and checkpoint id against what was recorded.
+//! `docs/design.md` argues each crash point.
+
+use crate::checksum::checksum;
+use crate::disk::{File, SimDisk};
+use crate::error::{Error, Result};
+use crate::imports::{HostImports, IoOrder};
+use crate::instance::{Identity, Instance, Options};
+use crate::journal::{Entry, Journal, Position};
+use crate::replay::{self, ReplayReport};
+use crate::replica::{Checkpoint, Committer, Replica, Request};
+use crate::storage::{FileStorage, MemoryStorage};
+use crate::superblock::{Superblock, SuperblockState};
+
+/// The files of a data directory: `superblock`, `journal`, `grid`. The native host opens
+/// them as OS files, the browser as OPFS files, tests on a [`SimDisk`].
+pub struct DataDir {
+    /// The superblock file.
+    pub superblock: Box<dyn File>,
+    /// The journal file.
+    pub journal: Box<dyn File>,
+    /// The grid file.
+    pub grid: Box<dyn File>,
+}
+
+impl std::fmt::Debug for DataDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataDir").finish_non_exhaustive()
+    }
+}
+
+/// File names in a data directory.
+pub const SUPERBLOCK_FILE: &str = "superblock";
+/// See [`SUPERBLOCK_FILE`].
+pub const JOURNAL_FILE: &str = "journal";
+/// See [`SUPERBLOCK_FILE`].
+pub const GRID_FILE: &str = "grid";
+
+impl DataDir {
+    /// A data directory on a simulated disk, for crash tests.
+    pub fn simulated(disk: &SimDisk) -> DataDir {
+        DataDir {
+            superblock: Box::new(disk.file(SUPERBLOCK_FILE)),
+            journal: Box::new(disk.file(JOURNAL_FILE)),
+            grid: Box::new(disk.file(GRID_FILE)),
+        }
+    }
+}
+
+/// What recovery found and did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    /// The checkpoint opened, if any.
+    pub checkpoint_op: u64,
+    /// Ops replayed from the journal after it.
+    pub replayed_ops: u64,
+    /// Bytes of a torn journal tail cut off.
+    pub torn_bytes: u64,
+    /// Superblock sequence.
+    pub superblock_sequence: u64,
+}
+
+/// Makes a fresh instance of the machine over the host imports it is given.
+pub type MakeInstance<'a> = dyn Fn(HostImports) -> Result<Box<dyn Instance>> + 'a;
+
+/// A replica over a data directory.
+pub struct Durable {
+    replica: Replica,
+    journal: Journal,
+    superblock: Superblock,
+    /// Why the commit protocol stopped, once it has: the guest may already have
+    /// released blocks on the promise that its checkpoint would be published, so
+    /// nothing may be committed until the directory is reopened (and recovered).
+    failed: Option<String>,
+}
+
+impl std::fmt::Debug for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Durable")
+            .field("journal", &self.journal)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The checksum a journal records for a reply.
+pub fn reply_checksum(reply: &[u8]) -> u128 {
+    checksum(reply)
+}
+
+/// Refuse a directory written by another machine or in another state format, naming
+/// both; a new version of the same machine may open it.
+pub fn check_identity(stored: &Identity, module: &Identity) -> Result<()> {
+    if stored.name != module.name || stored.state_format != module.state_format {
+        return Err(Error::Incompatible(format!(
+            "it holds the state of machine {stored}; the module is machine {module}"
+        )));
+    }
+    Ok(())
+}
+
+/// Ask a fresh instance of `make` who it is.
+fn identify(make: &MakeInstance<'_>, options: &Options, order: &IoOrder) -> Result<Identity> {
+    let mut instance = make(scratch_imports(options, order))?;
+    crate::replica::identify(instance.as_mut())
+}
+
+/// Host imports over memory, for trying options or asking a machine who it is.
+fn scratch_imports(options: &Options, order: &IoOrder) -> HostImports {
+    HostImports::new(
+        Box::new(MemoryStorage::new()),
+        options.block_size,
+        options.block_count,
+        order.clone(),
+    )
+}
+
+impl Durable {
+    /// Open the data directory, creating it with `options` if it is new (an existing
+    /// one keeps its own options; `options`, if given, must match them), and recover:
+    /// open the machine `make` builds at the published checkpoint and replay the
+    /// journal after it, checking every reply and checkpoint id. A directory of another
+    /// machine or state format is refused before anything is read from its grid.
+    pub fn open(
+        dir: DataDir,
+        options: Option<Options>,
+        order: IoOrder,
+        make: &MakeInstance<'_>,
+    ) -> Result<(Durable, Recovery)> {
+        let DataDir {
+            mut superblock,
+            mut journal,
+            grid,
+        } = dir;
+        // A directory whose creation never finished (no valid superblock copy, nothing
+        // journaled) acknowledged nothing: create it again.
+        let (newest, _) = Superblock::read_copies(&mut *superblock)?;
+        let journal_length = journal
+            .length()
+            .map_err(|error| Error::io(JOURNAL_FILE, "reading the length of", error))?;
+        let is_new = newest.is_none() && journal_length == 0;
+        let mut superblock = if is_new {
+            let options = options
+                .clone()
+                .ok_or_else(|| Error::Refused("a new data directory needs options".into()))?;
+            // Try the options on the machine before recording them: a directory created
+            // with options it cannot run would refuse every later start.
+            let instance = make(scratch_imports(&options, &order))?;
+            let replica = Replica::open(instance, options.clone(), None)?;
+            Superblock::create(superblock, options, replica.identity().clone())?
+        } else {
+            Superblock::open(superblock)?.0
+        };
+        let stored = superblock.state().clone();
+        check_identity(&stored.identity, &identify(make, &stored.options, &order)?)?;
+        if let Some(options) = &options
+            && *options != stored.options
+        {
+            return Err(Error::Incompatible(format!(
+                "it was created with other options: {:?}",
+                stored.options
+            )));
+        }
+        // Check the journal against the superblock before cutting anything: damage where
+        // acknowledged entries should be must stay on disk for whoever looks next.
+        let (mut journal, journal_report) = Journal::open_read_only(journal)?;
+        replay::check_journal_covers(&stored, &journal)?;
+        journal.cut_torn_tail()?;
+        // A copy left damaged or behind (a crash mid-publication, or a bad sector) is
+        // rewritten now, so that four good copies guard the checkpoint again before
+        // any block only an older checkpoint needs can be reused.
+        if superblock.needs_repair() {
+            superblock.repair()?;
+        }
+        let options = &stored.options;
+        let storage = FileStorage::new(grid, options.block_size);
+        let imports = HostImports::new(
+            Box::new(storage),
+            options.block_size,
+            options.block_count,
+            order,
+        );
+        let mut replica =
+            Replica::open(make(imports)?, options.clone(), stored.checkpoint.clone())?;
+        let report = replay::replay_journal(
+            &mut replica,
+            &mut journal,
+            &stored,
+            |replica, _, position| {
+                // The machine reuses blocks that only older checkpoints need once it has
+                // taken a new one: publish it before the next op, as in `commit`.
+                if let Some(checkpoint) = replica.checkpoint_taken_at(position.op) {
+                    let version = replica.identity().version.clone();
+                    superblock.publish(checkpoint, position, &version)?;
+                }
+                Ok(())
+            },
+        );
+        let ReplayReport {
+            checkpoint_op,
+            identical_through,
+            outcome,
+            ..
+        } = report;
+        outcome?;
+        let recovery = Recovery {
+            checkpoint_op,
+            replayed_ops: identical_through - checkpoint_op,
+            torn_bytes: journal_report.torn_bytes,
+            superblock_sequence: stored.sequence,
+        };
+        let durable = Durable {
+            replica,
+            journal,
+            superblock,
+            failed: None,
+        };
+        Ok((durable, recovery))
+    }
+
+    /// The replica.
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// The replica, mutably (for its instance's host imports).
+    pub fn replica_mut(&mut self) -> &mut Replica {
+        &mut self.replica
+    }
+
+    /// The published state.
+    pub fn superblock(&self) -> &Superblock {
+        &self.superblock
+    }
+
+    /// Where the journal ends.
+    pub fn journal_end(&self) -> Position {
+        self.journal.end()
+    }
+
+    /// Commit `request` durably; when this returns the op is acknowledged. After any
+    /// error but a refused request, the replica refuses every later commit with
+    /// [`Error::Stopped`] until the directory is reopened.
+    pub fn commit(&mut self, request: &Request) -> Result<Vec<u8>> {
+        if let Some(reason) = &self.failed {
+            return Err(Error::Stopped(reason.clone()));
+        }
+        self.commit_protocol(request).inspect_err(|error| {
+            if !matches!(error, Error::Refused(_)) {
+                self.failed = Some(error.to_string());
+            }
+        })
+    }
+
+    fn commit_protocol(&mut self, request: &Request) -> Result<Vec<u8>> {
+        let reply = self.replica.commit(request)?;
+        let checkpoint_id = self
+            .replica
+            .checkpoint_taken_at(request.op)
+            .map(Checkpoint::id);
+        let entry = Entry {
+            request: request.clone(),
+            reply_checksum: reply_checksum(&reply),
+            checkpoint_id,
+        };
+        // The machine has committed the op: a journal that refuses it now (its body is
+        // too large to read back) leaves the machine ahead of the log, which stops us.
+        self.journal.append(&entry).map_err(|error| match error {
+            Error::Refused(reason) => Error::Stopped(reason),
+            error => error,
+        })?;
+        // The op is acknowledged. A checkpoint taken at it is published before the
+        // next op: from then on the machine may reuse blocks only older ones need.
+        if let Some(checkpoint) = self.replica.checkpoint_taken_at(request.op).cloned() {
+            let version = self.replica.identity().version.clone();
+            self.superblock
+                .publish(&checkpoint, self.journal.end(), &version)?;
+        }
+        Ok(reply)
+    }
+}
+
+impl Committer for Durable {
+    fn last_op(&self) -> u64 {
+        self.replica.op()
+    }
+
+    fn last_timestamp(&self) -> u64 {
+        self.replica.timestamp()
+    }
+
+    fn commit_request(&mut self, request: &Request) -> Result<Vec<u8>> {
+        self.commit(request)
+    }
+}
+
+/// The superblock state of a data directory, read without changing anything.
+pub fn read_superblock(file: &mut dyn File) -> Result<SuperblockState> {
+    let (state, _) = Superblock::read_copies(file)?;
+    state.ok_or_else(|| {
+        Error::corrupt(
+            SUPERBLOCK_FILE,
+            "no valid superblock copy: the data directory is damaged or not carapace's",
+        )
+    })
+}

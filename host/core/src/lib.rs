@@ -1,0 +1,35 @@
+//! The pure host core of carapace: everything the host decides, with no wasmtime, no
+//! OS file and no clock, so that the native host and the browser run the same code.
+//!
+//! - [`instance`]: [`Instance`](instance::Instance), a loaded machine as the host
+//!   drives it (one method per export), and the contract's types on the host's side;
+//! - [`imports`]: [`HostImports`](imports::HostImports), the host's side of the
+//!   imports — grid I/O and its completion order, the logical clock, timers, the log;
+//! - [`replica`]: the lifecycle (`init`, `open`, then timers, prefetch, commit, compact
+//!   and checkpoints per op) over any instance;
+//! - [`storage`] and [`disk`]: where blocks and files live (memory, a file, a
+//!   simulated disk that crashes);
+//! - [`journal`], [`superblock`], [`durable`]: the data directory and its commit
+//!   protocol and recovery; [`replay`]: re-execution checked against a journal;
+//! - [`workload`]: seeded workloads with reply checkers; [`prng`]: the host's PRNG;
+//! - [`error`]: the host's typed errors.
+//!
+//! `cargo check --target wasm32-unknown-unknown -p carapace-core` proves that it needs
+//! nothing but the standard library's portable parts.
+
+pub mod checksum;
+pub mod disk;
+pub mod durable;
+pub mod error;
+pub mod imports;
+pub mod instance;
+pub mod journal;
+pub mod prng;
+pub mod replay;
+pub mod replica;
+pub mod storage;
+pub mod superblock;
+pub mod workload;
+
+pub use error::{Error, FailureKind, Fault, GuestError, Result};
+pub use instance::{Identity, Instance, Options, Statistic, Step};

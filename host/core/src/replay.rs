@@ -1,0 +1,137 @@
+//! Replay: re-execute a journal on a replica, checking every reply checksum and
+//! checkpoint id against what was recorded. One path serves recovery (from the
+//! published checkpoint, publishing new checkpoints as it goes) and `carapace replay`
+//! (from genesis or the checkpoint, against the same or a new module), so both tie the
+//! journal to the superblock the same way.
+
+use crate::durable::{JOURNAL_FILE, reply_checksum};
+use crate::error::{Error, Result};
+use crate::journal::{Entry, Journal, Position};
+use crate::replica::{Checkpoint, Replica};
+use crate::superblock::SuperblockState;
+
+/// How a replay went.
+#[derive(Debug)]
+pub struct ReplayReport {
+    /// The op the replay started after (the checkpoint's, or 0 from genesis).
+    pub checkpoint_op: u64,
+    /// The last op replayed identically.
+    pub identical_through: u64,
+    /// Checkpoint ids verified on the way.
+    pub checkpoints_verified: u64,
+    /// `Ok` if every entry replayed identically; otherwise the first
+    /// [`Error::Divergence`], or what stopped the replay (a trap, an I/O error, ...).
+    pub outcome: Result<()>,
+}
+
+/// Refuse a journal that ends before the superblock's checkpoint: it lost acknowledged
+/// entries, whatever else is wrong with it.
+pub fn check_journal_covers(stored: &SuperblockState, journal: &Journal) -> Result<()> {
+    let checkpoint_op = stored
+        .checkpoint
+        .as_ref()
+        .map_or(0, |checkpoint| checkpoint.op);
+    if journal.end().op < checkpoint_op {
+        return Err(Error::corrupt(
+            JOURNAL_FILE,
+            format!(
+                "it ends at op {} before the checkpoint at op {checkpoint_op}: it lost \
+                 acknowledged entries",
+                journal.end().op
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Replay the entries of `journal` after the replica's starting point: the checkpoint
+/// of `stored` if the replica was opened there, or genesis. The checkpoint op's entry
+/// must end where the superblock says. After each replayed entry, `after_entry` runs
+/// (recovery publishes checkpoints there; a command may show progress).
+pub fn replay_journal(
+    replica: &mut Replica,
+    journal: &mut Journal,
+    stored: &SuperblockState,
+    mut after_entry: impl FnMut(&mut Replica, &Entry, Position) -> Result<()>,
+) -> ReplayReport {
+    let start = replica.op();
+    let published = stored
+        .checkpoint
+        .as_ref()
+        .is_some_and(|checkpoint| checkpoint.op == start && start > 0)
+        .then_some(stored.journal);
+    let mut report = ReplayReport {
+        checkpoint_op: start,
+        identical_through: start,
+        checkpoints_verified: 0,
+        outcome: Ok(()),
+    };
+    report.outcome = journal.read_all(|entry, position| {
+        let op = entry.request.op;
+        if op < start {
+            return Ok(());
+        }
+        if op == start {
+            // The chain up to here was verified on open; this ties it to the
+            // superblock before anything is replayed on top.
+            if let Some(published) = published
+                && position != published
+            {
+                return Err(Error::corrupt(
+                    JOURNAL_FILE,
+                    format!(
+                        "the entry of checkpoint op {start} ends at byte {} with checksum \
+                         {:032x}; the superblock says byte {} with checksum {:032x}",
+                        position.offset, position.checksum, published.offset, published.checksum
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        replay_one(replica, &entry)?;
+        report.identical_through = op;
+        report.checkpoints_verified += u64::from(entry.checkpoint_id.is_some());
+        after_entry(replica, &entry, position)
+    });
+    report
+}
+
+/// Re-execute one journal entry and check it against what was recorded. A different
+/// reply or checkpoint id is an [`Error::Divergence`]; anything else that stops the
+/// op is reported as itself.
+pub fn replay_one(replica: &mut Replica, entry: &Entry) -> Result<()> {
+    let op = entry.request.op;
+    // A module that refuses a request the log's module accepted behaves differently.
+    let reply = replica
+        .commit(&entry.request)
+        .map_err(|error| match error {
+            Error::Refused(reason) => Error::Divergence {
+                op,
+                detail: format!("the module refuses the request: {reason}"),
+            },
+            error => error,
+        })?;
+    let got = reply_checksum(&reply);
+    if got != entry.reply_checksum {
+        return Err(Error::Divergence {
+            op,
+            detail: format!(
+                "reply checksum {got:032x}, recorded {:032x}",
+                entry.reply_checksum
+            ),
+        });
+    }
+    let taken = replica.checkpoint_taken_at(op).map(Checkpoint::id);
+    if taken != entry.checkpoint_id {
+        let show = |id: Option<u128>| id.map_or("none".into(), |id| format!("{id:032x}"));
+        return Err(Error::Divergence {
+            op,
+            detail: format!(
+                "checkpoint id {}, recorded {}",
+                show(taken),
+                show(entry.checkpoint_id)
+            ),
+        });
+    }
+    Ok(())
+}

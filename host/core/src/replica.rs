@@ -1,0 +1,437 @@
+//! The lifecycle, as the host drives it: `init` -> `open`, then for each committed op
+//! (due timers) -> `prefetch` -> `commit` -> `compact`, and a `checkpoint` every
+//! checkpoint interval. Every asynchronous step is run to `done` by completing the
+//! guest's I/O one operation at a time, in the host context's deterministic order.
+
+use crate::checksum::checksum;
+use crate::error::{Error, Fault, GuestError, Result};
+use crate::imports::Completion;
+use crate::instance::{Identity, Instance, Options, Step};
+
+/// Completions delivered to finish one step, at most: far above what a checkpoint of
+/// the largest grid needs. A guest whose step stays pending longer is treated as stuck
+/// (a component also runs out of the fuel its step started with).
+pub const COMPLETIONS_PER_STEP_MAX: u64 = 1 << 20;
+
+/// Timers delivered before one op, at most: a guest that keeps re-arming timers in
+/// the past must not stall the host.
+pub const TIMERS_PER_OP_MAX: usize = 64;
+
+/// The largest checkpoint state a guest may return: it is published in every superblock
+/// copy (see `superblock`).
+pub const CHECKPOINT_STATE_SIZE_MAX: usize = 1024;
+
+/// A committed request, as the log records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// The client that sent it.
+    pub client: u128,
+    /// Its op number: one more than the previous committed op.
+    pub op: u64,
+    /// Its timestamp: greater than the previous op's.
+    pub timestamp: u64,
+    /// The state machine operation.
+    pub operation: u8,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// A checkpoint as the host keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The op it is at.
+    pub op: u64,
+    /// The timestamp of that op (the clock a reopened guest sees).
+    pub timestamp: u64,
+    /// The guest's checkpoint state.
+    pub state: Vec<u8>,
+}
+
+impl Checkpoint {
+    /// The checkpoint id: the checksum of the state. Because the state names its blocks
+    /// by checksum, the id covers the whole durable state of the machine.
+    pub fn id(&self) -> u128 {
+        checksum(&self.state)
+    }
+}
+
+/// A state machine instance and where it stands in the log.
+pub struct Replica {
+    instance: Box<dyn Instance>,
+    identity: Identity,
+    options: Options,
+    /// The last committed op.
+    op: u64,
+    /// Its timestamp.
+    timestamp: u64,
+    checkpoint: Option<Checkpoint>,
+    /// Why the instance stopped, once it has: it is unusable after a guest error.
+    failed: Option<String>,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("identity", &self.identity)
+            .field("op", &self.op)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replica {
+    /// Check `options`, then `init` and `open` `instance`, empty or at `checkpoint`.
+    pub fn open(
+        mut instance: Box<dyn Instance>,
+        options: Options,
+        checkpoint: Option<Checkpoint>,
+    ) -> Result<Replica> {
+        options.validate()?;
+        let identity = identify(instance.as_mut())?;
+        let (op, timestamp) = checkpoint
+            .as_ref()
+            .map_or((0, 0), |checkpoint| (checkpoint.op, checkpoint.timestamp));
+        instance.with_imports(|imports| {
+            imports.clear_timers();
+            imports.set_clock(op, timestamp);
+        });
+        // Options the machine refuses are refused input: nothing has run yet.
+        if let Err(fault) = instance.init(&options) {
+            return Err(match fault {
+                Fault::Failure { message, .. } => Error::Refused(format!(
+                    "the machine {identity} refuses the options: {message}"
+                )),
+                fault => Error::Guest(GuestError {
+                    export: "init",
+                    step: None,
+                    op,
+                    fault,
+                }),
+            });
+        }
+        let mut replica = Replica {
+            instance,
+            identity,
+            options,
+            op,
+            timestamp,
+            checkpoint,
+            failed: None,
+        };
+        let state = replica
+            .checkpoint
+            .as_ref()
+            .map(|checkpoint| checkpoint.state.clone());
+        replica.run_step("open", |instance| instance.open(state.as_deref()))?;
+        Ok(replica)
+    }
+
+    /// Who the machine is.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The last committed op.
+    pub fn op(&self) -> u64 {
+        self.op
+    }
+
+    /// The options the machine runs with.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// The timestamp of the last committed op.
+    pub fn timestamp(&self) -> u64 {
+        self.timestamp
+    }
+
+    /// The latest checkpoint, taken or opened.
+    pub fn checkpoint(&self) -> Option<&Checkpoint> {
+        self.checkpoint.as_ref()
+    }
+
+    /// The checkpoint taken right after op `op`, if one was (the latest, at that op).
+    pub fn checkpoint_taken_at(&self, op: u64) -> Option<&Checkpoint> {
+        self.checkpoint
+            .as_ref()
+            .filter(|checkpoint| checkpoint.op == op)
+    }
+
+    /// The instance (for its host imports and memory, mostly).
+    pub fn instance_mut(&mut self) -> &mut dyn Instance {
+        self.instance.as_mut()
+    }
+
+    /// The machine's figures of its state, between ops.
+    pub fn describe(&mut self) -> Result<Vec<crate::instance::Statistic>> {
+        let op = self.op;
+        self.instance.describe().map_err(|fault| {
+            Error::Guest(GuestError {
+                export: "describe",
+                step: None,
+                op,
+                fault,
+            })
+        })
+    }
+
+    /// Whether the machine accepts a request; the error is the reason for the client.
+    pub fn input_valid(&mut self, operation: u8, body: &[u8]) -> Result<Result<(), String>> {
+        let op = self.op;
+        self.instance
+            .input_valid(operation, body)
+            .map_err(|fault| self.stop(guest_error("input-valid", None, op, fault)))
+    }
+
+    /// Commit `request` and return its reply: due timers, prefetch, commit, compact,
+    /// and a checkpoint if the op ends an interval. The request must be the next op,
+    /// with a later timestamp, and valid (see [`Replica::input_valid`]); otherwise it
+    /// is [`Error::Refused`] and the replica goes on.
+    pub fn commit(&mut self, request: &Request) -> Result<Vec<u8>> {
+        if let Some(reason) = &self.failed {
+            return Err(Error::Stopped(reason.clone()));
+        }
+        if request.op != self.op + 1 {
+            return Err(Error::Refused(format!(
+                "op {} does not follow the last committed op {}",
+                request.op, self.op
+            )));
+        }
+        if request.timestamp <= self.timestamp {
+            return Err(Error::Refused(format!(
+                "op {} has timestamp {}, not after the previous {}",
+                request.op, request.timestamp, self.timestamp
+            )));
+        }
+        // The host's own bound, whatever the machine says: the journal keeps no more.
+        if request.body.len() > self.options.batch_size_limit as usize {
+            return Err(Error::Refused(format!(
+                "op {} has a body of {} bytes, over the batch size limit of {} bytes",
+                request.op,
+                request.body.len(),
+                self.options.batch_size_limit
+            )));
+        }
+        if let Err(reason) = self.input_valid(request.operation, &request.body)? {
+            return Err(Error::Refused(format!(
+                "op {} is not valid input: {reason}",
+                request.op
+            )));
+        }
+        self.execute(request)
+    }
+
+    /// Everything after validation; any error leaves the instance unusable.
+    fn execute(&mut self, request: &Request) -> Result<Vec<u8>> {
+        self.deliver_due_timers(request.timestamp)?;
+
+        let op = request.op;
+        self.instance
+            .with_imports(|imports| imports.set_clock(op - 1, request.timestamp));
+        self.run_step("prefetch", |instance| {
+            instance.prefetch(op, request.operation, &request.body)
+        })?;
+        let reply = self
+            .instance
+            .commit(
+                request.client,
+                op,
+                request.timestamp,
+                request.operation,
+                &request.body,
+            )
+            .map_err(|fault| self.stop(guest_error("commit", None, op, fault)))?;
+        if reply.len() > self.options.reply_size_limit as usize {
+            let fault = Fault::Violation(format!(
+                "a reply of {} bytes to op {op} is over the reply size limit of {} bytes",
+                reply.len(),
+                self.options.reply_size_limit
+            ));
+            return Err(self.stop(guest_error("commit", None, op, fault)));
+        }
+        self.op = op;
+        self.timestamp = request.timestamp;
+        self.instance
+            .with_imports(|imports| imports.set_clock(op, request.timestamp));
+        self.run_step("compact", |instance| instance.compact(op))?;
+        if op.is_multiple_of(self.options.checkpoint_interval_ops) {
+            self.take_checkpoint()?;
+        }
+        Ok(reply)
+    }
+
+    /// Record why the instance can do no more, and return the error.
+    fn stop(&mut self, error: Error) -> Error {
+        self.failed.get_or_insert_with(|| error.to_string());
+        error
+    }
+
+    fn deliver_due_timers(&mut self, timestamp: u64) -> Result<()> {
+        let op = self.op;
+        for delivered in 0..=TIMERS_PER_OP_MAX {
+            // A due timer fires as the op that reaches its deadline arrives: the guest
+            // sees that op's timestamp, so time never goes backwards, and a periodic
+            // timer re-armed from `now` fires at most once per op.
+            let Some(id) = self.instance.with_imports(|imports| {
+                let (id, _) = imports.take_due_timer(timestamp)?;
+                imports.set_clock(op, timestamp);
+                Some(id)
+            }) else {
+                return Ok(());
+            };
+            if delivered == TIMERS_PER_OP_MAX {
+                let fault = Fault::Violation(format!(
+                    "more than {TIMERS_PER_OP_MAX} timers fell due before op {}: the guest \
+                     keeps re-arming them",
+                    op + 1
+                ));
+                return Err(self.stop(guest_error("timer", None, op, fault)));
+            }
+            self.run_step("timer", |instance| instance.timer(id))?;
+        }
+        unreachable!("the loop returns or fails by its last turn")
+    }
+
+    fn take_checkpoint(&mut self) -> Result<()> {
+        let op = self.op;
+        self.run_step("checkpoint", |instance| instance.checkpoint(op))?;
+        self.instance
+            .with_imports(|imports| imports.sync())
+            .map_err(|error| self.stop(error))?;
+        let state = self
+            .instance
+            .checkpoint_state()
+            .map_err(|fault| self.stop(guest_error("checkpoint-state", None, op, fault)))?;
+        if !(1..=CHECKPOINT_STATE_SIZE_MAX).contains(&state.len()) {
+            let fault = Fault::Violation(format!(
+                "a checkpoint state of {} bytes at op {op}; it must hold 1 to \
+                 {CHECKPOINT_STATE_SIZE_MAX}",
+                state.len()
+            ));
+            return Err(self.stop(guest_error("checkpoint-state", None, op, fault)));
+        }
+        self.checkpoint = Some(Checkpoint {
+            op,
+            timestamp: self.timestamp,
+            state,
+        });
+        Ok(())
+    }
+
+    /// Start a step with `start` and deliver completions until it is done. Grid I/O and
+    /// timers are the business of steps: the host refuses them outside one.
+    fn run_step(
+        &mut self,
+        step: &'static str,
+        start: impl FnOnce(&mut dyn Instance) -> Result<Step, Fault>,
+    ) -> Result<()> {
+        if let Some(reason) = &self.failed {
+            return Err(Error::Stopped(reason.clone()));
+        }
+        self.instance
+            .with_imports(|imports| imports.set_step_active(true));
+        let first = start(self.instance.as_mut()).map_err(|fault| (step, fault));
+        let result = self.finish_step(step, first);
+        self.instance
+            .with_imports(|imports| imports.set_step_active(false));
+        result.map_err(|error| self.stop(error))
+    }
+
+    /// Deliver completions until the step in flight is done.
+    fn finish_step(
+        &mut self,
+        step: &'static str,
+        first: Result<Step, (&'static str, Fault)>,
+    ) -> Result<()> {
+        let op = self.op;
+        let fail =
+            |(export, fault): (&'static str, Fault)| guest_error(export, Some(step), op, fault);
+        let mut state = first.map_err(fail)?;
+        let mut completions = 0;
+        while state == Step::Pending {
+            if completions == COMPLETIONS_PER_STEP_MAX {
+                let fault = Fault::Violation(format!(
+                    "still pending after {COMPLETIONS_PER_STEP_MAX} completions"
+                ));
+                return Err(fail((step, fault)));
+            }
+            let completion = self
+                .instance
+                .with_imports(|imports| imports.complete_next())?;
+            state = match completion {
+                None => {
+                    let fault = Fault::Violation("pending with no I/O in flight".into());
+                    return Err(fail((step, fault)));
+                }
+                Some(Completion::Read { address, block }) => self
+                    .instance
+                    .read_done(address, block)
+                    .map_err(|fault| fail(("read-done", fault)))?,
+                Some(Completion::Write { address }) => self
+                    .instance
+                    .write_done(address)
+                    .map_err(|fault| fail(("write-done", fault)))?,
+            };
+            completions += 1;
+        }
+        if self
+            .instance
+            .with_imports(|imports| imports.has_in_flight())
+        {
+            let fault = Fault::Violation("done with I/O still in flight".into());
+            return Err(fail((step, fault)));
+        }
+        Ok(())
+    }
+}
+
+fn guest_error(export: &'static str, step: Option<&'static str>, op: u64, fault: Fault) -> Error {
+    Error::Guest(GuestError {
+        export,
+        step,
+        op,
+        fault,
+    })
+}
+
+/// Ask `instance` who it is, checking what the host records of it.
+pub fn identify(instance: &mut dyn Instance) -> Result<Identity> {
+    let identity = instance
+        .identify()
+        .map_err(|fault| guest_error("identify", None, 0, fault))?;
+    let too_long = [&identity.name, &identity.version]
+        .iter()
+        .any(|text| text.len() > crate::instance::IDENTITY_TEXT_SIZE_MAX);
+    if identity.name.is_empty() || too_long {
+        let fault = Fault::Violation(format!(
+            "an identity's name must be 1 to {} bytes and its version at most as long: {identity}",
+            crate::instance::IDENTITY_TEXT_SIZE_MAX
+        ));
+        return Err(guest_error("identify", None, 0, fault));
+    }
+    Ok(identity)
+}
+
+/// Something that commits requests in op order: a [`Replica`], or a durable one.
+pub trait Committer {
+    /// The last committed op.
+    fn last_op(&self) -> u64;
+    /// Its timestamp.
+    fn last_timestamp(&self) -> u64;
+    /// Commit `request` (the next op) and return its reply.
+    fn commit_request(&mut self, request: &Request) -> Result<Vec<u8>>;
+}
+
+impl Committer for Replica {
+    fn last_op(&self) -> u64 {
+        self.op
+    }
+
+    fn last_timestamp(&self) -> u64 {
+        self.timestamp
+    }
+
+    fn commit_request(&mut self, request: &Request) -> Result<Vec<u8>> {
+        self.commit(request)
+    }
+}

@@ -1,0 +1,186 @@
+//! The machines the `carapace` binary embeds, chosen by name (`--machine kv`), and how
+//! a command gets instances of a machine: from an embedded or given component in
+//! wasmtime, or natively (with the `native` feature).
+
+use std::path::{Path, PathBuf};
+
+use carapace_core::error::{Error, Result};
+use carapace_core::imports::HostImports;
+use carapace_core::instance::{Instance, Options};
+
+use crate::wasm::{Limits, Runtime};
+
+/// The echo machine as a component, built from `guest/` by the build script.
+pub const ECHO_COMPONENT: &[u8] = include_bytes!(env!("CARAPACE_ECHO_COMPONENT"));
+
+/// The key-value machine as a component.
+pub const KV_COMPONENT: &[u8] = include_bytes!(env!("CARAPACE_KV_COMPONENT"));
+
+/// Where the build script left a deliberately different version of the echo component
+/// (replies grow by a byte from op 100 on), for tests of `carapace replay --module`.
+pub const ECHO_DIVERGENT_COMPONENT_PATH: &str = env!("CARAPACE_ECHO_DIVERGENT_COMPONENT");
+
+/// The embedded machines, by name; the first is the default.
+pub const EMBEDDED: [(&str, &[u8]); 2] = [("echo", ECHO_COMPONENT), ("kv", KV_COMPONENT)];
+
+/// The embedded component of the machine named `name`.
+pub fn embedded(name: &str) -> Result<&'static [u8]> {
+    EMBEDDED
+        .iter()
+        .find(|(embedded, _)| *embedded == name)
+        .map(|(_, bytes)| *bytes)
+        .ok_or_else(|| {
+            let names: Vec<&str> = EMBEDDED.iter().map(|(name, _)| *name).collect();
+            Error::Refused(format!(
+                "no embedded machine is named `{name}` (there are: {})",
+                names.join(", ")
+            ))
+        })
+}
+
+/// The largest component file the host reads, in bytes: far above a Rust guest's few
+/// hundred KiB, and a bound on what a hostile file can make the host compile.
+pub const COMPONENT_FILE_SIZE_MAX: u64 = 64 << 20;
+
+/// Where a machine comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// An embedded machine, by name.
+    Embedded(String),
+    /// A component file.
+    File(PathBuf),
+    /// A machine compiled into the host (the baseline), by name.
+    Native(String),
+}
+
+impl Source {
+    /// The source a command's `--machine`, `--module` and `--target native` choose;
+    /// `default` names the machine when neither is given.
+    pub fn choose(
+        machine: Option<&str>,
+        module: Option<&Path>,
+        native: bool,
+        default: &str,
+    ) -> Result<Source> {
+        match (machine, module, native) {
+            (Some(_), Some(_), _) => Err(Error::Refused(
+                "`--machine` names an embedded machine and `--module` a file: give one".into(),
+            )),
+            (_, Some(_), true) => Err(Error::Refused(
+                "`--target native` runs a machine compiled into the host; drop `--module`".into(),
+            )),
+            (_, Some(path), false) => Ok(Source::File(path.to_path_buf())),
+            (name, None, true) => Ok(Source::Native(name.unwrap_or(default).to_string())),
+            (name, None, false) => Ok(Source::Embedded(name.unwrap_or(default).to_string())),
+        }
+    }
+
+    /// How people see it in reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Embedded(name) => format!("embedded `{name}`"),
+            Source::File(path) => format!("`{}`", path.display()),
+            Source::Native(name) => format!("native `{name}`"),
+        }
+    }
+}
+
+/// Makes instances of one machine: the component compiled once, instantiated per call.
+pub struct Factory {
+    make: Box<dyn Fn(HostImports) -> Result<Box<dyn Instance>>>,
+}
+
+impl std::fmt::Debug for Factory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Factory").finish_non_exhaustive()
+    }
+}
+
+impl Factory {
+    /// Load the machine from `source`.
+    pub fn load(source: &Source) -> Result<Factory> {
+        let bytes = match source {
+            Source::Embedded(name) => embedded(name)?.to_vec(),
+            Source::File(path) => read_component(path)?,
+            Source::Native(name) => return native(name),
+        };
+        let runtime = Runtime::new(Limits::default())?;
+        let component = runtime.load(&bytes)?;
+        Ok(Factory {
+            make: Box::new(move |imports| Ok(Box::new(runtime.instantiate(&component, imports)?))),
+        })
+    }
+
+    /// A fresh instance over `imports`.
+    pub fn instance(&self, imports: HostImports) -> Result<Box<dyn Instance>> {
+        (self.make)(imports)
+    }
+
+    /// The factory as the function [`Durable::open`](carapace_core::durable::Durable::open)
+    /// takes.
+    pub fn as_fn(&self) -> &(dyn Fn(HostImports) -> Result<Box<dyn Instance>> + '_) {
+        &self.make
+    }
+}
+
+#[cfg(feature = "native")]
+fn native(name: &str) -> Result<Factory> {
+    let name = name.to_string();
+    if crate::native::instance(&name, dummy_imports()).is_none() {
+        return Err(Error::Refused(format!(
+            "no machine named `{name}` is compiled into the host (there are: {})",
+            crate::native::MACHINES.join(", ")
+        )));
+    }
+    Ok(Factory {
+        make: Box::new(move |imports| {
+            Ok(crate::native::instance(&name, imports).expect("checked on load"))
+        }),
+    })
+}
+
+#[cfg(feature = "native")]
+fn dummy_imports() -> HostImports {
+    HostImports::new(
+        Box::new(carapace_core::storage::MemoryStorage::new()),
+        4096,
+        1,
+        carapace_core::imports::IoOrder::Fifo,
+    )
+}
+
+#[cfg(not(feature = "native"))]
+fn native(_: &str) -> Result<Factory> {
+    Err(Error::Refused(
+        "this build has no native baseline: build `carapace` with its `native` feature".into(),
+    ))
+}
+
+/// Read a component file, refusing what is not a regular file or is too large to be one.
+pub fn read_component(path: &Path) -> Result<Vec<u8>> {
+    let display = path.display().to_string();
+    let metadata =
+        std::fs::metadata(path).map_err(|error| Error::io(&display, "reading", error))?;
+    if !metadata.is_file() {
+        return Err(Error::Refused(format!("`{display}` is not a regular file")));
+    }
+    if metadata.len() > COMPONENT_FILE_SIZE_MAX {
+        return Err(Error::Refused(format!(
+            "`{display}` holds {} bytes, over the {COMPONENT_FILE_SIZE_MAX} a component may",
+            metadata.len()
+        )));
+    }
+    std::fs::read(path).map_err(|error| Error::io(&display, "reading", error))
+}
+
+/// The options a new data directory or an in-memory run takes by default.
+pub fn default_options() -> Options {
+    Options {
+        batch_size_limit: 4096,
+        reply_size_limit: 1 << 20,
+        checkpoint_interval_ops: 1024,
+        block_size: 4096,
+        block_count: 1 << 18,
+        settings: Vec::new(),
+    }
+}
