@@ -65,3 +65,118 @@ fn a_module_that_is_not_a_component_is_refused() {
     std::fs::remove_file(&path).unwrap();
     assert!(error.contains("compiling the component"), "{error}");
 }
+
+fn temp_path(name: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("carapace-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&path);
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+#[test]
+fn the_kv_machine_runs_recovers_replays_and_inspects_by_name() {
+    let dir = temp_path("kv");
+    let path = dir.to_str().unwrap();
+    let args = ["--machine", "kv", "--setting", "lsm-profile=test"];
+    let run_kv = |ops: &str| {
+        let mut all = vec![
+            "run",
+            "--ops",
+            ops,
+            "--data",
+            path,
+            "--checkpoint-interval",
+            "16",
+        ];
+        all.extend(args);
+        run(&all)
+    };
+    run_kv("100").unwrap();
+    // The directory names its machine: later commands default to it.
+    run(&["run", "--ops", "50", "--data", path]).unwrap();
+    run(&["replay", path]).unwrap();
+    run(&["replay", path, "--from-checkpoint"]).unwrap();
+    run(&["replay", path, "--target", "native"]).unwrap();
+    let report = carapace::cli::inspect::inspect(&dir, &Default::default()).unwrap();
+    assert_eq!(report.machine.name, "kv");
+    assert_eq!(report.journal_ops, 150);
+    let tables = report
+        .statistics
+        .iter()
+        .find(|statistic| statistic.name == "tree 1 tables per level")
+        .unwrap();
+    assert!(
+        tables.values.iter().sum::<u64>() > 0,
+        "{:?}",
+        report.statistics
+    );
+    // Another machine is refused, naming both, by every command.
+    for command in [
+        vec!["run", "--ops", "1", "--data", path, "--machine", "echo"],
+        vec!["replay", path, "--machine", "echo"],
+    ] {
+        let error = error_of(&command);
+        assert!(
+            error.contains("machine `kv`") && error.contains("machine `echo`"),
+            "{error}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn requests_from_a_file_are_committed_and_bad_files_refused() {
+    let dir = temp_path("requests-dir");
+    let file = temp_path("requests.txt");
+    let put = format!("{}{}", "01".repeat(16), "ab".repeat(64));
+    let get = "01".repeat(16);
+    std::fs::write(
+        &file,
+        format!("# a put, a get, an unknown operation\n7 1 {put}\n7 3 {get}\n\n7 9 -\n"),
+    )
+    .unwrap();
+    let file_arg = file.to_str().unwrap();
+    let dir_arg = dir.to_str().unwrap();
+    run(&[
+        "run",
+        "--machine",
+        "kv",
+        "--requests",
+        file_arg,
+        "--data",
+        dir_arg,
+    ])
+    .unwrap();
+    let report = carapace::cli::inspect::inspect(&dir, &Default::default()).unwrap();
+    // The refused request is not journaled.
+    assert_eq!(report.journal_ops, 2);
+    for (text, expected) in [
+        ("1 1\n", "line 1: `1 1` is not `CLIENT OPERATION BODY`"),
+        ("x 1 -\n", "line 1: client `x` is not a number"),
+        (
+            "1 300 -\n",
+            "line 1: operation `300` is not a number in 0..=255",
+        ),
+        ("# ok\n1 1 abc\n", "line 2: the body is not hex"),
+        ("1 1 zz\n", "`zz` is not a hex byte"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let error = error_of(&["run", "--requests", file_arg]);
+        assert!(error.contains(expected), "{text:?}: {error}");
+    }
+    let error = error_of(&["run", "--requests", "/no/such/requests"]);
+    assert!(error.contains("reading `/no/such/requests`"), "{error}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_file(&file).unwrap();
+}
+
+#[test]
+fn a_machine_by_name_must_exist() {
+    let error = error_of(&["run", "--machine", "ledger", "--ops", "1"]);
+    assert!(
+        error.contains("no embedded machine is named `ledger` (there are: echo, kv)"),
+        "{error}"
+    );
+    let error = error_of(&["run", "--machine", "kv", "--module", "x.wasm"]);
+    assert!(error.contains("give one"), "{error}");
+}

@@ -129,3 +129,43 @@ fn a_checkpoint_interval_the_machine_cannot_take_creates_no_directory() {
     assert!(matches!(error, Error::Refused(_)), "{error}");
     assert_eq!(disk.durable_len("superblock"), 0);
 }
+
+#[test]
+fn sizes_from_options_are_refused_the_same_natively_and_in_wasm() {
+    // 65,536 cache blocks of 64 KiB are 2^32 bytes: a 32-bit guest that multiplied in
+    // `usize` would wrap to an empty cache while a native build allocated 4 GiB.
+    let cases = [
+        (
+            65_536,
+            vec![("grid-cache-blocks", "65536")],
+            "a grid cache of 65536 blocks of 65536 bytes is over",
+        ),
+        (
+            4096,
+            vec![],
+            "a grid of 2147483648 blocks is not in 1..=1073741824",
+        ),
+    ];
+    for (block_size, settings, expected) in cases {
+        let options = Options {
+            block_size,
+            block_count: if settings.is_empty() {
+                1 << 31
+            } else {
+                1 << 10
+            },
+            ..config_with(&settings)
+        };
+        let refusal =
+            |instance: Box<dyn Instance>| match Replica::open(instance, options.clone(), None) {
+                Err(Error::Refused(reason)) => reason,
+                Err(error) => panic!("expected a refusal, got {error}"),
+                Ok(_) => panic!("options accepted"),
+            };
+        let storage = MemoryStorage::new();
+        let native = refusal(native_echo(&storage, IoOrder::Fifo));
+        let wasm = refusal(Box::new(wasm_machine(&storage, IoOrder::Fifo).unwrap()));
+        assert!(native.contains(expected), "{native}");
+        assert_eq!(native, wasm);
+    }
+}

@@ -214,7 +214,7 @@ fn a_data_directory_persists_continues_replays_and_inspects() {
     ])
     .unwrap_err();
     assert!(
-        error.contains("identical through op 99: replay diverged at op 100: reply checksum"),
+        error.contains("identical through op 99: diverged at op 100: reply checksum"),
         "{error}"
     );
 
@@ -310,4 +310,56 @@ fn replay_and_inspect_refuse_what_is_not_a_data_directory() {
     let error = cli(&["inspect", garbage.to_str().unwrap()]).unwrap_err();
     assert!(error.contains("no valid superblock copy"), "{error}");
     std::fs::remove_dir_all(&garbage).unwrap();
+}
+
+/// Grid storage whose reads fail once `reads_left` runs out, as a failing disk would.
+struct FailingReads {
+    base: MemoryStorage,
+    reads_left: u64,
+}
+
+impl carapace::storage::Storage for FailingReads {
+    fn read(&mut self, address: u64, block: &mut [u8]) -> std::io::Result<()> {
+        if self.reads_left == 0 {
+            return Err(std::io::Error::other("injected read error"));
+        }
+        self.reads_left -= 1;
+        self.base.read(address, block)
+    }
+    fn write(&mut self, address: u64, block: &[u8]) -> std::io::Result<()> {
+        self.base.write(address, block)
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.base.sync()
+    }
+}
+
+#[test]
+fn replay_reports_an_io_error_as_itself_never_as_a_divergence() {
+    let config = long_config();
+    let disk = SimDisk::new();
+    record(&disk, &config, 3_000);
+    // Without a cache every lookup reads the grid (the cache is not state: the same
+    // log gives the same replies and checkpoint ids).
+    let config = Options {
+        settings: vec![("grid-cache-blocks".into(), "0".into())],
+        ..config
+    };
+    let storage = FailingReads {
+        base: MemoryStorage::new(),
+        reads_left: 50,
+    };
+    let imports = HostImports::new(
+        Box::new(storage),
+        config.block_size,
+        config.block_count,
+        IoOrder::Fifo,
+    );
+    let instance = Box::new(NativeInstance::<Echo>::new(imports));
+    let report = replay_from_genesis(&disk, instance, config);
+    match report.outcome.unwrap_err() {
+        Error::Io { file, .. } => assert_eq!(file, "grid"),
+        error => panic!("expected an I/O error, got {error}"),
+    }
+    assert!(report.identical_through > 0);
 }

@@ -14,11 +14,13 @@
 //! Plain Rust with no bindings: the component adapter and the native host run it
 //! through [`carapace_sdk::Runner`].
 
+#![warn(missing_docs)]
+
 use carapace_lsm::checksum::Checksummer;
 use carapace_lsm::forest::Forest;
 use carapace_lsm::groove::{CompositeKey, TOMBSTONE_BIT, UniqueKey};
 use carapace_lsm::table::{Layout, Value};
-use carapace_lsm::tree::{Shape, TreeConfig};
+use carapace_lsm::tree::TreeConfig;
 use carapace_sdk::{Context, Failure, Identity, Level, Options, StateMachine, Statistic};
 
 mod settings;
@@ -252,18 +254,13 @@ impl StateMachine for Echo {
                 options.reply_size_limit, options.batch_size_limit
             )));
         }
-        let shape = Shape {
-            bar_ops: settings.bar_ops,
-            levels: settings.levels,
-            growth_factor: settings.growth_factor,
-            value_blocks_per_table_max: settings.value_blocks_per_table_max,
-        };
+        let shape = settings.forest.shape();
         let tree = |tree_id, layout| TreeConfig {
             tree_id,
             layout,
             // One insert per tree per op.
-            values_per_bar_max: settings.bar_ops as usize,
-            table_count_max: settings.table_count_max,
+            values_per_bar_max: settings.forest.bar_ops as usize,
+            table_count_max: settings.forest.table_count_max,
         };
         let trees = [
             tree(THINGS_TREE_ID, Layout::of::<Thing>()),
@@ -274,7 +271,7 @@ impl StateMachine for Echo {
             context.clone(),
             options.block_size,
             options.block_count,
-            settings.grid_cache_blocks,
+            settings.forest.grid_cache_blocks,
             shape,
             &trees,
         )?;

@@ -1,134 +1,85 @@
-//! The echo machine's settings: the `settings` pairs of the contract's `options`.
-//!
-//! `lsm-profile` picks a set of defaults (`production`, the default, or `test`: short
-//! bars and small levels so that tests exercise many levels and checkpoints fast); the
-//! other settings override single values of the profile, whatever their order.
+//! The echo machine's settings: the forest's (`carapace_lsm::settings`, with echo's two
+//! profiles) and `stats-interval`.
 
+use carapace_lsm::settings::{ForestSettings, Profiles, number_setting};
 use carapace_lsm::tree::LEVELS_MAX;
 use carapace_sdk::Failure;
 
 /// Settings of the echo machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settings {
-    /// `bar-ops`: ops per bar, a power of two in `2..=1024`. Production 32, test 4.
-    pub bar_ops: u64,
-    /// `lsm-levels`: levels of each tree, `1..=7`. Production 7, test 4.
-    pub levels: u8,
-    /// `lsm-growth-factor`: level `l` holds `factor^(l+1)` tables before it compacts.
-    /// Production 8, test 4.
-    pub growth_factor: u32,
-    /// `table-value-blocks-max`: value blocks per table built by compaction.
-    /// Production 1 (a 4 KiB block holds 126 Things or 254 index keys: a few bars'
-    /// worth, near TigerBeetle's one bar per table; larger tables multiply the values
-    /// each merge rewrites), test 2 (so tables of several blocks are exercised).
-    pub value_blocks_per_table_max: usize,
-    /// `table-count-max`: tables each tree holds at most, allocated at init.
-    /// Production 65,536 (a million echo ops in bars of 32 need about 31,250), test 4,096.
-    pub table_count_max: usize,
-    /// `grid-cache-blocks`: blocks the grid's cache holds; 0 disables it.
-    /// Production 1,024, test 64.
-    pub grid_cache_blocks: usize,
+    /// The forest's settings.
+    pub forest: ForestSettings,
     /// `stats-interval`: log statistics every this many timestamp units; 0 (the
     /// default) never.
     pub stats_interval: u64,
 }
 
-impl Settings {
-    /// The production profile.
-    pub const PRODUCTION: Settings = Settings {
+/// Echo's forest profiles.
+///
+/// - `bar-ops`: production 32, test 4.
+/// - `lsm-levels`: production 7, test 4.
+/// - `lsm-growth-factor`: production 8, test 4.
+/// - `table-value-blocks-max`: production 1 (a 4 KiB block holds 126 Things or 254
+///   index keys: a few bars' worth, near TigerBeetle's one bar per table; larger
+///   tables multiply the values each merge rewrites), test 2 (so tables of several
+///   blocks are exercised).
+/// - `table-count-max`: production 65,536 (a million echo ops in bars of 32 need about
+///   31,250), test 4,096.
+/// - `grid-cache-blocks`: production 1,024, test 64.
+pub const PROFILES: Profiles = Profiles {
+    production: ForestSettings {
         bar_ops: 32,
         levels: LEVELS_MAX,
         growth_factor: 8,
         value_blocks_per_table_max: 1,
         table_count_max: 65_536,
         grid_cache_blocks: 1024,
-        stats_interval: 0,
-    };
-
-    /// The test profile.
-    pub const TEST: Settings = Settings {
+    },
+    test: ForestSettings {
         bar_ops: 4,
         levels: 4,
         growth_factor: 4,
         value_blocks_per_table_max: 2,
         table_count_max: 4096,
         grid_cache_blocks: 64,
+    },
+};
+
+impl Settings {
+    /// The production profile.
+    pub const PRODUCTION: Settings = Settings {
+        forest: PROFILES.production,
         stats_interval: 0,
     };
+
+    /// The test profile.
+    pub const TEST: Settings = Settings {
+        forest: PROFILES.test,
+        stats_interval: 0,
+    };
+
+    /// Parse `(name, value)` pairs over the chosen profile; an unknown name or a bad
+    /// value is an error naming it.
+    pub fn parse(pairs: &[(String, String)]) -> Result<Settings, Failure> {
+        let mut stats_interval = 0;
+        let forest = ForestSettings::parse(pairs, PROFILES, |name, value| {
+            if name != "stats-interval" {
+                return Ok(false);
+            }
+            stats_interval = number_setting(name, value, 0..=u64::MAX)?;
+            Ok(true)
+        })?;
+        Ok(Settings {
+            forest,
+            stats_interval,
+        })
+    }
 }
 
 impl Default for Settings {
     fn default() -> Settings {
         Settings::PRODUCTION
-    }
-}
-
-/// The largest `grid-cache-blocks`: 64 Ki blocks (256 MiB of 4 KiB blocks).
-pub const GRID_CACHE_BLOCKS_LIMIT: u64 = 1 << 16;
-
-/// The largest `table-count-max`: its manifest must fit in memory allocated at init.
-pub const TABLE_COUNT_MAX_LIMIT: u64 = 1 << 20;
-
-impl Settings {
-    /// Parse `(name, value)` pairs over the chosen profile; an unknown name or a bad
-    /// value is an error naming it.
-    pub fn parse(pairs: &[(String, String)]) -> Result<Settings, Failure> {
-        let mut settings = Settings::PRODUCTION;
-        for (name, value) in pairs.iter().filter(|(name, _)| name == "lsm-profile") {
-            settings = match value.as_str() {
-                "production" => Settings::PRODUCTION,
-                "test" => Settings::TEST,
-                _ => {
-                    return Err(Failure::InvalidArgument(format!(
-                        "setting `{name}`: `{value}` is neither `production` nor `test`"
-                    )));
-                }
-            };
-        }
-        for (name, value) in pairs.iter().filter(|(name, _)| name != "lsm-profile") {
-            let number = |range: std::ops::RangeInclusive<u64>| {
-                let number = value.parse::<u64>().map_err(|_| {
-                    Failure::InvalidArgument(format!("setting `{name}`: `{value}` is not a number"))
-                })?;
-                if !range.contains(&number) {
-                    return Err(Failure::InvalidArgument(format!(
-                        "setting `{name}`: {number} is not in {}..={}",
-                        range.start(),
-                        range.end()
-                    )));
-                }
-                Ok(number)
-            };
-            match name.as_str() {
-                "bar-ops" => {
-                    let bar_ops = number(2..=1024)?;
-                    if !bar_ops.is_power_of_two() {
-                        return Err(Failure::InvalidArgument(format!(
-                            "setting `bar-ops`: {bar_ops} is not a power of two"
-                        )));
-                    }
-                    settings.bar_ops = bar_ops;
-                }
-                "lsm-levels" => settings.levels = number(1..=u64::from(LEVELS_MAX))? as u8,
-                "lsm-growth-factor" => settings.growth_factor = number(2..=64)? as u32,
-                "table-value-blocks-max" => {
-                    settings.value_blocks_per_table_max = number(1..=1024)? as usize
-                }
-                "table-count-max" => {
-                    settings.table_count_max = number(1..=TABLE_COUNT_MAX_LIMIT)? as usize
-                }
-                "grid-cache-blocks" => {
-                    settings.grid_cache_blocks = number(0..=GRID_CACHE_BLOCKS_LIMIT)? as usize
-                }
-                "stats-interval" => settings.stats_interval = number(0..=u64::MAX)?,
-                _ => {
-                    return Err(Failure::InvalidArgument(format!(
-                        "unknown setting `{name}`"
-                    )));
-                }
-            }
-        }
-        Ok(settings)
     }
 }
 
@@ -150,9 +101,9 @@ mod tests {
             ("stats-interval", "9"),
         ]))
         .unwrap();
-        assert_eq!(settings.bar_ops, 8);
+        assert_eq!(settings.forest.bar_ops, 8);
         assert_eq!(settings.stats_interval, 9);
-        assert_eq!(settings.levels, Settings::TEST.levels);
+        assert_eq!(settings.forest.levels, Settings::TEST.forest.levels);
         assert_eq!(Settings::parse(&[]).unwrap(), Settings::PRODUCTION);
     }
 

@@ -53,10 +53,12 @@
 //! nothing. Commit is pure over that buffer: it writes the reply and applies puts and
 //! deletes to the forest's memory table.
 
+#![warn(missing_docs)]
+
 use carapace_lsm::forest::Forest;
 use carapace_lsm::groove::TOMBSTONE_BIT;
 use carapace_lsm::table::{Layout, Value};
-use carapace_lsm::tree::{Shape, TreeConfig};
+use carapace_lsm::tree::TreeConfig;
 use carapace_sdk::{Context, Failure, Identity, Level, Options, StateMachine, Statistic};
 
 pub mod format;
@@ -143,7 +145,7 @@ impl StateMachine for Kv {
     };
 
     fn init(context: Context, options: &Options) -> Result<Kv, Failure> {
-        let settings = Settings::parse(&options.settings)?;
+        let settings = settings::parse(&options.settings)?;
         if !(1..=BATCH_SIZE_LIMIT_MAX).contains(&options.batch_size_limit) {
             return Err(Failure::InvalidArgument(format!(
                 "batch size limit {} is not in 1..={BATCH_SIZE_LIMIT_MAX}",
@@ -168,12 +170,7 @@ impl StateMachine for Kv {
                     settings.bar_ops
                 ))
             })?;
-        let shape = Shape {
-            bar_ops: settings.bar_ops,
-            levels: settings.levels,
-            growth_factor: settings.growth_factor,
-            value_blocks_per_table_max: settings.value_blocks_per_table_max,
-        };
+        let shape = settings.shape();
         let tree = TreeConfig {
             tree_id: KV_TREE_ID,
             layout: Layout::of::<Record>(),

@@ -59,6 +59,14 @@ pub struct Grid {
     cache: RefCell<BlockCache>,
 }
 
+/// The largest grid a forest tracks: its free set takes a bit per block in memory
+/// (128 MiB at this bound: a grid of 4 TiB in 4 KiB blocks).
+pub const BLOCK_COUNT_MAX: u64 = 1 << 30;
+
+/// The largest block cache, in bytes: a quarter of the 1 GiB a host gives a guest, so
+/// that the cache can never take the memory the trees need.
+pub const CACHE_BYTES_MAX: u64 = 256 << 20;
+
 impl Grid {
     /// A grid of `block_count` blocks of `block_size` bytes, all free, with a cache of
     /// `cache_blocks` blocks.
@@ -75,8 +83,20 @@ impl Grid {
                  {BLOCK_SIZE_MIN}..={BLOCK_SIZE_MAX}"
             )));
         }
-        if block_count == 0 {
-            return Err(Failure::InvalidArgument("the grid has no blocks".into()));
+        if !(1..=BLOCK_COUNT_MAX).contains(&block_count) {
+            return Err(Failure::InvalidArgument(format!(
+                "a grid of {block_count} blocks is not in 1..={BLOCK_COUNT_MAX}, the blocks \
+                 the free set tracks in memory"
+            )));
+        }
+        // In u64, so that a 32-bit guest and a 64-bit native build refuse the same
+        // options with the same message rather than wrapping.
+        let cache_bytes = (cache_blocks as u64).checked_mul(u64::from(block_size));
+        if cache_bytes.is_none_or(|bytes| bytes > CACHE_BYTES_MAX) {
+            return Err(Failure::InvalidArgument(format!(
+                "a grid cache of {cache_blocks} blocks of {block_size} bytes is over \
+                 {CACHE_BYTES_MAX} bytes"
+            )));
         }
         Ok(Grid {
             context,

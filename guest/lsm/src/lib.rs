@@ -13,6 +13,8 @@
 //! It is only the storage engine: what a state machine is, and how it reaches its host,
 //! is `carapace-sdk`'s.
 
+#![warn(missing_docs)]
+
 pub mod block;
 pub mod cache;
 pub mod checkpoint;
@@ -24,6 +26,7 @@ pub mod grid;
 pub mod groove;
 pub mod manifest_log;
 pub mod scan;
+pub mod settings;
 pub mod table;
 pub mod trailer;
 pub mod tree;

@@ -6,6 +6,10 @@
 //! expands [`export!`](crate::export) into the world's exported functions for its
 //! machine type; the machine itself never sees a binding.
 
+// wit-bindgen copies the WIT's docs onto what it generates, but not onto every item
+// (the `exports` modules, the `Guest` trait's aliases): generated code is exempt.
+#![allow(missing_docs)]
+
 use std::any::Any;
 use std::cell::RefCell;
 use std::marker::PhantomData;

@@ -14,6 +14,8 @@
 //! source is `carapace_sdk::export!(MyMachine);`. `docs/writing-a-machine.md` walks
 //! through it.
 
+#![warn(missing_docs)]
+
 pub mod failure;
 pub mod io;
 pub mod machine;

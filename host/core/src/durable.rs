@@ -240,6 +240,11 @@ impl Durable {
         &self.superblock
     }
 
+    /// Read every journaled entry, in op order.
+    pub fn read_journal(&mut self, visit: impl FnMut(Entry, Position) -> Result<()>) -> Result<()> {
+        self.journal.read_all(visit)
+    }
+
     /// Where the journal ends.
     pub fn journal_end(&self) -> Position {
         self.journal.end()

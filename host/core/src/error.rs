@@ -91,7 +91,7 @@ impl fmt::Display for Error {
             } => write!(f, "{action} `{file}`: {source}"),
             Error::Corrupt { file, detail } => write!(f, "`{file}` is damaged: {detail}"),
             Error::Incompatible(detail) => write!(f, "incompatible data directory: {detail}"),
-            Error::Divergence { op, detail } => write!(f, "replay diverged at op {op}: {detail}"),
+            Error::Divergence { op, detail } => write!(f, "diverged at op {op}: {detail}"),
             Error::Stopped(reason) => write!(
                 f,
                 "the replica stopped after an earlier error and must be reopened: {reason}"

@@ -17,6 +17,8 @@
 //! `cargo check --target wasm32-unknown-unknown -p carapace-core` proves that it needs
 //! nothing but the standard library's portable parts.
 
+#![warn(missing_docs)]
+
 pub mod checksum;
 pub mod disk;
 pub mod durable;

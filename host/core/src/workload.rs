@@ -27,6 +27,9 @@ pub trait Workload {
     fn next_request(&mut self, previous_op: u64, previous_timestamp: u64) -> Request;
     /// Check `reply` to `request`; an error says what differed.
     fn check_reply(&mut self, request: &Request, reply: &[u8]) -> Result<(), String>;
+    /// Take in a request committed before this workload started (a data directory's
+    /// journal), so that its model knows the state the machine is in.
+    fn observe(&mut self, request: &Request);
 }
 
 /// The workload for the machine named `name`, if carapace has one.
@@ -124,6 +127,10 @@ impl Workload for EchoWorkload {
             operation: ECHO_OPERATION,
             body,
         }
+    }
+
+    fn observe(&mut self, _: &Request) {
+        // Echo replies depend on nothing committed before.
     }
 
     fn check_reply(&mut self, request: &Request, reply: &[u8]) -> Result<(), String> {
@@ -297,6 +304,10 @@ impl Workload for KvWorkload {
             operation,
             body,
         }
+    }
+
+    fn observe(&mut self, request: &Request) {
+        self.apply(request);
     }
 
     fn check_reply(&mut self, request: &Request, reply: &[u8]) -> Result<(), String> {

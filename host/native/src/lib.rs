@@ -4,6 +4,8 @@
 //! build. The only host crate that depends on guest crates: the host library and the
 //! CLI reach it through a feature, and know machines only by the contract.
 
+#![warn(missing_docs)]
+
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -21,6 +23,7 @@ pub fn instance(name: &str, imports: HostImports) -> Option<Box<dyn Instance>> {
         "echo" => Some(Box::new(NativeInstance::<carapace_echo::Echo>::new(
             imports,
         ))),
+        "kv" => Some(Box::new(NativeInstance::<carapace_kv::Kv>::new(imports))),
         _ => None,
     }
 }

@@ -322,6 +322,11 @@ impl RunCommand {
                 // it starts.
                 let seed = self.workload.seed.wrapping_add(start_op);
                 let mut workload = workload_for(durable.replica(), seed)?;
+                // The workload's model learns the state the journal built.
+                durable.read_journal(|entry, _| {
+                    workload.observe(&entry.request);
+                    Ok(())
+                })?;
                 let start = Instant::now();
                 let report = workload::run(&mut durable, workload.as_mut(), self.workload.ops)?;
                 Outcome {
