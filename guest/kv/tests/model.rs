@@ -2,98 +2,28 @@
 //! `BTreeMap` model across many bars, checkpoints, reopens and replays; and what it
 //! refuses.
 
-use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::rc::Rc;
+use std::collections::BTreeMap;
 
 use carapace_kv::format::{self, decode_records};
 use carapace_kv::{
     KEYS_PER_OP_MAX, Kv, Operation, PUT_SIZE, RECORD_SIZE, Record, SCAN_LIMIT_MAX, ScanRequest,
     VALUE_SIZE,
 };
-use carapace_sdk::{Context, Failure, Imports, Level, Options, Runner, StateMachine, Step};
+use carapace_sdk::testing::MemoryHost;
+use carapace_sdk::{Failure, Options, Runner, StateMachine};
 
-#[derive(Clone, Copy, Debug)]
-enum Io {
-    Read(u64),
-    Write(u64),
-}
+type Host = MemoryHost;
 
-#[derive(Debug, Default)]
-struct HostState {
-    blocks: HashMap<u64, Vec<u8>>,
-    submitted: VecDeque<Io>,
-}
-
-/// Grid I/O over an in-memory block map, completed one at a time in submission order.
-/// Writes land when submitted; clones share the blocks, so a machine reopened over a
-/// clone reads what an earlier one wrote.
-#[derive(Clone, Debug)]
-struct Host {
-    state: Rc<RefCell<HostState>>,
-    block_size: usize,
-}
-
-impl Imports for Host {
-    fn submit_read(&self, address: u64) {
-        self.state
-            .borrow_mut()
-            .submitted
-            .push_back(Io::Read(address));
-    }
-
-    fn submit_write(&self, address: u64, block: &[u8]) {
-        let mut state = self.state.borrow_mut();
-        state.blocks.insert(address, block.to_vec());
-        state.submitted.push_back(Io::Write(address));
-    }
-
-    fn now(&self) -> u64 {
-        0
-    }
-
-    fn set_timer(&self, _: u64, _: u64) {}
-
-    fn cancel_timer(&self, _: u64) {}
-
-    fn log(&self, _: Level, _: &str) {}
-}
-
-impl Host {
-    fn new(block_size: u32) -> Host {
-        Host {
-            state: Rc::default(),
-            block_size: block_size as usize,
-        }
-    }
-
-    /// Complete I/O until the step in flight is done.
-    fn drive(&self, runner: &mut Runner<Kv>, step: Result<Step, Failure>) -> Result<(), Failure> {
-        let mut step = step?;
-        while step == Step::Pending {
-            let io = self
-                .state
-                .borrow_mut()
-                .submitted
-                .pop_front()
-                .expect("a pending step waits for I/O");
-            step = match io {
-                Io::Read(address) => {
-                    let block = self.state.borrow().blocks.get(&address).cloned();
-                    runner.read_done(address, block.unwrap_or_else(|| vec![0; self.block_size]))?
-                }
-                Io::Write(address) => runner.write_done(address)?,
-            };
-        }
-        Ok(())
-    }
-
-    fn open(&self, options: &Options, checkpoint: Option<Vec<u8>>) -> Result<Runner<Kv>, Failure> {
-        let mut runner = Runner::init(Context::new(Box::new(self.clone())), options)?;
-        let step = runner.open(checkpoint);
-        self.drive(&mut runner, step)?;
-        Ok(runner)
-    }
+/// Open a machine over `host`, empty or at `checkpoint`.
+fn open(
+    host: &Host,
+    options: &Options,
+    checkpoint: Option<Vec<u8>>,
+) -> Result<Runner<Kv>, Failure> {
+    let mut runner = Runner::init(host.context(), options)?;
+    let step = runner.open(checkpoint);
+    host.drive(&mut runner, step)?;
+    Ok(runner)
 }
 
 /// A machine and its host, running ops one after the other as a replica would.
@@ -107,7 +37,7 @@ struct Machine {
 impl Machine {
     fn new(options: Options) -> Machine {
         let host = Host::new(options.block_size);
-        let runner = host.open(&options, None).unwrap();
+        let runner = open(&host, &options, None).unwrap();
         Machine {
             host,
             options,
@@ -143,7 +73,7 @@ impl Machine {
     fn reopen(&mut self) -> u64 {
         let state = self.runner.checkpoint_state();
         let checkpoint = (!state.is_empty()).then_some(state);
-        self.runner = self.host.open(&self.options, checkpoint).unwrap();
+        self.runner = open(&self.host, &self.options, checkpoint).unwrap();
         self.op = self.runner.machine().unwrap().op_committed();
         self.op
     }
@@ -444,7 +374,7 @@ fn init_refuses_bad_options_naming_them() {
         let mut options = options(&[]);
         change(&mut options);
         let host = Host::new(options.block_size);
-        let error = host.open(&options, None).unwrap_err();
+        let error = open(&host, &options, None).unwrap_err();
         assert!(matches!(error, Failure::InvalidArgument(_)), "{error}");
         assert!(error.message().contains(expected), "{error}");
     }

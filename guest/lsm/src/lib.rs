@@ -30,6 +30,3 @@ pub mod settings;
 pub mod table;
 pub mod trailer;
 pub mod tree;
-
-#[cfg(test)]
-mod test_host;

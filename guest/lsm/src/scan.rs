@@ -227,9 +227,9 @@ mod tests {
     use crate::forest::Forest;
     use crate::groove::UniqueKey;
     use crate::table::{Layout, Value};
-    use crate::test_host::MemoryHost;
     use crate::tree::{Shape, TreeConfig};
     use carapace_sdk::Context;
+    use carapace_sdk::testing::MemoryHost;
 
     /// The smallest blocks, so that a few hundred ops fill every level: 18 values of 24
     /// bytes per value block, 8 entries per index block.

@@ -6,8 +6,10 @@
 //! - [`Context`]: the machine's handle on its host (clock, timers, log, grid I/O),
 //!   over an [`Imports`] implementation that each target provides.
 //! - [`Runner`]: runs a [`StateMachine`] by the contract, one step at a time.
-//! - [`export!`]: with the `component` feature, turns any [`StateMachine`] into the
-//!   wit-bindgen adapter of a component, in one line.
+//! - `export!`: with the `component` feature, turns any [`StateMachine`] into the
+//!   wit-bindgen adapter of a component, in one line;
+//! - `testing::MemoryHost`: with the `testing` feature, an in-memory host for a
+//!   machine's unit tests.
 //!
 //! A machine crate depends on this crate alone (and on a storage engine such as
 //! `carapace-lsm`, if it wants one); its component crate is a `cdylib` whose whole
@@ -22,6 +24,9 @@ pub mod machine;
 
 #[cfg(feature = "component")]
 pub mod component;
+
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use failure::Failure;
 pub use io::{Context, Imports, Level};

@@ -55,6 +55,8 @@ pub struct InspectReport {
     pub journal_torn_bytes: u64,
     /// The grid file's length in bytes (it is sparse).
     pub grid_file_bytes: u64,
+    /// Bytes the file system has allocated to the grid file: the grid in use.
+    pub grid_allocated_bytes: u64,
     /// The machine's figures at the checkpoint, if it could be opened.
     pub statistics: Vec<StatisticReport>,
     /// Why the machine could not be opened, if it could not.
@@ -154,7 +156,10 @@ impl InspectCommand {
             "journal     ops 1..={}, {} bytes, {} torn bytes",
             report.journal_ops, report.journal_bytes, report.journal_torn_bytes
         );
-        println!("grid        file of {} bytes", report.grid_file_bytes);
+        println!(
+            "grid        file of {} bytes, {} allocated",
+            report.grid_file_bytes, report.grid_allocated_bytes
+        );
         for statistic in &report.statistics {
             println!("machine     {} {:?}", statistic.name, statistic.values);
         }
@@ -186,9 +191,11 @@ pub fn inspect(dir: &Path, machine: &MachineArgs) -> Result<InspectReport> {
     let (journal, journal_report) = Journal::open_read_only(Box::new(journal_file))?;
     crate::replay::check_journal_covers(&state, &journal)?;
     let grid_path = dir.join(GRID_FILE);
-    let grid_file_bytes = std::fs::metadata(&grid_path)
-        .with_context(|| format!("reading `{}`", grid_path.display()))?
-        .len();
+    let grid_metadata = std::fs::metadata(&grid_path)
+        .with_context(|| format!("reading `{}`", grid_path.display()))?;
+    let grid_file_bytes = grid_metadata.len();
+    // `st_blocks` counts 512-byte units, whatever the file system's block size.
+    let grid_allocated_bytes = std::os::unix::fs::MetadataExt::blocks(&grid_metadata) * 512;
     let (statistics, machine_error) = match machine_statistics(dir, &state, machine) {
         Ok(statistics) => (statistics, None),
         Err(error) => (Vec::new(), Some(format!("{error:#}"))),
@@ -222,6 +229,7 @@ pub fn inspect(dir: &Path, machine: &MachineArgs) -> Result<InspectReport> {
         journal_bytes: journal_report.end.offset,
         journal_torn_bytes: journal_report.torn_bytes,
         grid_file_bytes,
+        grid_allocated_bytes,
         statistics,
         machine_error,
     })

@@ -1,8 +1,11 @@
-//! A host for the crate's unit tests: grid I/O over an in-memory block map, completed
-//! one at a time in submission order, and `block_on` to drive a forest's futures.
+//! A host for a machine's unit tests, natively and without the carapace host: grid I/O
+//! over an in-memory block map, completed one at a time in submission order; `drive`
+//! finishes a [`Runner`]'s step and `block_on` any future over a [`Context`] (a storage
+//! engine's, say).
 //!
 //! Writes land in the map when submitted, so a block is readable as soon as its write is;
-//! there is no durable image apart from the live one (the host's tests crash the grid).
+//! there is no durable image apart from the live one (the carapace host's tests crash
+//! the grid), and the clock stays at 0 with timers ignored.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -11,7 +14,7 @@ use std::pin::pin;
 use std::rc::Rc;
 use std::task::{Context as TaskContext, Poll, Waker};
 
-use carapace_sdk::{Context, Imports, Level};
+use crate::{Context, Failure, Imports, Level, Runner, StateMachine, Step};
 
 #[derive(Clone, Copy, Debug)]
 enum Io {
@@ -29,13 +32,14 @@ struct State {
 /// The blocks and the I/O queue; clones share them, so a forest reopened over a clone
 /// sees every block written before.
 #[derive(Clone, Debug)]
-pub(crate) struct MemoryHost {
+pub struct MemoryHost {
     state: Rc<RefCell<State>>,
     block_size: usize,
 }
 
 impl MemoryHost {
-    pub(crate) fn new(block_size: u32) -> MemoryHost {
+    /// A host of blocks of `block_size` bytes, none written yet.
+    pub fn new(block_size: u32) -> MemoryHost {
         MemoryHost {
             state: Rc::default(),
             block_size: block_size as usize,
@@ -43,17 +47,44 @@ impl MemoryHost {
     }
 
     /// Reads submitted so far.
-    pub(crate) fn read_count(&self) -> u64 {
+    pub fn read_count(&self) -> u64 {
         self.state.borrow().read_count
     }
 
     /// A context whose imports are this host's.
-    pub(crate) fn context(&self) -> Context {
+    pub fn context(&self) -> Context {
         Context::new(Box::new(self.clone()))
     }
 
+    /// Complete I/O until the step `step` started is done.
+    pub fn drive<M: StateMachine>(
+        &self,
+        runner: &mut Runner<M>,
+        step: Result<Step, Failure>,
+    ) -> Result<(), Failure> {
+        let mut step = step?;
+        while step == Step::Pending {
+            let io = self
+                .state
+                .borrow_mut()
+                .submitted
+                .pop_front()
+                .expect("a pending step waits for I/O");
+            step = match io {
+                Io::Read(address) => runner.read_done(address, self.block(address))?,
+                Io::Write(address) => runner.write_done(address)?,
+            };
+        }
+        Ok(())
+    }
+
+    fn block(&self, address: u64) -> Vec<u8> {
+        let block = self.state.borrow().blocks.get(&address).cloned();
+        block.unwrap_or_else(|| vec![0; self.block_size])
+    }
+
     /// Run `future` to completion, completing its I/O in submission order.
-    pub(crate) fn block_on<F: Future>(&self, context: &Context, future: F) -> F::Output {
+    pub fn block_on<F: Future>(&self, context: &Context, future: F) -> F::Output {
         let mut future = pin!(future);
         let mut task_context = TaskContext::from_waker(Waker::noop());
         loop {
@@ -68,11 +99,7 @@ impl MemoryHost {
                 .pop_front()
                 .expect("a pending future waits for I/O");
             match io {
-                Io::Read(address) => {
-                    let block = self.state.borrow().blocks.get(&address).cloned();
-                    let block = block.unwrap_or_else(|| vec![0; self.block_size]);
-                    context.complete_read(address, block).unwrap();
-                }
+                Io::Read(address) => context.complete_read(address, self.block(address)).unwrap(),
                 Io::Write(address) => context.complete_write(address).unwrap(),
             }
         }
