@@ -9,7 +9,7 @@ use crate::support::*;
 
 fn load_error(bytes: &[u8]) -> String {
     let runtime = Runtime::new(Limits::default()).unwrap();
-    format!("{:#}", runtime.load(bytes).unwrap_err())
+    refused(runtime.load(bytes).unwrap_err())
 }
 
 #[test]
@@ -70,12 +70,11 @@ fn a_guest_out_of_fuel_traps_with_an_error_not_a_panic() {
     let machine = runtime
         .instantiate(&component, context(&MemoryStorage::new(), IoOrder::Fifo))
         .unwrap();
-    let error = format!(
-        "{:#}",
-        Replica::open(Box::new(machine), config(), None).unwrap_err()
-    );
-    assert!(error.contains("`init`: guest trapped"), "{error}");
-    assert!(error.contains("fuel"), "{error}");
+    let error = Replica::open(Box::new(machine), config(), None).unwrap_err();
+    match guest_fault(error) {
+        ("init", carapace::Fault::Trap(trap)) => assert!(trap.contains("fuel"), "{trap}"),
+        other => panic!("expected a trap in `init`, got {other:?}"),
+    }
 }
 
 #[test]
@@ -91,13 +90,16 @@ fn a_guest_over_its_memory_limit_traps_with_an_error() {
     let result = runtime
         .instantiate(&component, context(&MemoryStorage::new(), IoOrder::Fifo))
         .and_then(|machine| Replica::open(Box::new(machine), config(), None));
-    let error = format!("{:#}", result.unwrap_err());
-    assert!(error.contains("`init`: guest trapped"), "{error}");
-    assert!(error.contains("guest memory growing to"), "{error}");
-    assert!(
-        error.contains("exceeds its limit of 2097152 bytes"),
-        "{error}"
-    );
+    match guest_fault(result.unwrap_err()) {
+        ("init", carapace::Fault::Trap(trap)) => {
+            assert!(trap.contains("guest memory growing to"), "{trap}");
+            assert!(
+                trap.contains("exceeds its limit of 2097152 bytes"),
+                "{trap}"
+            );
+        }
+        other => panic!("expected a trap in `init`, got {other:?}"),
+    }
 }
 
 #[test]
@@ -109,24 +111,22 @@ fn bad_options_are_refused_by_the_guest_with_the_reason() {
             "unknown setting `no-such-setting`",
         ),
     ] {
-        let error = format!(
-            "{:#}",
+        let error = refused(
             wasm_replica(
                 &MemoryStorage::new(),
                 IoOrder::Fifo,
                 config_with(&settings),
-                None
+                None,
             )
-            .unwrap_err()
+            .unwrap_err(),
         );
         assert!(error.contains("refuses the options"), "{error}");
         assert!(error.contains(expected), "{error}");
     }
     let mut bad_block_size = config();
     bad_block_size.block_size = 1000;
-    let error = format!(
-        "{:#}",
-        wasm_replica(&MemoryStorage::new(), IoOrder::Fifo, bad_block_size, None).unwrap_err()
+    let error = refused(
+        wasm_replica(&MemoryStorage::new(), IoOrder::Fifo, bad_block_size, None).unwrap_err(),
     );
     assert!(error.contains("block size 1000"), "{error}");
 }

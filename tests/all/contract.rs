@@ -67,23 +67,25 @@ impl StateMachine for Rogue {
     }
 }
 
-fn open_rogue() -> anyhow::Result<Replica> {
+fn open_rogue() -> carapace::Result<Replica> {
     let context = context(&MemoryStorage::new(), IoOrder::Fifo);
-    Ok(Replica::open(
+    Replica::open(
         Box::new(NativeInstance::<Rogue>::new(context)),
         config(),
         None,
-    )?)
+    )
 }
 
 #[test]
 fn timers_and_io_outside_a_step_are_refused() {
     MISBEHAVE_IN_INIT.set(true);
-    let error = format!("{:#}", open_rogue().unwrap_err());
-    assert!(
-        error.contains("`set-timer` outside an asynchronous step"),
-        "{error}"
-    );
+    match guest_fault(open_rogue().unwrap_err()) {
+        ("init", carapace::Fault::Violation(violation)) => assert!(
+            violation.contains("`set-timer` outside an asynchronous step"),
+            "{violation}"
+        ),
+        other => panic!("expected a violation in `init`, got {other:?}"),
+    }
 
     MISBEHAVE_IN_INIT.set(false);
     let mut replica = open_rogue().unwrap();
@@ -94,9 +96,11 @@ fn timers_and_io_outside_a_step_are_refused() {
         operation: 1,
         body: Vec::new(),
     };
-    let error = format!("{:#}", replica.commit(&request).unwrap_err());
-    assert!(
-        error.contains("grid I/O outside an asynchronous step"),
-        "{error}"
-    );
+    match guest_fault(replica.commit(&request).unwrap_err()) {
+        ("commit", carapace::Fault::Violation(violation)) => assert!(
+            violation.contains("grid I/O outside an asynchronous step"),
+            "{violation}"
+        ),
+        other => panic!("expected a violation in `commit`, got {other:?}"),
+    }
 }

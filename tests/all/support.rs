@@ -79,3 +79,33 @@ pub fn native_replica(
 ) -> Result<Replica> {
     Replica::open(native_echo(storage, order), config, checkpoint)
 }
+
+/// The reason of an [`carapace::Error::Refused`]; panics on any other error.
+pub fn refused(error: carapace::Error) -> String {
+    match error {
+        carapace::Error::Refused(reason) => reason,
+        error => panic!("expected a refusal, got {error}"),
+    }
+}
+
+/// The export and fault of an [`carapace::Error::Guest`]; panics on any other error.
+pub fn guest_fault(error: carapace::Error) -> (&'static str, carapace::Fault) {
+    match error {
+        carapace::Error::Guest(guest) => (guest.export, guest.fault),
+        error => panic!("expected a guest error, got {error}"),
+    }
+}
+
+/// The message of a guest's `corrupt-block` failure; panics on any other error.
+pub fn corrupt_block(error: carapace::Error) -> String {
+    match guest_fault(error) {
+        (
+            _,
+            carapace::Fault::Failure {
+                kind: carapace::FailureKind::CorruptBlock,
+                message,
+            },
+        ) => message,
+        other => panic!("expected a corrupt block, got {other:?}"),
+    }
+}
