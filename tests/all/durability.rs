@@ -36,26 +36,32 @@ fn native(context: HostImports) -> carapace::Result<Box<dyn carapace::Instance>>
     )))
 }
 
-fn kv(context: HostImports) -> carapace::Result<Box<dyn carapace::Instance>> {
-    Ok(Box::new(NativeInstance::<carapace_kv::Kv>::new(context)))
+/// Makes an instance over the host imports it is given.
+type Make = Box<dyn Fn(HostImports) -> carapace::Result<Box<dyn carapace::Instance>>>;
+
+/// The kv component through wasmtime: compiled once, instantiated at every open.
+fn kv_component() -> Make {
+    let runtime = carapace::wasm::Runtime::new(carapace::wasm::Limits::default()).unwrap();
+    let component = runtime.load(carapace::machines::KV_COMPONENT).unwrap();
+    Box::new(move |imports| Ok(Box::new(runtime.instantiate(&component, imports)?)))
 }
 
 /// A machine, its options and the requests a crash test commits.
 struct Subject {
-    make: fn(HostImports) -> carapace::Result<Box<dyn carapace::Instance>>,
+    make: Make,
     options: carapace::Options,
     requests: Vec<Request>,
 }
 
 fn echo_subject() -> Subject {
     Subject {
-        make: native,
+        make: Box::new(native),
         options: config(),
         requests: requests(),
     }
 }
 
-/// The kv machine over its seeded workload: puts, deletes, gets and scans.
+/// The kv component over its seeded workload: puts, deletes, gets and scans.
 fn kv_subject() -> Subject {
     let options = carapace::Options {
         batch_size_limit: 1024,
@@ -72,7 +78,7 @@ fn kv_subject() -> Subject {
         })
         .collect();
     Subject {
-        make: kv,
+        make: kv_component(),
         options,
         requests,
     }
@@ -87,7 +93,7 @@ fn open_subject(subject: &Subject, disk: &SimDisk) -> Result<(Durable, Recovery)
         DataDir::simulated(disk),
         Some(subject.options.clone()),
         IoOrder::Seeded(4),
-        &subject.make,
+        &*subject.make,
     )?)
 }
 
