@@ -19,22 +19,49 @@ pub struct OsFile {
 impl OsFile {
     /// Open `path` for reading and writing, creating it if missing.
     pub fn open(path: &Path) -> io::Result<OsFile> {
+        Self::open_with(path, true)
+    }
+
+    /// Open the existing file at `path` for reading and writing.
+    pub fn open_existing(path: &Path) -> io::Result<OsFile> {
+        Self::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, create: bool) -> io::Result<OsFile> {
         let file = fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
+            .create(create)
             .truncate(false)
             .open(path)?;
-        Ok(OsFile { file })
+        Self::checked(file)
     }
-}
 
-impl OsFile {
     /// Open an existing file at `path` for reading only: writes fail.
     pub fn open_read_only(path: &Path) -> io::Result<OsFile> {
-        Ok(OsFile {
-            file: fs::File::open(path)?,
-        })
+        Self::checked(fs::File::open(path)?)
+    }
+
+    /// Refuse what is not a regular file (a directory, a FIFO, a device): positioned
+    /// reads and writes and `fdatasync` mean nothing there.
+    fn checked(file: fs::File) -> io::Result<OsFile> {
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        Ok(OsFile { file })
+    }
+
+    /// Take the advisory lock on the file: exclusive for the one replica that may write
+    /// a data directory, shared for readers. Held until the file is closed.
+    fn lock(&self, exclusive: bool) -> std::result::Result<(), fs::TryLockError> {
+        if exclusive {
+            self.file.try_lock()
+        } else {
+            self.file.try_lock_shared()
+        }
     }
 }
 
@@ -73,19 +100,42 @@ impl File for OsFile {
     }
 }
 
-/// Open the data directory at `path`, creating it and its files if missing.
+/// Open the data directory at `path`, creating it and its files if missing, and take
+/// its lock: one replica owns a directory. A second (in this process or another) is
+/// refused with [`Error::InUse`]. An existing directory's journal and grid are never
+/// created anew: if one is missing, that is an error naming it.
 pub fn open_data_dir(path: &Path) -> Result<DataDir> {
     let created = !path.exists();
+    let existing = data_dir_exists(path);
     let display = |path: &Path| path.display().to_string();
     fs::create_dir_all(path).map_err(|error| Error::io(display(path), "creating", error))?;
+    let superblock_path = path.join(SUPERBLOCK_FILE);
+    let superblock = OsFile::open(&superblock_path)
+        .map_err(|error| Error::io(display(&superblock_path), "opening", error))?;
+    match superblock.lock(true) {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            return Err(Error::InUse(format!(
+                "the data directory `{}` is in use by another replica",
+                path.display()
+            )));
+        }
+        Err(fs::TryLockError::Error(error)) => {
+            return Err(Error::io(display(&superblock_path), "locking", error));
+        }
+    }
     let file = |name: &str| -> Result<Box<dyn File>> {
         let path = path.join(name);
-        let file =
-            OsFile::open(&path).map_err(|error| Error::io(display(&path), "opening", error))?;
+        let file = if existing {
+            OsFile::open_existing(&path)
+        } else {
+            OsFile::open(&path)
+        };
+        let file = file.map_err(|error| Error::io(display(&path), "opening", error))?;
         Ok(Box::new(file))
     };
     let dir = DataDir {
-        superblock: file(SUPERBLOCK_FILE)?,
+        superblock: Box::new(superblock),
         journal: file(JOURNAL_FILE)?,
         grid: file(GRID_FILE)?,
     };
@@ -108,18 +158,21 @@ pub fn open_data_dir(path: &Path) -> Result<DataDir> {
     Ok(dir)
 }
 
-/// Open the files of the data directory at `path` for reading only.
+/// Open the files of the data directory at `path` for reading only. It takes a shared
+/// lock when it can; while a replica holds the directory it reads anyway, and every
+/// structure it reads is checksummed (a journal tail being written reads as torn).
 pub fn open_data_dir_read_only(path: &Path) -> Result<DataDir> {
-    let file = |name: &str| -> Result<Box<dyn File>> {
+    let file = |name: &str| -> Result<OsFile> {
         let path = path.join(name);
-        let file = OsFile::open_read_only(&path)
-            .map_err(|error| Error::io(path.display().to_string(), "opening", error))?;
-        Ok(Box::new(file))
+        OsFile::open_read_only(&path)
+            .map_err(|error| Error::io(path.display().to_string(), "opening", error))
     };
+    let superblock = file(SUPERBLOCK_FILE)?;
+    let _ = superblock.lock(false);
     Ok(DataDir {
-        superblock: file(SUPERBLOCK_FILE)?,
-        journal: file(JOURNAL_FILE)?,
-        grid: file(GRID_FILE)?,
+        superblock: Box::new(superblock),
+        journal: Box::new(file(JOURNAL_FILE)?),
+        grid: Box::new(file(GRID_FILE)?),
     })
 }
 

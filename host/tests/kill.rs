@@ -92,3 +92,53 @@ fn a_process_killed_mid_run_recovers_every_journaled_op() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_second_process_on_a_directory_in_use_is_refused_and_the_first_finishes() {
+    let dir = std::env::temp_dir().join(format!("carapace-owner-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.to_str().unwrap();
+    let mut args = vec!["run", "--ops", "5000", "--data", path];
+    args.extend(ARGS);
+    let first = carapace(&args).spawn().unwrap();
+    // Wait until the first owns the directory and is committing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while journal_length(&dir) == 0 {
+        assert!(Instant::now() < deadline, "the first run made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Even a run of no ops would cut the tail the first is appending to.
+    let mut second = vec!["run", "--ops", "0", "--data", path];
+    second.extend(ARGS);
+    let output = carapace(&second).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is in use by another replica"), "{stderr}");
+    // Inspecting a directory in use reads what it can verify.
+    assert!(
+        carapace(&["inspect", path])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let output = first.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        inspect(&dir, &Default::default()).unwrap().journal_ops,
+        5_000
+    );
+    let output = carapace(&["replay", path, "--target", "native"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -425,3 +425,29 @@ fn after_a_failed_publication_the_replica_commits_nothing_until_reopened() {
         assert_eq!(durable.commit(request).unwrap(), replies[index]);
     }
 }
+
+#[test]
+fn one_data_directory_has_one_owner_and_its_files_are_never_recreated() {
+    let dir = std::env::temp_dir().join(format!("carapace-one-owner-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let first = carapace::os::open_data_dir(&dir).unwrap();
+    // A second replica in the same process is refused at once.
+    let error = carapace::os::open_data_dir(&dir).unwrap_err();
+    assert!(matches!(error, carapace::Error::InUse(_)), "{error}");
+    let (mut durable, _) = Durable::open(first, Some(config()), IoOrder::Fifo, &native).unwrap();
+    for request in &requests()[..20] {
+        durable.commit(request).unwrap();
+    }
+    drop(durable);
+    // Released when the owner closes it.
+    drop(carapace::os::open_data_dir(&dir).unwrap());
+    // A journal gone from an existing directory is an error naming it, never a new,
+    // empty journal that would forget acknowledged ops.
+    std::fs::remove_file(dir.join(JOURNAL_FILE)).unwrap();
+    match carapace::os::open_data_dir(&dir).unwrap_err() {
+        carapace::Error::Io { file, .. } => assert!(file.ends_with(JOURNAL_FILE), "{file}"),
+        error => panic!("expected the missing journal named, got {error}"),
+    }
+    assert!(!dir.join(JOURNAL_FILE).exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -40,6 +40,8 @@ pub enum Error {
     /// A data directory written by another machine or state format, or created with
     /// other options.
     Incompatible(String),
+    /// A data directory is owned by another replica, in this process or another.
+    InUse(String),
     /// A replay produced something other than what the log recorded.
     Divergence {
         /// The first op that differed.
@@ -91,6 +93,7 @@ impl fmt::Display for Error {
             } => write!(f, "{action} `{file}`: {source}"),
             Error::Corrupt { file, detail } => write!(f, "`{file}` is damaged: {detail}"),
             Error::Incompatible(detail) => write!(f, "incompatible data directory: {detail}"),
+            Error::InUse(detail) => write!(f, "{detail}"),
             Error::Divergence { op, detail } => write!(f, "diverged at op {op}: {detail}"),
             Error::Stopped(reason) => write!(
                 f,
