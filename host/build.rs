@@ -26,10 +26,10 @@ struct Guest {
     features: &'static [&'static str],
 }
 
-/// Every guest the host embeds or the tests load. The divergent echo is a
-/// deliberately different version, for tests of `replay --module`: kept as a file,
-/// never embedded.
-const GUESTS: [Guest; 3] = [
+/// Every guest the host embeds or the tests load. The divergent and poison echoes are
+/// deliberately different versions, for tests of `replay --module` and of trap
+/// recovery: kept as files, never embedded.
+const GUESTS: [Guest; 4] = [
     Guest {
         name: "echo",
         package: "carapace-echo-component",
@@ -44,6 +44,11 @@ const GUESTS: [Guest; 3] = [
         name: "echo_divergent",
         package: "carapace-echo-component",
         features: &["--features", "divergent-test-version"],
+    },
+    Guest {
+        name: "echo_poison",
+        package: "carapace-echo-component",
+        features: &["--features", "poison-test-version"],
     },
 ];
 

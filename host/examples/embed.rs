@@ -27,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         checkpoint_interval_ops: 32,
         ..default_options()
     };
-    let (mut durable, recovery) = Durable::open(dir, Some(options), IoOrder::Fifo, &|imports| {
+    let (mut durable, recovery) = Durable::open(dir, Some(options), IoOrder::Fifo, |imports| {
         Ok(Box::new(runtime.instantiate(&component, imports)?))
     })?;
     let identity = durable.replica().identity().clone();

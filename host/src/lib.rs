@@ -20,7 +20,7 @@
 //! let component = runtime.load(carapace::machines::ECHO_COMPONENT)?;
 //! let dir = carapace::os::open_data_dir("data".as_ref())?;
 //! let options = carapace::machines::default_options();
-//! let (mut durable, _) = Durable::open(dir, Some(options), IoOrder::Fifo, &|imports| {
+//! let (mut durable, _) = Durable::open(dir, Some(options), IoOrder::Fifo, |imports| {
 //!     Ok(Box::new(runtime.instantiate(&component, imports)?))
 //! })?;
 //! # Ok(()) }

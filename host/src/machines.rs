@@ -20,6 +20,10 @@ pub const KV_COMPONENT: &[u8] = include_bytes!(env!("CARAPACE_KV_COMPONENT"));
 /// (replies grow by a byte from op 100 on), for tests of `carapace replay --module`.
 pub const ECHO_DIVERGENT_COMPONENT_PATH: &str = env!("CARAPACE_ECHO_DIVERGENT_COMPONENT");
 
+/// Where the build script left a deliberately hostile version of the echo component
+/// (`commit` traps on a body starting with `poison`), for tests of trap recovery.
+pub const ECHO_POISON_COMPONENT_PATH: &str = env!("CARAPACE_ECHO_POISON_COMPONENT");
+
 /// The embedded machines, by name; the first is the default.
 pub const EMBEDDED: [(&str, &[u8]); 2] = [("echo", ECHO_COMPONENT), ("kv", KV_COMPONENT)];
 

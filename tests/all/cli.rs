@@ -180,3 +180,48 @@ fn a_machine_by_name_must_exist() {
     let error = error_of(&["run", "--machine", "kv", "--module", "x.wasm"]);
     assert!(error.contains("give one"), "{error}");
 }
+
+#[test]
+fn a_guest_that_traps_on_one_request_refuses_it_and_the_run_goes_on() {
+    let dir = temp_path("poison-dir");
+    let file = temp_path("poison.txt");
+    let hex = |text: &str| {
+        text.bytes()
+            .map(|byte| format!("{byte:02x}"))
+            .collect::<String>()
+    };
+    let mut lines = String::new();
+    for index in 0..40 {
+        let body = if index == 25 {
+            "poison pill".to_string()
+        } else {
+            format!("request {index}")
+        };
+        lines.push_str(&format!("1 1 {}\n", hex(&body)));
+    }
+    std::fs::write(&file, lines).unwrap();
+    let module = carapace::machines::ECHO_POISON_COMPONENT_PATH;
+    let (dir_arg, file_arg) = (dir.to_str().unwrap(), file.to_str().unwrap());
+    run(&[
+        "run",
+        "--module",
+        module,
+        "--requests",
+        file_arg,
+        "--data",
+        dir_arg,
+        "--checkpoint-interval",
+        "16",
+        "--setting",
+        "lsm-profile=test",
+    ])
+    .unwrap();
+    // 39 acknowledged: the poison request was refused, never journaled.
+    let report = carapace::cli::inspect::inspect(&dir, &Default::default()).unwrap();
+    assert_eq!(report.journal_ops, 39);
+    // Every acknowledged reply replays identically, with the same module or another.
+    run(&["replay", dir_arg, "--module", module]).unwrap();
+    run(&["replay", dir_arg, "--machine", "echo"]).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_file(&file).unwrap();
+}

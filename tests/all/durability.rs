@@ -84,11 +84,16 @@ fn kv_subject() -> Subject {
     }
 }
 
-fn open(disk: &SimDisk) -> Result<(Durable, Recovery)> {
-    open_subject(&echo_subject(), disk)
+fn open(disk: &SimDisk) -> Result<(Durable<'static>, Recovery)> {
+    Ok(Durable::open(
+        DataDir::simulated(disk),
+        Some(config()),
+        IoOrder::Seeded(4),
+        native,
+    )?)
 }
 
-fn open_subject(subject: &Subject, disk: &SimDisk) -> Result<(Durable, Recovery)> {
+fn open_subject<'a>(subject: &'a Subject, disk: &SimDisk) -> Result<(Durable<'a>, Recovery)> {
     Ok(Durable::open(
         DataDir::simulated(disk),
         Some(subject.options.clone()),
@@ -228,7 +233,7 @@ fn recovery_replays_the_journal_after_the_checkpoint() {
         DataDir::simulated(&disk),
         Some(config_with(&[("bar-ops", "8")])),
         IoOrder::Fifo,
-        &native,
+        native,
     )
     .unwrap_err();
     assert!(
@@ -407,7 +412,7 @@ fn after_a_failed_publication_the_replica_commits_nothing_until_reopened() {
         }),
         ..DataDir::simulated(&disk)
     };
-    let (mut durable, _) = Durable::open(dir, Some(config()), IoOrder::Seeded(4), &native).unwrap();
+    let (mut durable, _) = Durable::open(dir, Some(config()), IoOrder::Seeded(4), native).unwrap();
     for request in &requests[..15] {
         durable.commit(request).unwrap();
     }
@@ -434,7 +439,7 @@ fn one_data_directory_has_one_owner_and_its_files_are_never_recreated() {
     // A second replica in the same process is refused at once.
     let error = carapace::os::open_data_dir(&dir).unwrap_err();
     assert!(matches!(error, carapace::Error::InUse(_)), "{error}");
-    let (mut durable, _) = Durable::open(first, Some(config()), IoOrder::Fifo, &native).unwrap();
+    let (mut durable, _) = Durable::open(first, Some(config()), IoOrder::Fifo, native).unwrap();
     for request in &requests()[..20] {
         durable.commit(request).unwrap();
     }
@@ -450,4 +455,59 @@ fn one_data_directory_has_one_owner_and_its_files_are_never_recreated() {
     }
     assert!(!dir.join(JOURNAL_FILE).exists());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_request_that_traps_the_guest_is_refused_as_poison_and_nothing_acknowledged_is_lost() {
+    let runtime = carapace::wasm::Runtime::new(carapace::wasm::Limits::default()).unwrap();
+    let bytes = std::fs::read(carapace::machines::ECHO_POISON_COMPONENT_PATH).unwrap();
+    let component = runtime.load(&bytes).unwrap();
+    let make = |imports| -> carapace::Result<Box<dyn carapace::Instance>> {
+        Ok(Box::new(runtime.instantiate(&component, imports)?))
+    };
+    let disk = SimDisk::new();
+    let (mut durable, _) = Durable::open(
+        DataDir::simulated(&disk),
+        Some(config()),
+        IoOrder::Fifo,
+        make,
+    )
+    .unwrap();
+    let requests = requests();
+    // Past a checkpoint, so that the rebuild replays a journal tail.
+    for request in &requests[..20] {
+        assert_eq!(durable.commit(request).unwrap(), request.body);
+    }
+    let poison = Request {
+        body: b"poison, said the client".to_vec(),
+        ..requests[20].clone()
+    };
+    match durable.commit(&poison).unwrap_err() {
+        carapace::Error::Poison { op, guest } => {
+            assert_eq!(op, 21);
+            assert_eq!(guest.export, "commit");
+            assert!(matches!(guest.fault, carapace::Fault::Trap(_)), "{guest}");
+        }
+        error => panic!("expected a poison op, got {error}"),
+    }
+    // Torn down and rebuilt twice (once to retry, once after the retry trapped too).
+    assert_eq!((durable.rebuilds(), durable.poisoned()), (2, 1));
+    assert_eq!(durable.replica().op(), 20);
+    // The next request takes op 21, and everything goes on as in a run without it.
+    for request in &requests[20..] {
+        assert_eq!(durable.commit(request).unwrap(), request.body);
+    }
+    drop(durable);
+    let (durable, _) = Durable::open(DataDir::simulated(&disk), None, IoOrder::Fifo, make).unwrap();
+    assert_eq!(durable.replica().op(), requests.len() as u64);
+    assert_eq!(
+        durable
+            .replica()
+            .checkpoint()
+            .map(|checkpoint| checkpoint.id()),
+        {
+            let (_, checkpoints, _) = uncrashed(&requests);
+            checkpoints.last().map(|(_, id)| *id)
+        }
+    );
 }

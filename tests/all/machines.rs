@@ -77,13 +77,13 @@ fn a_data_directory_refuses_another_machine_naming_both() {
         DataDir::simulated(&disk),
         Some(config()),
         IoOrder::Fifo,
-        &echo,
+        echo,
     )
     .unwrap();
     let mut workload = EchoWorkload::new(3, BATCH_SIZE_LIMIT);
     workload::run(&mut durable, &mut workload, 20).unwrap();
     drop(durable);
-    match Durable::open(DataDir::simulated(&disk), None, IoOrder::Fifo, &kv).unwrap_err() {
+    match Durable::open(DataDir::simulated(&disk), None, IoOrder::Fifo, kv).unwrap_err() {
         Error::Incompatible(detail) => {
             assert!(
                 detail.contains("`echo`") && detail.contains("`kv`"),
@@ -98,13 +98,13 @@ fn a_data_directory_refuses_another_machine_naming_both() {
         DataDir::simulated(&disk),
         Some(kv_config()),
         IoOrder::Fifo,
-        &kv,
+        kv,
     )
     .unwrap();
-    let error = Durable::open(DataDir::simulated(&disk), None, IoOrder::Fifo, &echo).unwrap_err();
+    let error = Durable::open(DataDir::simulated(&disk), None, IoOrder::Fifo, echo).unwrap_err();
     assert!(matches!(error, Error::Incompatible(_)), "{error}");
     // The right machine still opens it.
-    Durable::open(DataDir::simulated(&disk), None, IoOrder::Fifo, &kv).unwrap();
+    Durable::open(DataDir::simulated(&disk), None, IoOrder::Fifo, kv).unwrap();
 }
 
 #[test]
@@ -123,7 +123,7 @@ fn a_checkpoint_interval_the_machine_cannot_take_creates_no_directory() {
         DataDir::simulated(&disk),
         Some(options),
         IoOrder::Fifo,
-        &echo,
+        echo,
     )
     .unwrap_err();
     assert!(matches!(error, Error::Refused(_)), "{error}");

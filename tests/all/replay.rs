@@ -36,7 +36,9 @@ fn record(disk: &SimDisk, config: &Options, ops: u64) {
         DataDir::simulated(disk),
         Some(config.clone()),
         IoOrder::Seeded(2),
-        &|context| Ok(Box::new(NativeInstance::<Echo>::new(context))),
+        |context| -> carapace::Result<Box<dyn Instance>> {
+            Ok(Box::new(NativeInstance::<Echo>::new(context)))
+        },
     )
     .unwrap();
     workload::run(

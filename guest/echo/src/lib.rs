@@ -73,6 +73,10 @@ const VALUES: usize = 2;
 #[cfg(feature = "divergent-test-version")]
 pub const DIVERGENT_FROM_OP: u64 = 100;
 
+/// The body prefix on which the `poison-test-version` build panics in `commit`.
+#[cfg(feature = "poison-test-version")]
+pub const POISON_PREFIX: &[u8] = b"poison";
+
 /// The timer id of the periodic statistics message.
 pub const STATS_TIMER_ID: u64 = 1;
 
@@ -391,6 +395,11 @@ impl StateMachine for Echo {
         }
         match Operation::from_u8(operation) {
             Some(Operation::Echo) => {
+                #[cfg(feature = "poison-test-version")]
+                assert!(
+                    !body.starts_with(POISON_PREFIX),
+                    "the poison test version panics on a poison body"
+                );
                 let (id, existing) = self.prefetched.things[0];
                 assert_eq!(id, u128::from(op));
                 assert!(

@@ -22,6 +22,46 @@ pub trait File {
     fn set_len(&mut self, length: u64) -> io::Result<()>;
 }
 
+/// A file shared by several owners: the grid, which every instance a durable replica
+/// builds (at open, and again after a guest traps) reads and writes in turn.
+#[derive(Clone)]
+pub struct SharedFile(Rc<RefCell<Box<dyn File>>>);
+
+impl std::fmt::Debug for SharedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedFile")
+    }
+}
+
+impl SharedFile {
+    /// Share `file`.
+    pub fn new(file: Box<dyn File>) -> SharedFile {
+        SharedFile(Rc::new(RefCell::new(file)))
+    }
+}
+
+impl File for SharedFile {
+    fn read_at(&mut self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
+        self.0.borrow_mut().read_at(offset, buffer)
+    }
+
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.0.borrow_mut().write_at(offset, data)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.0.borrow_mut().sync()
+    }
+
+    fn length(&mut self) -> io::Result<u64> {
+        self.0.borrow_mut().length()
+    }
+
+    fn set_len(&mut self, length: u64) -> io::Result<()> {
+        self.0.borrow_mut().set_len(length)
+    }
+}
+
 /// How a crash treats writes that were not synced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CrashMode {

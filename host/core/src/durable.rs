@@ -10,8 +10,8 @@
 //! `docs/design.md` argues each crash point.
 
 use crate::checksum::checksum;
-use crate::disk::{File, SimDisk};
-use crate::error::{Error, Result};
+use crate::disk::{File, SharedFile, SimDisk};
+use crate::error::{Error, Fault, Result};
 use crate::imports::{HostImports, IoOrder};
 use crate::instance::{Identity, Instance, Options};
 use crate::journal::{Entry, Journal, Position};
@@ -72,17 +72,26 @@ pub struct Recovery {
 pub type MakeInstance<'a> = dyn Fn(HostImports) -> Result<Box<dyn Instance>> + 'a;
 
 /// A replica over a data directory.
-pub struct Durable {
+pub struct Durable<'a> {
     replica: Replica,
     journal: Journal,
     superblock: Superblock,
+    /// The grid file, shared with the instance that runs now; a rebuilt instance
+    /// opens it again.
+    grid: SharedFile,
+    make: Box<MakeInstance<'a>>,
+    order: IoOrder,
     /// Why the commit protocol stopped, once it has: the guest may already have
     /// released blocks on the promise that its checkpoint would be published, so
     /// nothing may be committed until the directory is reopened (and recovered).
     failed: Option<String>,
+    /// Instances rebuilt after a guest trapped or broke the contract.
+    rebuilds: u64,
+    /// Requests refused as poison: they stopped a rebuilt instance too.
+    poisoned: u64,
 }
 
-impl std::fmt::Debug for Durable {
+impl std::fmt::Debug for Durable<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Durable")
             .field("journal", &self.journal)
@@ -122,7 +131,7 @@ fn scratch_imports(options: &Options, order: &IoOrder) -> HostImports {
     )
 }
 
-impl Durable {
+impl<'a> Durable<'a> {
     /// Open the data directory, creating it with `options` if it is new (an existing
     /// one keeps its own options; `options`, if given, must match them), and recover:
     /// open the machine `make` builds at the published checkpoint and replay the
@@ -132,8 +141,9 @@ impl Durable {
         dir: DataDir,
         options: Option<Options>,
         order: IoOrder,
-        make: &MakeInstance<'_>,
-    ) -> Result<(Durable, Recovery)> {
+        make: impl Fn(HostImports) -> Result<Box<dyn Instance>> + 'a,
+    ) -> Result<(Durable<'a>, Recovery)> {
+        let make: Box<MakeInstance<'a>> = Box::new(make);
         let DataDir {
             mut superblock,
             mut journal,
@@ -159,7 +169,10 @@ impl Durable {
             Superblock::open(superblock)?.0
         };
         let stored = superblock.state().clone();
-        check_identity(&stored.identity, &identify(make, &stored.options, &order)?)?;
+        check_identity(
+            &stored.identity,
+            &identify(&*make, &stored.options, &order)?,
+        )?;
         if let Some(options) = &options
             && *options != stored.options
         {
@@ -179,40 +192,12 @@ impl Durable {
         if superblock.needs_repair() {
             superblock.repair()?;
         }
-        let options = &stored.options;
-        let storage = FileStorage::new(grid, options.block_size);
-        let imports = HostImports::new(
-            Box::new(storage),
-            options.block_size,
-            options.block_count,
-            order,
-        );
-        let mut replica =
-            Replica::open(make(imports)?, options.clone(), stored.checkpoint.clone())?;
-        let report = replay::replay_journal(
-            &mut replica,
-            &mut journal,
-            &stored,
-            |replica, _, position| {
-                // The machine reuses blocks that only older checkpoints need once it has
-                // taken a new one: publish it before the next op, as in `commit`.
-                if let Some(checkpoint) = replica.checkpoint_taken_at(position.op) {
-                    let version = replica.identity().version.clone();
-                    superblock.publish(checkpoint, position, &version)?;
-                }
-                Ok(())
-            },
-        );
-        let ReplayReport {
-            checkpoint_op,
-            identical_through,
-            outcome,
-            ..
-        } = report;
-        outcome?;
+        let grid = SharedFile::new(grid);
+        let (replica, report) =
+            Self::rebuild_replica(&*make, &grid, &order, &mut superblock, &mut journal)?;
         let recovery = Recovery {
-            checkpoint_op,
-            replayed_ops: identical_through - checkpoint_op,
+            checkpoint_op: report.checkpoint_op,
+            replayed_ops: report.identical_through - report.checkpoint_op,
             torn_bytes: journal_report.torn_bytes,
             superblock_sequence: stored.sequence,
         };
@@ -220,9 +205,73 @@ impl Durable {
             replica,
             journal,
             superblock,
+            grid,
+            make,
+            order,
             failed: None,
+            rebuilds: 0,
+            poisoned: 0,
         };
         Ok((durable, recovery))
+    }
+
+    /// A fresh instance at the published checkpoint, with the journal after it
+    /// replayed (every reply and checkpoint id checked, and retaken checkpoints
+    /// published): recovery after a crash, and the rebuild after a guest trapped.
+    fn rebuild_replica(
+        make: &MakeInstance<'_>,
+        grid: &SharedFile,
+        order: &IoOrder,
+        superblock: &mut Superblock,
+        journal: &mut Journal,
+    ) -> Result<(Replica, ReplayReport)> {
+        let stored = superblock.state().clone();
+        let options = &stored.options;
+        let storage = FileStorage::new(Box::new(grid.clone()), options.block_size);
+        let imports = HostImports::new(
+            Box::new(storage),
+            options.block_size,
+            options.block_count,
+            order.clone(),
+        );
+        let mut replica =
+            Replica::open(make(imports)?, options.clone(), stored.checkpoint.clone())?;
+        let mut report =
+            replay::replay_journal(&mut replica, journal, &stored, |replica, _, position| {
+                // The machine reuses blocks that only older checkpoints need once it has
+                // taken a new one: publish it before the next op, as in `commit`.
+                if let Some(checkpoint) = replica.checkpoint_taken_at(position.op) {
+                    let version = replica.identity().version.clone();
+                    superblock.publish(checkpoint, position, &version)?;
+                }
+                Ok(())
+            });
+        std::mem::replace(&mut report.outcome, Ok(()))?;
+        Ok((replica, report))
+    }
+
+    /// Tear the instance down and build a fresh one from what is durable.
+    fn rebuild(&mut self) -> Result<()> {
+        let (replica, _) = Self::rebuild_replica(
+            &*self.make,
+            &self.grid,
+            &self.order,
+            &mut self.superblock,
+            &mut self.journal,
+        )?;
+        self.replica = replica;
+        self.rebuilds += 1;
+        Ok(())
+    }
+
+    /// Instances rebuilt after a guest trapped or broke the contract.
+    pub fn rebuilds(&self) -> u64 {
+        self.rebuilds
+    }
+
+    /// Requests refused as poison ops.
+    pub fn poisoned(&self) -> u64 {
+        self.poisoned
     }
 
     /// The replica.
@@ -250,15 +299,38 @@ impl Durable {
         self.journal.end()
     }
 
-    /// Commit `request` durably; when this returns the op is acknowledged. After any
+    /// Commit `request` durably; when this returns the op is acknowledged.
+    ///
+    /// A guest that traps or breaks the contract is torn down: its op is not
+    /// acknowledged, and a fresh instance is rebuilt from the published checkpoint and
+    /// the journal, then given the op again. If the op stops that instance too, it is
+    /// a poison op: refused with [`Error::Poison`] (never journaled), the instance is
+    /// rebuilt once more, and the next request takes its op number. After any other
     /// error but a refused request, the replica refuses every later commit with
     /// [`Error::Stopped`] until the directory is reopened.
     pub fn commit(&mut self, request: &Request) -> Result<Vec<u8>> {
         if let Some(reason) = &self.failed {
             return Err(Error::Stopped(reason.clone()));
         }
-        self.commit_protocol(request).inspect_err(|error| {
-            if !matches!(error, Error::Refused(_)) {
+        let result = match self.commit_protocol(request) {
+            Err(Error::Guest(guest)) if tears_down(&guest.fault) => {
+                self.rebuild()
+                    .and_then(|()| match self.commit_protocol(request) {
+                        Err(Error::Guest(again)) if tears_down(&again.fault) => {
+                            self.rebuild()?;
+                            self.poisoned += 1;
+                            Err(Error::Poison {
+                                op: request.op,
+                                guest: again,
+                            })
+                        }
+                        result => result,
+                    })
+            }
+            result => result,
+        };
+        result.inspect_err(|error| {
+            if !matches!(error, Error::Refused(_) | Error::Poison { .. }) {
                 self.failed = Some(error.to_string());
             }
         })
@@ -292,7 +364,14 @@ impl Durable {
     }
 }
 
-impl Committer for Durable {
+/// Whether a fault ends only this instance, which the host rebuilds: a trap (a panic,
+/// fuel or memory run out) or a broken contract. A failure the guest reports (a corrupt
+/// block, a full grid) is about the state, which a rebuild would find again.
+fn tears_down(fault: &Fault) -> bool {
+    matches!(fault, Fault::Trap(_) | Fault::Violation(_))
+}
+
+impl Committer for Durable<'_> {
     fn last_op(&self) -> u64 {
         self.replica.op()
     }

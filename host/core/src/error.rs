@@ -40,6 +40,14 @@ pub enum Error {
     /// A data directory written by another machine or state format, or created with
     /// other options.
     Incompatible(String),
+    /// A request that stopped the machine twice, in its instance and in one rebuilt
+    /// from what is durable: refused, never journaled; the replica goes on.
+    Poison {
+        /// The op number it would have taken (the next request takes it).
+        op: u64,
+        /// What it did to the rebuilt instance.
+        guest: GuestError,
+    },
     /// A data directory is owned by another replica, in this process or another.
     InUse(String),
     /// A replay produced something other than what the log recorded.
@@ -94,6 +102,10 @@ impl fmt::Display for Error {
             Error::Corrupt { file, detail } => write!(f, "`{file}` is damaged: {detail}"),
             Error::Incompatible(detail) => write!(f, "incompatible data directory: {detail}"),
             Error::InUse(detail) => write!(f, "{detail}"),
+            Error::Poison { op, guest } => write!(
+                f,
+                "refused as op {op}: the request stops the machine, also when rebuilt: {guest}"
+            ),
             Error::Divergence { op, detail } => write!(f, "diverged at op {op}: {detail}"),
             Error::Stopped(reason) => write!(
                 f,

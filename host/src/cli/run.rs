@@ -312,7 +312,7 @@ impl RunCommand {
             imports.set_echo_log(log);
             factory.instance(imports)
         };
-        let (mut durable, recovery) = Durable::open(dir, options, order, &make)?;
+        let (mut durable, recovery) = Durable::open(dir, options, order, make)?;
         print_recovery(path, &recovery);
         let start_op = durable.replica().op();
         let outcome = match &self.requests {
@@ -338,6 +338,11 @@ impl RunCommand {
             }
         };
         println!("ops         {} to {}", start_op + 1, durable.replica().op());
+        println!(
+            "rebuilt     {} instances after a guest trapped; {} requests refused as poison",
+            durable.rebuilds(),
+            durable.poisoned()
+        );
         let op = durable.replica().op();
         let memory = durable.replica_mut().instance_mut().memory_bytes();
         Ok(Outcome {
@@ -438,7 +443,9 @@ fn commit_requests(committer: &mut impl Committer, path: &Path) -> Result<Outcom
                 report.request_bytes += request.body.len() as u64;
                 report.reply_bytes += reply.len() as u64;
             }
-            Err(crate::Error::Refused(reason)) => println!("refused     {reason}"),
+            Err(error @ (crate::Error::Refused(_) | crate::Error::Poison { .. })) => {
+                println!("refused     {error}")
+            }
             Err(error) => return Err(error.into()),
         }
     }
