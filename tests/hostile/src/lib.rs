@@ -1,0 +1,236 @@
+//! A deliberately hostile state machine, written against the raw bindings (not the SDK,
+//! whose runner would catch some of this inside the guest): an echo machine that keeps
+//! no state but its op, and misbehaves when a request's body names a misbehaviour.
+//!
+//! Every misbehaviour is something a plugin could do to its host; the host must stop
+//! the instance with the right error, refuse the request, and go on. The names are in
+//! [`Misbehaviour::from_body`].
+
+use std::cell::Cell;
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "state-machine",
+});
+
+use carapace::state_machine::types::{Failure, Identity, Level, Options, Statistic, Step, U128};
+use carapace::state_machine::{clock, grid, log};
+use exports::carapace::state_machine::machine::Guest;
+
+/// What a request asks the guest to do wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Misbehaviour {
+    /// Loop for ever in `commit`: only fuel stops it.
+    Loop,
+    /// Allocate without end in `commit`: only the memory limit stops it.
+    MemoryBomb,
+    /// Recurse without end in `commit`: only the stack limit stops it.
+    Recursion,
+    /// Panic in `commit`.
+    TrapInCommit,
+    /// Submit a read in `prefetch`, then panic in `read-done`.
+    TrapInReadDone,
+    /// Submit a read from `commit`, which must be pure.
+    IoFromCommit,
+    /// Submit two reads of one address in `prefetch`.
+    TwoIosOnOneAddress,
+    /// Read the last address of the grid in `prefetch`: allowed.
+    LastAddress,
+    /// Read one past the last address.
+    PastLastAddress,
+    /// Write a block one byte short.
+    WrongBlockSize,
+    /// Arm a million timers in `prefetch`.
+    TimerFlood,
+    /// Log a hundred thousand long messages in `prefetch`: the host keeps a bounded log.
+    LogFlood,
+    /// Answer `pending` from `prefetch` with nothing in flight.
+    PendingWithNothing,
+    /// Return a checkpoint state over the host's bound at the next checkpoint.
+    HugeCheckpointState,
+    /// Reply with more than the reply size limit.
+    HugeReply,
+}
+
+impl Misbehaviour {
+    fn from_body(body: &[u8]) -> Option<Misbehaviour> {
+        Some(match body {
+            b"loop" => Misbehaviour::Loop,
+            b"memory-bomb" => Misbehaviour::MemoryBomb,
+            b"recursion" => Misbehaviour::Recursion,
+            b"trap-in-commit" => Misbehaviour::TrapInCommit,
+            b"trap-in-read-done" => Misbehaviour::TrapInReadDone,
+            b"io-from-commit" => Misbehaviour::IoFromCommit,
+            b"two-ios-on-one-address" => Misbehaviour::TwoIosOnOneAddress,
+            b"last-address" => Misbehaviour::LastAddress,
+            b"past-last-address" => Misbehaviour::PastLastAddress,
+            b"wrong-block-size" => Misbehaviour::WrongBlockSize,
+            b"timer-flood" => Misbehaviour::TimerFlood,
+            b"log-flood" => Misbehaviour::LogFlood,
+            b"pending-with-nothing" => Misbehaviour::PendingWithNothing,
+            b"huge-checkpoint-state" => Misbehaviour::HugeCheckpointState,
+            b"huge-reply" => Misbehaviour::HugeReply,
+            _ => return None,
+        })
+    }
+}
+
+thread_local! {
+    static OP: Cell<u64> = const { Cell::new(0) };
+    static BLOCK_SIZE: Cell<u32> = const { Cell::new(0) };
+    static BLOCK_COUNT: Cell<u64> = const { Cell::new(0) };
+    static REPLY_SIZE_LIMIT: Cell<u32> = const { Cell::new(0) };
+    /// Reads submitted and not yet completed.
+    static READS_IN_FLIGHT: Cell<u32> = const { Cell::new(0) };
+    static TRAP_ON_READ_DONE: Cell<bool> = const { Cell::new(false) };
+    static HUGE_STATE: Cell<bool> = const { Cell::new(false) };
+}
+
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    // `black_box` keeps the recursion from becoming a loop.
+    std::hint::black_box(depth) + recurse(depth + 1)
+}
+
+struct Hostile;
+
+impl Guest for Hostile {
+    fn identify() -> Identity {
+        Identity {
+            name: "hostile".into(),
+            version: "1.0.0".into(),
+            state_format: 1,
+        }
+    }
+
+    fn init(options: Options) -> Result<(), Failure> {
+        BLOCK_SIZE.set(options.block_size);
+        BLOCK_COUNT.set(options.block_count);
+        REPLY_SIZE_LIMIT.set(options.reply_size_limit);
+        Ok(())
+    }
+
+    fn open(checkpoint: Option<Vec<u8>>) -> Result<Step, Failure> {
+        if let Some(state) = checkpoint {
+            let op = state
+                .try_into()
+                .map_err(|_| Failure::InvalidArgument("a checkpoint state of 8 bytes".into()))?;
+            OP.set(u64::from_le_bytes(op));
+        }
+        Ok(Step::Done)
+    }
+
+    fn input_valid(_: u8, _: Vec<u8>) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn prefetch(_: u64, _: u8, body: Vec<u8>) -> Result<Step, Failure> {
+        let read = |address| {
+            grid::submit_read(address);
+            READS_IN_FLIGHT.set(READS_IN_FLIGHT.get() + 1);
+        };
+        match Misbehaviour::from_body(&body) {
+            Some(Misbehaviour::TrapInReadDone) => {
+                TRAP_ON_READ_DONE.set(true);
+                read(1);
+            }
+            Some(Misbehaviour::TwoIosOnOneAddress) => {
+                read(1);
+                read(1);
+            }
+            Some(Misbehaviour::LastAddress) => read(BLOCK_COUNT.get()),
+            Some(Misbehaviour::PastLastAddress) => read(BLOCK_COUNT.get() + 1),
+            Some(Misbehaviour::WrongBlockSize) => {
+                grid::submit_write(1, &vec![0; BLOCK_SIZE.get() as usize - 1]);
+                READS_IN_FLIGHT.set(READS_IN_FLIGHT.get() + 1);
+            }
+            Some(Misbehaviour::TimerFlood) => {
+                for id in 0..1_000_000 {
+                    clock::set_timer(id, u64::MAX);
+                }
+            }
+            Some(Misbehaviour::LogFlood) => {
+                let message = "x".repeat(10_000);
+                for _ in 0..100_000 {
+                    log::log(Level::Debug, &message);
+                }
+            }
+            Some(Misbehaviour::PendingWithNothing) => return Ok(Step::Pending),
+            Some(Misbehaviour::HugeCheckpointState) => HUGE_STATE.set(true),
+            _ => {}
+        }
+        Ok(if READS_IN_FLIGHT.get() > 0 {
+            Step::Pending
+        } else {
+            Step::Done
+        })
+    }
+
+    fn commit(_: U128, op: u64, _: u64, _: u8, body: Vec<u8>) -> Result<Vec<u8>, Failure> {
+        match Misbehaviour::from_body(&body) {
+            Some(Misbehaviour::Loop) => loop {
+                std::hint::black_box(op);
+            },
+            Some(Misbehaviour::MemoryBomb) => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            Some(Misbehaviour::Recursion) => {
+                std::hint::black_box(recurse(0));
+            }
+            Some(Misbehaviour::TrapInCommit) => panic!("a trap in commit"),
+            Some(Misbehaviour::IoFromCommit) => grid::submit_read(1),
+            Some(Misbehaviour::HugeReply) => {
+                return Ok(vec![0; REPLY_SIZE_LIMIT.get() as usize + 1]);
+            }
+            _ => {}
+        }
+        OP.set(op);
+        Ok(body)
+    }
+
+    fn compact(_: u64) -> Result<Step, Failure> {
+        Ok(Step::Done)
+    }
+
+    fn checkpoint(_: u64) -> Result<Step, Failure> {
+        Ok(Step::Done)
+    }
+
+    fn checkpoint_state() -> Vec<u8> {
+        if HUGE_STATE.get() {
+            return vec![0; 1 << 20];
+        }
+        OP.get().to_le_bytes().to_vec()
+    }
+
+    fn read_done(_: u64, _: Vec<u8>) -> Result<Step, Failure> {
+        assert!(!TRAP_ON_READ_DONE.get(), "a trap in read-done");
+        READS_IN_FLIGHT.set(READS_IN_FLIGHT.get() - 1);
+        Ok(if READS_IN_FLIGHT.get() > 0 {
+            Step::Pending
+        } else {
+            Step::Done
+        })
+    }
+
+    fn write_done(_: u64) -> Result<Step, Failure> {
+        Self::read_done(0, Vec::new())
+    }
+
+    fn timer(_: u64) -> Result<Step, Failure> {
+        Ok(Step::Done)
+    }
+
+    fn describe() -> Vec<Statistic> {
+        vec![Statistic {
+            name: "op".into(),
+            values: vec![OP.get()],
+        }]
+    }
+}
+
+export!(Hostile);
