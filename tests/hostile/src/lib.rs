@@ -86,6 +86,8 @@ thread_local! {
     static HUGE_STATE: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Recursion without end, on purpose: the stack limit must stop it.
+#[allow(unconditional_recursion)]
 #[inline(never)]
 fn recurse(depth: u64) -> u64 {
     // `black_box` keeps the recursion from becoming a loop.
