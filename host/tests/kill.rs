@@ -142,3 +142,28 @@ fn a_second_process_on_a_directory_in_use_is_refused_and_the_first_finishes() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_closed_standard_output_is_an_error_not_a_panic() {
+    let dir = std::env::temp_dir().join(format!("carapace-stdout-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.to_str().unwrap();
+    let mut args = vec!["run", "--ops", "40", "--data", path];
+    args.extend(ARGS);
+    assert!(carapace(&args).status().unwrap().success());
+    // A pipe whose reading end is closed before the process starts: every write to
+    // it fails with EPIPE.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = Command::new(env!("CARGO_BIN_EXE_carapace"))
+        .args(["inspect", path])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("writing to standard output"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

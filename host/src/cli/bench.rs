@@ -24,10 +24,10 @@ impl BenchCommand {
         let wasm = Factory::load(&Source::Embedded(self.machine.clone()))?;
         let native = self.workload.execute(&native, false)?;
         let wasm = self.workload.execute(&wasm, false)?;
-        println!("== native");
-        print_outcome(&native);
-        println!("== wasm");
-        print_outcome(&wasm);
+        say!("== native")?;
+        print_outcome(&native)?;
+        say!("== wasm")?;
+        print_outcome(&wasm)?;
         ensure!(
             native.checkpoint == wasm.checkpoint,
             "native and wasm diverged: checkpoints {:?} and {:?}",
@@ -35,7 +35,7 @@ impl BenchCommand {
             wasm.checkpoint
         );
         let ratio = native.elapsed.as_secs_f64() / wasm.elapsed.as_secs_f64();
-        println!("== wasm/native throughput {ratio:.2} (1.00 = as fast as native)");
+        say!("== wasm/native throughput {ratio:.2} (1.00 = as fast as native)")?;
         Ok(())
     }
 }

@@ -116,7 +116,7 @@ impl InspectCommand {
     pub fn execute(self) -> Result<()> {
         let report = inspect(&self.dir, &self.machine)?;
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            say!("{}", serde_json::to_string_pretty(&report)?)?;
             return Ok(());
         }
         let valid: Vec<&str> = report
@@ -124,18 +124,20 @@ impl InspectCommand {
             .iter()
             .map(|&valid| if valid { "valid" } else { "damaged" })
             .collect();
-        println!(
+        say!(
             "superblock  sequence {}, copies {}",
             report.superblock_sequence,
             valid.join(" ")
-        );
+        )?;
         let machine = &report.machine;
-        println!(
+        say!(
             "machine     `{}` {} (state format {})",
-            machine.name, machine.version, machine.state_format
-        );
+            machine.name,
+            machine.version,
+            machine.state_format
+        )?;
         let options = &report.options;
-        println!(
+        say!(
             "options     batch {} B, reply {} B, checkpoint every {} ops, {} blocks of {} B, \
              settings {:?}",
             options.batch_size_limit,
@@ -144,27 +146,32 @@ impl InspectCommand {
             options.block_count,
             options.block_size,
             options.settings
-        );
+        )?;
         match &report.checkpoint {
-            Some(checkpoint) => println!(
+            Some(checkpoint) => say!(
                 "checkpoint  op {} timestamp {} id {}",
-                checkpoint.op, checkpoint.timestamp, checkpoint.id
+                checkpoint.op,
+                checkpoint.timestamp,
+                checkpoint.id
             ),
-            None => println!("checkpoint  none yet"),
-        }
-        println!(
+            None => say!("checkpoint  none yet"),
+        }?;
+        say!(
             "journal     ops 1..={}, {} bytes, {} torn bytes",
-            report.journal_ops, report.journal_bytes, report.journal_torn_bytes
-        );
-        println!(
+            report.journal_ops,
+            report.journal_bytes,
+            report.journal_torn_bytes
+        )?;
+        say!(
             "grid        file of {} bytes, {} allocated",
-            report.grid_file_bytes, report.grid_allocated_bytes
-        );
+            report.grid_file_bytes,
+            report.grid_allocated_bytes
+        )?;
         for statistic in &report.statistics {
-            println!("machine     {} {:?}", statistic.name, statistic.values);
+            say!("machine     {} {:?}", statistic.name, statistic.values)?;
         }
         if let Some(error) = &report.machine_error {
-            println!("machine     not opened: {error}");
+            say!("machine     not opened: {error}")?;
         }
         Ok(())
     }

@@ -4,6 +4,16 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+/// `println!` that returns an error, rather than panicking, when standard output is
+/// closed (`carapace inspect DIR | head -1`).
+macro_rules! say {
+    ($($argument:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($argument)*)
+            .map_err(|error| anyhow::anyhow!("writing to standard output: {error}"))
+    }};
+}
+
 pub mod bench;
 pub mod inspect;
 pub mod replay;

@@ -42,10 +42,11 @@ impl ReplayCommand {
         let report = replay(&self.dir, &self.machine, self.from_checkpoint, progress)?;
         match report.outcome {
             Ok(()) => {
-                println!(
+                say!(
                     "identical through op {} ({} checkpoint ids verified)",
-                    report.identical_through, report.checkpoints_verified
-                );
+                    report.identical_through,
+                    report.checkpoints_verified
+                )?;
                 Ok(())
             }
             Err(error) => Err(anyhow::Error::from(error)

@@ -260,8 +260,8 @@ impl RunCommand {
         };
         let source = self.machine.source(&default)?;
         let factory = Factory::load(&source)?;
-        println!("module      {}", source.describe());
-        println!("seed        {}", self.workload.seed);
+        say!("module      {}", source.describe())?;
+        say!("seed        {}", self.workload.seed)?;
         if self.requests.is_some() && !self.workload.memory_at.is_empty() {
             bail!("`--memory-at` is for workloads, not `--requests`");
         }
@@ -286,7 +286,7 @@ impl RunCommand {
             },
             Some(path) => self.execute_durable(path, &factory)?,
         };
-        print_outcome(&outcome);
+        print_outcome(&outcome)?;
         Ok(())
     }
 
@@ -313,7 +313,7 @@ impl RunCommand {
             factory.instance(imports)
         };
         let (mut durable, recovery) = Durable::open(dir, options, order, make)?;
-        print_recovery(path, &recovery);
+        print_recovery(path, &recovery)?;
         let start_op = durable.replica().op();
         let outcome = match &self.requests {
             Some(requests) => commit_requests(&mut durable, requests)?,
@@ -337,12 +337,12 @@ impl RunCommand {
                 }
             }
         };
-        println!("ops         {} to {}", start_op + 1, durable.replica().op());
-        println!(
+        say!("ops         {} to {}", start_op + 1, durable.replica().op())?;
+        say!(
             "rebuilt     {} instances after a guest trapped; {} requests refused as poison",
             durable.rebuilds(),
             durable.poisoned()
-        );
+        )?;
         let op = durable.replica().op();
         let memory = durable.replica_mut().instance_mut().memory_bytes();
         Ok(Outcome {
@@ -353,12 +353,14 @@ impl RunCommand {
     }
 }
 
-fn print_recovery(path: &Path, recovery: &Recovery) {
-    println!("data        {}", path.display());
-    println!(
+fn print_recovery(path: &Path, recovery: &Recovery) -> Result<()> {
+    say!("data        {}", path.display())?;
+    say!(
         "recovered   checkpoint op {}, {} ops replayed from the journal, {} torn bytes cut",
-        recovery.checkpoint_op, recovery.replayed_ops, recovery.torn_bytes
-    );
+        recovery.checkpoint_op,
+        recovery.replayed_ops,
+        recovery.torn_bytes
+    )
 }
 
 /// The requests of a request file: `CLIENT OPERATION BODY` per line, the body in hex.
@@ -434,17 +436,17 @@ fn commit_requests(committer: &mut impl Committer, path: &Path) -> Result<Outcom
         match committer.commit_request(&request) {
             Ok(reply) => {
                 let hex: String = reply.iter().map(|byte| format!("{byte:02x}")).collect();
-                println!(
+                say!(
                     "reply       op {} {}",
                     request.op,
                     if hex.is_empty() { "-" } else { &hex }
-                );
+                )?;
                 report.ops += 1;
                 report.request_bytes += request.body.len() as u64;
                 report.reply_bytes += reply.len() as u64;
             }
             Err(error @ (crate::Error::Refused(_) | crate::Error::Poison { .. })) => {
-                println!("refused     {error}")
+                say!("refused     {error}")?
             }
             Err(error) => return Err(error.into()),
         }
@@ -461,22 +463,24 @@ fn commit_requests(committer: &mut impl Committer, path: &Path) -> Result<Outcom
 pub const REQUEST_FILE_SIZE_MAX: u64 = 256 << 20;
 
 /// Print counts, rate and checkpoint of a run.
-pub fn print_outcome(outcome: &Outcome) {
+pub fn print_outcome(outcome: &Outcome) -> Result<()> {
     let report = &outcome.report;
-    println!("ops         {}", report.ops);
-    println!(
+    say!("ops         {}", report.ops)?;
+    say!(
         "bytes       {} in requests, {} in replies",
-        report.request_bytes, report.reply_bytes
-    );
-    println!("elapsed     {:.3} s", outcome.elapsed.as_secs_f64());
-    println!("ops/s       {:.0}", outcome.ops_per_second());
+        report.request_bytes,
+        report.reply_bytes
+    )?;
+    say!("elapsed     {:.3} s", outcome.elapsed.as_secs_f64())?;
+    say!("ops/s       {:.0}", outcome.ops_per_second())?;
     match outcome.checkpoint {
-        Some((op, id)) => println!("checkpoint  op {op} id {id:032x}"),
-        None => println!("checkpoint  none yet"),
-    }
+        Some((op, id)) => say!("checkpoint  op {op} id {id:032x}"),
+        None => say!("checkpoint  none yet"),
+    }?;
     for (ops, bytes) in &outcome.memory {
-        println!("memory      {bytes} bytes of guest memory after {ops} ops");
+        say!("memory      {bytes} bytes of guest memory after {ops} ops")?;
     }
+    Ok(())
 }
 
 /// The options a data directory at `path` holds, if it is one.
