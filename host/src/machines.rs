@@ -101,14 +101,14 @@ impl std::fmt::Debug for Factory {
 }
 
 impl Factory {
-    /// Load the machine from `source`.
-    pub fn load(source: &Source) -> Result<Factory> {
+    /// Load the machine from `source`; a component runs within `limits`.
+    pub fn load(source: &Source, limits: Limits) -> Result<Factory> {
         let bytes = match source {
             Source::Embedded(name) => embedded(name)?.to_vec(),
             Source::File(path) => read_component(path)?,
             Source::Native(name) => return native(name),
         };
-        let runtime = Runtime::new(Limits::default())?;
+        let runtime = Runtime::new(limits)?;
         let component = runtime.load(&bytes)?;
         Ok(Factory {
             make: Box::new(move |imports| Ok(Box::new(runtime.instantiate(&component, imports)?))),

@@ -35,9 +35,24 @@ pub struct Limits {
     /// I/O runs out). Deterministic: the same call on the same state uses the same
     /// fuel, so running out is reproducible, unlike a wall-clock timeout.
     pub fuel_per_call: u64,
-    /// Linear memory a guest may grow to, in bytes.
+    /// Linear memory a guest may grow to, in bytes, all its memories together; a
+    /// growth past it traps (deterministically: the limit is on the size asked for).
     pub memory_bytes_max: usize,
+    /// Elements a guest's table may grow to; a growth past it traps.
+    pub table_elements_max: usize,
+    /// Native stack a guest's wasm may use, in bytes; deeper recursion traps. Not
+    /// precise across wasmtime versions, so a replay on another version could trap at
+    /// another depth: keep guests far from it.
+    pub stack_bytes_max: usize,
+    /// A wall-clock safety net per export call, in milliseconds (0: none). Unlike fuel
+    /// it is not deterministic, so hitting it is a host fault that stops the replica,
+    /// never a poison op.
+    pub deadline_ms: u64,
 }
+
+/// The interval at which a runtime's clock thread advances the engine's epoch: the
+/// granularity of [`Limits::deadline_ms`].
+pub const EPOCH_TICK_MS: u64 = 10;
 
 impl Default for Limits {
     fn default() -> Limits {
@@ -45,6 +60,11 @@ impl Default for Limits {
             // Generous: a checkpoint of a large grid touches every free-set word.
             fuel_per_call: 10_000_000_000,
             memory_bytes_max: 1 << 30,
+            table_elements_max: 1 << 16,
+            // wasmtime's own default.
+            stack_bytes_max: 512 << 10,
+            // Far above any legitimate call (fuel stops a loop within seconds).
+            deadline_ms: 60_000,
         }
     }
 }
@@ -54,6 +74,30 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<WasmState>,
     limits: Limits,
+    /// Tells the clock thread to end when the runtime is dropped.
+    clock_stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(stop) = &self.clock_stop {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Advance `engine`'s epoch every [`EPOCH_TICK_MS`] until `stop` is set: the clock of
+/// the wall-clock deadline. A thread per runtime, and a tick is a counter increment.
+fn start_epoch_clock(engine: &Engine) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (engine, stopped) = (engine.clone(), stop.clone());
+    std::thread::spawn(move || {
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(EPOCH_TICK_MS));
+            engine.increment_epoch();
+        }
+    });
+    stop
 }
 
 impl std::fmt::Debug for Runtime {
@@ -70,15 +114,13 @@ struct WasmState {
     limiter: GuestLimiter,
 }
 
-/// Table elements a guest's tables may grow to: far above what a Rust guest uses.
-const TABLE_ELEMENTS_MAX: usize = 1 << 16;
-
 /// Enforces the memory limit (a growth past it traps, deterministically) and records
 /// how far the guest's memory has grown.
 #[derive(Debug)]
 struct GuestLimiter {
     memory_bytes_max: usize,
     memory_bytes: usize,
+    table_elements_max: usize,
 }
 
 /// Core instances, memories and tables a component may create: a Rust guest made by
@@ -124,9 +166,10 @@ impl ResourceLimiter for GuestLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > TABLE_ELEMENTS_MAX {
+        if desired > self.table_elements_max {
             return Err(wasmtime::Error::msg(format!(
-                "guest table growing to {desired} elements exceeds its limit of {TABLE_ELEMENTS_MAX}"
+                "guest table growing to {desired} elements exceeds its limit of {}",
+                self.table_elements_max
             )));
         }
         Ok(true)
@@ -144,6 +187,8 @@ impl Runtime {
         // Threads are compiled out: this build of wasmtime has no `threads` feature.
         config.wasm_relaxed_simd(false);
         config.consume_fuel(true);
+        config.max_wasm_stack(limits.stack_bytes_max);
+        config.epoch_interruption(limits.deadline_ms > 0);
         let engine =
             Engine::new(&config).map_err(|error| refused("configuring the engine", error))?;
         let mut linker = Linker::new(&engine);
@@ -152,10 +197,12 @@ impl Runtime {
             |state| state,
         )
         .map_err(|error| refused("linking the host imports", error))?;
+        let clock_stop = (limits.deadline_ms > 0).then(|| start_epoch_clock(&engine));
         Ok(Runtime {
             engine,
             linker,
             limits,
+            clock_stop,
         })
     }
 
@@ -182,18 +229,23 @@ impl Runtime {
         let limiter = GuestLimiter {
             memory_bytes_max: self.limits.memory_bytes_max,
             memory_bytes: 0,
+            table_elements_max: self.limits.table_elements_max,
         };
         let mut store = Store::new(&self.engine, WasmState { imports, limiter });
         store.limiter(|state| &mut state.limiter);
         store
             .set_fuel(self.limits.fuel_per_call)
             .map_err(|error| refused("fuelling the store", error))?;
+        if self.limits.deadline_ms > 0 {
+            store.set_epoch_deadline(self.limits.deadline_ms.div_ceil(EPOCH_TICK_MS));
+        }
         let bindings = bindings::StateMachine::instantiate(&mut store, component, &self.linker)
             .map_err(|error| refused("instantiating the component", error))?;
         Ok(WasmInstance {
             store,
             bindings,
             fuel_per_call: self.limits.fuel_per_call,
+            deadline_ticks: self.limits.deadline_ms.div_ceil(EPOCH_TICK_MS),
         })
     }
 }
@@ -203,6 +255,8 @@ pub struct WasmInstance {
     store: Store<WasmState>,
     bindings: bindings::StateMachine,
     fuel_per_call: u64,
+    /// Epoch ticks each export call may take (0: no deadline).
+    deadline_ticks: u64,
 }
 
 impl std::fmt::Debug for WasmInstance {
@@ -232,6 +286,9 @@ impl WasmInstance {
                 .set_fuel(self.fuel_per_call)
                 .map_err(|error| Fault::Trap(format!("{error:#}")))?;
         }
+        if self.deadline_ticks > 0 {
+            self.store.set_epoch_deadline(self.deadline_ticks);
+        }
         let result = call(
             self.bindings.carapace_state_machine_machine(),
             &mut self.store,
@@ -239,7 +296,15 @@ impl WasmInstance {
         if let Some(violation) = self.store.data_mut().imports.take_violation() {
             return Err(Fault::Violation(violation));
         }
-        result.map_err(|error| Fault::Trap(format!("{error:#}")))
+        result.map_err(|error| {
+            if error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+                return Fault::Deadline(format!(
+                    "`{export}` ran past its wall-clock deadline of {} ms",
+                    self.deadline_ticks * EPOCH_TICK_MS
+                ));
+            }
+            Fault::Trap(format!("{error:#}"))
+        })
     }
 
     fn step(

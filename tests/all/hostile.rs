@@ -17,6 +17,9 @@ use crate::support::*;
 const LIMITS: Limits = Limits {
     fuel_per_call: 100_000_000,
     memory_bytes_max: 64 << 20,
+    table_elements_max: 1 << 16,
+    stack_bytes_max: 512 << 10,
+    deadline_ms: 60_000,
 };
 
 fn options() -> Options {
@@ -228,4 +231,43 @@ fn files_that_are_not_components_are_refused_at_load() {
         matches!(&error, Error::Refused(reason) if reason.contains("instantiating the component")),
         "{error}"
     );
+}
+
+#[test]
+fn the_wall_clock_deadline_is_a_host_fault_that_stops_the_replica() {
+    // Fuel enough for minutes: only the deadline ends the loop.
+    let limits = Limits {
+        fuel_per_call: u64::MAX,
+        deadline_ms: 200,
+        ..LIMITS
+    };
+    let runtime = Runtime::new(limits).unwrap();
+    let bytes = std::fs::read(carapace_tests::HOSTILE_COMPONENT_PATH).unwrap();
+    let component = runtime.load(&bytes).unwrap();
+    let make = |imports| -> carapace::Result<Box<dyn Instance>> {
+        Ok(Box::new(runtime.instantiate(&component, imports)?))
+    };
+    let disk = SimDisk::new();
+    let (mut durable, _) = Durable::open(
+        DataDir::simulated(&disk),
+        Some(options()),
+        IoOrder::Fifo,
+        make,
+    )
+    .unwrap();
+    durable.commit(&request(1, b"good")).unwrap();
+    match guest_fault(durable.commit(&request(2, b"loop")).unwrap_err()) {
+        ("commit", Fault::Deadline(message)) => assert!(message.contains("200 ms"), "{message}"),
+        other => panic!("expected the deadline, got {other:?}"),
+    }
+    // Not a poison op: the same request might finish on a faster machine. The replica
+    // stops until reopened, which recovers every acknowledged op.
+    assert_eq!(durable.poisoned(), 0);
+    let error = durable.commit(&request(2, b"good")).unwrap_err();
+    assert!(matches!(error, Error::Stopped(_)), "{error}");
+    drop(durable);
+    let (mut durable, _) =
+        Durable::open(DataDir::simulated(&disk), None, IoOrder::Fifo, make).unwrap();
+    assert_eq!(durable.replica().op(), 1);
+    durable.commit(&request(2, b"good")).unwrap();
 }

@@ -164,6 +164,10 @@ pub enum Fault {
     /// The guest broke the contract (an address outside the grid, I/O outside a step, a
     /// reply over the limit, ...).
     Violation(String),
+    /// The call ran past the host's wall-clock safety net. Not deterministic (the same
+    /// call may finish on a faster machine), so a host fault rather than the guest's:
+    /// the replica stops; no request is refused for it.
+    Deadline(String),
 }
 
 impl fmt::Display for Fault {
@@ -174,6 +178,7 @@ impl fmt::Display for Fault {
             }
             Fault::Trap(message) => write!(f, "guest trapped: {message}"),
             Fault::Violation(message) => write!(f, "guest broke the contract: {message}"),
+            Fault::Deadline(message) => write!(f, "host fault: {message}"),
         }
     }
 }

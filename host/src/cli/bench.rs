@@ -6,6 +6,7 @@ use clap::Args;
 
 use super::run::{WorkloadArgs, print_outcome};
 use crate::machines::{Factory, Source};
+use crate::wasm::Limits;
 
 /// Measure the component against the native baseline on one workload.
 #[derive(Debug, Args)]
@@ -20,8 +21,8 @@ pub struct BenchCommand {
 impl BenchCommand {
     /// Run natively, then in wasm; print both and the ratio.
     pub fn execute(self) -> Result<()> {
-        let native = Factory::load(&Source::Native(self.machine.clone()))?;
-        let wasm = Factory::load(&Source::Embedded(self.machine.clone()))?;
+        let native = Factory::load(&Source::Native(self.machine.clone()), Limits::default())?;
+        let wasm = Factory::load(&Source::Embedded(self.machine.clone()), Limits::default())?;
         let native = self.workload.execute(&native, false)?;
         let wasm = self.workload.execute(&wasm, false)?;
         say!("== native")?;

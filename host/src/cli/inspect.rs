@@ -14,7 +14,6 @@ use super::run::MachineArgs;
 use crate::durable::{GRID_FILE, JOURNAL_FILE, SUPERBLOCK_FILE, read_superblock};
 use crate::imports::{HostImports, IoOrder};
 use crate::journal::Journal;
-use crate::machines::Factory;
 use crate::os::OsFile;
 use crate::replica::Replica;
 use crate::storage::{FileStorage, OverlayStorage};
@@ -249,7 +248,7 @@ fn machine_statistics(
     state: &SuperblockState,
     machine: &MachineArgs,
 ) -> Result<Vec<StatisticReport>> {
-    let factory = Factory::load(&machine.source(&state.identity.name)?)?;
+    let (_, factory) = machine.load(&state.identity.name)?;
     let grid = OsFile::open_read_only(&dir.join(GRID_FILE))?;
     let options = &state.options;
     let storage = OverlayStorage::new(Box::new(FileStorage::new(

@@ -13,7 +13,6 @@ use super::run::MachineArgs;
 use crate::durable::{check_identity, read_superblock};
 use crate::imports::{HostImports, IoOrder};
 use crate::journal::Journal;
-use crate::machines::Factory;
 use crate::os::open_data_dir_read_only;
 use crate::replay::{ReplayReport, check_journal_covers, replay_journal};
 use crate::replica::Replica;
@@ -68,7 +67,7 @@ pub fn replay(
         .with_context(|| format!("opening the data directory `{}`", dir.display()))?;
     let mut superblock = files.superblock;
     let stored = read_superblock(superblock.as_mut())?;
-    let factory = Factory::load(&machine.source(&stored.identity.name)?)?;
+    let (_, factory) = machine.load(&stored.identity.name)?;
     let (mut journal, _) = Journal::open_read_only(files.journal)?;
     check_journal_covers(&stored, &journal)?;
     let options = &stored.options;

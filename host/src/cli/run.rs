@@ -13,6 +13,7 @@ use crate::instance::Options;
 use crate::machines::{Factory, Source, default_options};
 use crate::replica::{Committer, Replica, Request};
 use crate::storage::MemoryStorage;
+use crate::wasm::Limits;
 use crate::workload::{self, RunReport, Workload};
 
 /// Where the state machine runs.
@@ -38,9 +39,42 @@ pub struct MachineArgs {
     /// Where the state machine runs.
     #[arg(long, value_enum, default_value_t = Target::Wasm)]
     pub target: Target,
+    /// Fuel for one export call, or one step with its completions [default:
+    /// 10000000000]; running out traps, deterministically.
+    #[arg(long, value_name = "UNITS")]
+    pub fuel_per_step: Option<u64>,
+    /// Linear memory the guest may grow to, in bytes [default: 1073741824].
+    #[arg(long, value_name = "BYTES")]
+    pub memory_max: Option<usize>,
+    /// Native stack the guest's wasm may use, in bytes [default: 524288].
+    #[arg(long, value_name = "BYTES")]
+    pub stack_max: Option<usize>,
+    /// A wall-clock safety net per export call, in milliseconds; 0 for none [default:
+    /// 60000]. Hitting it is a host fault that stops the run.
+    #[arg(long, value_name = "MS")]
+    pub deadline_ms: Option<u64>,
 }
 
 impl MachineArgs {
+    /// The limits given, over the defaults.
+    pub fn limits(&self) -> Limits {
+        let defaults = Limits::default();
+        Limits {
+            fuel_per_call: self.fuel_per_step.unwrap_or(defaults.fuel_per_call),
+            memory_bytes_max: self.memory_max.unwrap_or(defaults.memory_bytes_max),
+            stack_bytes_max: self.stack_max.unwrap_or(defaults.stack_bytes_max),
+            deadline_ms: self.deadline_ms.unwrap_or(defaults.deadline_ms),
+            ..defaults
+        }
+    }
+
+    /// Load the chosen machine, `default` naming it when none is given.
+    pub fn load(&self, default: &str) -> crate::Result<(Source, Factory)> {
+        let source = self.source(default)?;
+        let factory = Factory::load(&source, self.limits())?;
+        Ok((source, factory))
+    }
+
     /// The source chosen, `default` naming the machine when none is given.
     pub fn source(&self, default: &str) -> crate::Result<Source> {
         Source::choose(
@@ -258,8 +292,7 @@ impl RunCommand {
             Some(path) if crate::os::data_dir_exists(path) => stored_machine(path)?,
             _ => "echo".to_string(),
         };
-        let source = self.machine.source(&default)?;
-        let factory = Factory::load(&source)?;
+        let (source, factory) = self.machine.load(&default)?;
         say!("module      {}", source.describe())?;
         say!("seed        {}", self.workload.seed)?;
         if self.requests.is_some() && !self.workload.memory_at.is_empty() {
