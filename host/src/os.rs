@@ -135,6 +135,7 @@ pub fn open_data_dir(path: &Path) -> Result<DataDir> {
         Ok(Box::new(file))
     };
     let dir = DataDir {
+        new_directory_id: new_directory_id(path),
         superblock: Box::new(superblock),
         journal: file(JOURNAL_FILE)?,
         grid: file(GRID_FILE)?,
@@ -170,10 +171,23 @@ pub fn open_data_dir_read_only(path: &Path) -> Result<DataDir> {
     let superblock = file(SUPERBLOCK_FILE)?;
     let _ = superblock.lock(false);
     Ok(DataDir {
+        // Read only: never creates a directory.
+        new_directory_id: 0,
         superblock: Box::new(superblock),
         journal: Box::new(file(JOURNAL_FILE)?),
         grid: Box::new(file(GRID_FILE)?),
     })
+}
+
+/// An id for a new data directory: the checksum of its path, this process and the wall
+/// clock, so that two directories (or one deleted and made again) differ. It only
+/// names the directory; no state depends on it.
+fn new_directory_id(path: &Path) -> u128 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    let seed = format!("{}\0{}\0{nanos}", path.display(), std::process::id());
+    carapace_core::checksum::checksum(seed.as_bytes())
 }
 
 /// Whether `path` holds a data directory already (a non-empty superblock file).

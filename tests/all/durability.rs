@@ -405,6 +405,7 @@ fn after_a_failed_publication_the_replica_commits_nothing_until_reopened() {
     // Creating the superblock syncs its four copies; the first publication (at op 16)
     // syncs the next four: the first of those fails.
     let dir = DataDir {
+        new_directory_id: 7,
         superblock: Box::new(FlakyFile {
             file: disk.file(SUPERBLOCK_FILE),
             syncs: 0,
@@ -510,4 +511,57 @@ fn a_request_that_traps_the_guest_is_refused_as_poison_and_nothing_acknowledged_
             checkpoints.last().map(|(_, id)| *id)
         }
     );
+}
+
+#[test]
+fn a_journal_of_another_directory_is_refused_by_every_command() {
+    let root = std::env::temp_dir().join(format!("carapace-foreign-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (a, b) = (root.join("a"), root.join("b"));
+    // Two directories with a few ops each, before their first checkpoint: only the
+    // directory id ties a journal to its directory then.
+    for (dir, ops) in [(&a, 5), (&b, 3)] {
+        let (mut durable, _) = Durable::open(
+            carapace::os::open_data_dir(dir).unwrap(),
+            Some(config()),
+            IoOrder::Fifo,
+            native,
+        )
+        .unwrap();
+        for request in &requests()[..ops] {
+            durable.commit(request).unwrap();
+        }
+    }
+    std::fs::copy(a.join(JOURNAL_FILE), b.join(JOURNAL_FILE)).unwrap();
+    let error = Durable::open(
+        carapace::os::open_data_dir(&b).unwrap(),
+        None,
+        IoOrder::Fifo,
+        native,
+    )
+    .unwrap_err();
+    match error {
+        carapace::Error::Corrupt { file, detail } => {
+            assert_eq!(file, JOURNAL_FILE);
+            assert!(
+                detail.contains("belongs to another data directory"),
+                "{detail}"
+            );
+        }
+        error => panic!("expected a foreign journal, got {error}"),
+    }
+    for command in ["replay", "inspect"] {
+        let cli = <carapace::cli::Cli as clap::Parser>::try_parse_from([
+            "carapace",
+            command,
+            b.to_str().unwrap(),
+        ])
+        .unwrap();
+        let error = format!("{:#}", cli.execute().unwrap_err());
+        assert!(
+            error.contains("belongs to another data directory"),
+            "{command}: {error}"
+        );
+    }
+    std::fs::remove_dir_all(&root).unwrap();
 }

@@ -55,8 +55,9 @@ fn replay_from_genesis(
     instance: Box<dyn Instance>,
     config: Options,
 ) -> ReplayReport {
-    let (mut journal, _) = Journal::open_read_only(Box::new(disk.file(JOURNAL_FILE))).unwrap();
     let stored = read_superblock(&mut disk.file(SUPERBLOCK_FILE)).unwrap();
+    let (mut journal, _) =
+        Journal::open_read_only(Box::new(disk.file(JOURNAL_FILE)), stored.directory_id).unwrap();
     let mut replica = Replica::open(instance, config, None).unwrap();
     replay_journal(&mut replica, &mut journal, &stored, |_, _, _| Ok(()))
 }

@@ -23,6 +23,9 @@ use crate::superblock::{Superblock, SuperblockState};
 /// The files of a data directory: `superblock`, `journal`, `grid`. The native host opens
 /// them as OS files, the browser as OPFS files, tests on a [`SimDisk`].
 pub struct DataDir {
+    /// The id to give the directory if it is new (an existing one keeps its own): any
+    /// number unlikely to be another directory's.
+    pub new_directory_id: u128,
     /// The superblock file.
     pub superblock: Box<dyn File>,
     /// The journal file.
@@ -48,6 +51,7 @@ impl DataDir {
     /// A data directory on a simulated disk, for crash tests.
     pub fn simulated(disk: &SimDisk) -> DataDir {
         DataDir {
+            new_directory_id: checksum(b"simulated data directory"),
             superblock: Box::new(disk.file(SUPERBLOCK_FILE)),
             journal: Box::new(disk.file(JOURNAL_FILE)),
             grid: Box::new(disk.file(GRID_FILE)),
@@ -145,6 +149,7 @@ impl<'a> Durable<'a> {
     ) -> Result<(Durable<'a>, Recovery)> {
         let make: Box<MakeInstance<'a>> = Box::new(make);
         let DataDir {
+            new_directory_id,
             mut superblock,
             mut journal,
             grid,
@@ -164,7 +169,8 @@ impl<'a> Durable<'a> {
             // with options it cannot run would refuse every later start.
             let instance = make(scratch_imports(&options, &order))?;
             let replica = Replica::open(instance, options.clone(), None)?;
-            Superblock::create(superblock, options, replica.identity().clone())?
+            let identity = replica.identity().clone();
+            Superblock::create(superblock, options, identity, new_directory_id)?
         } else {
             Superblock::open(superblock)?.0
         };
@@ -183,7 +189,7 @@ impl<'a> Durable<'a> {
         }
         // Check the journal against the superblock before cutting anything: damage where
         // acknowledged entries should be must stay on disk for whoever looks next.
-        let (mut journal, journal_report) = Journal::open_read_only(journal)?;
+        let (mut journal, journal_report) = Journal::open_read_only(journal, stored.directory_id)?;
         replay::check_journal_covers(&stored, &journal)?;
         journal.cut_torn_tail()?;
         // A copy left damaged or behind (a crash mid-publication, or a bad sector) is

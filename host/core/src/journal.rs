@@ -40,7 +40,7 @@ pub struct Entry {
 }
 
 /// Where the journal ends: the byte offset after the last entry, and that entry's op
-/// and checksum (op 0 and checksum 0 for an empty journal).
+/// and checksum (for an empty journal: op 0 and the directory id, op 1's parent).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Position {
     /// Bytes of valid entries.
@@ -49,6 +49,17 @@ pub struct Position {
     pub op: u64,
     /// The last entry's checksum: the next entry's parent.
     pub checksum: u128,
+}
+
+impl Position {
+    /// The start of the journal of data directory `directory_id`.
+    pub fn start(directory_id: u128) -> Position {
+        Position {
+            offset: 0,
+            op: 0,
+            checksum: directory_id,
+        }
+    }
 }
 
 fn encode(entry: &Entry, parent: u128) -> Vec<u8> {
@@ -134,15 +145,20 @@ pub struct OpenReport {
 }
 
 impl Journal {
-    /// Open the journal in `file`: verify every entry and the chain, cut a torn tail.
-    pub fn open(file: Box<dyn File>) -> Result<(Journal, OpenReport)> {
-        Self::open_with(file, true)
+    /// Open the journal in `file` of the data directory `directory_id`: verify every
+    /// entry and the chain (op 1's parent is the directory id, so a journal of another
+    /// directory is refused), cut a torn tail.
+    pub fn open(file: Box<dyn File>, directory_id: u128) -> Result<(Journal, OpenReport)> {
+        Self::open_with(file, directory_id, true)
     }
 
     /// Open without changing the file (to replay or inspect it, or to check it before
     /// cutting with [`Journal::cut_torn_tail`]): a torn tail is only reported.
-    pub fn open_read_only(file: Box<dyn File>) -> Result<(Journal, OpenReport)> {
-        Self::open_with(file, false)
+    pub fn open_read_only(
+        file: Box<dyn File>,
+        directory_id: u128,
+    ) -> Result<(Journal, OpenReport)> {
+        Self::open_with(file, directory_id, false)
     }
 
     /// Cut what follows the last valid entry, durably.
@@ -156,9 +172,13 @@ impl Journal {
         Ok(())
     }
 
-    fn open_with(mut file: Box<dyn File>, cut_torn_tail: bool) -> Result<(Journal, OpenReport)> {
+    fn open_with(
+        mut file: Box<dyn File>,
+        directory_id: u128,
+        cut_torn_tail: bool,
+    ) -> Result<(Journal, OpenReport)> {
         let length = file.length().map_err(io("reading the length of"))?;
-        let mut end = Position::default();
+        let mut end = Position::start(directory_id);
         let mut header = [0; HEADER_SIZE];
         while end.offset < length {
             let next = end.op + 1;
@@ -178,6 +198,16 @@ impl Journal {
                 }
                 break;
             };
+            if decoded.op == 1 && next == 1 && decoded.parent != directory_id {
+                return Err(Error::corrupt(
+                    "journal",
+                    format!(
+                        "it belongs to another data directory: its first entry follows \
+                         {:032x}, this directory is {directory_id:032x}",
+                        decoded.parent
+                    ),
+                ));
+            }
             if decoded.op != next || decoded.parent != end.checksum {
                 return Err(Error::corrupt(
                     "journal",
@@ -346,6 +376,8 @@ mod tests {
     use super::*;
     use crate::disk::SimDisk;
 
+    const DIRECTORY_ID: u128 = 0xd1;
+
     fn entry(op: u64) -> Entry {
         Entry {
             request: Request {
@@ -361,7 +393,7 @@ mod tests {
     }
 
     fn write(disk: &SimDisk, ops: u64) -> Position {
-        let (mut journal, _) = Journal::open(Box::new(disk.file("journal"))).unwrap();
+        let (mut journal, _) = Journal::open(Box::new(disk.file("journal")), DIRECTORY_ID).unwrap();
         for op in 1..=ops {
             journal.append(&entry(op)).unwrap();
         }
@@ -369,7 +401,7 @@ mod tests {
     }
 
     fn read(disk: &SimDisk) -> Result<(Vec<Entry>, OpenReport)> {
-        let (mut journal, report) = Journal::open(Box::new(disk.file("journal")))?;
+        let (mut journal, report) = Journal::open(Box::new(disk.file("journal")), DIRECTORY_ID)?;
         let mut entries = Vec::new();
         journal.read_all(|entry, _| {
             entries.push(entry);
@@ -400,7 +432,8 @@ mod tests {
             assert_eq!(entries.len(), 9, "cut {cut}");
             assert!(report.torn_bytes > 0);
             // Appending continues the chain after the cut.
-            let (mut journal, _) = Journal::open(Box::new(disk.file("journal"))).unwrap();
+            let (mut journal, _) =
+                Journal::open(Box::new(disk.file("journal")), DIRECTORY_ID).unwrap();
             journal.append(&entry(10)).unwrap();
             assert_eq!(read(&disk).unwrap().0.len(), 10);
         }
@@ -439,10 +472,28 @@ mod tests {
     }
 
     #[test]
+    fn a_journal_of_another_directory_is_refused() {
+        let disk = SimDisk::new();
+        write(&disk, 3);
+        match Journal::open(Box::new(disk.file("journal")), DIRECTORY_ID + 1).unwrap_err() {
+            Error::Corrupt { file, detail } => {
+                assert_eq!(file, "journal");
+                assert!(
+                    detail.contains("belongs to another data directory"),
+                    "{detail}"
+                );
+            }
+            error => panic!("expected a foreign journal refused, got {error}"),
+        }
+        // Nothing was cut.
+        assert_eq!(read(&disk).unwrap().0.len(), 3);
+    }
+
+    #[test]
     fn append_refuses_a_body_the_reader_would_refuse() {
         let disk = SimDisk::new();
         write(&disk, 2);
-        let (mut journal, _) = Journal::open(Box::new(disk.file("journal"))).unwrap();
+        let (mut journal, _) = Journal::open(Box::new(disk.file("journal")), DIRECTORY_ID).unwrap();
         let mut oversized = entry(3);
         oversized.request.body = vec![0; BODY_SIZE_MAX as usize + 1];
         let error = journal.append(&oversized).unwrap_err();

@@ -7,7 +7,8 @@
 //! `checksum` of bytes `[16, 4096)` (16), magic `b"carasupr"` (8), version 2 (4), copy
 //! index (4), `sequence` (8), checkpoint `op` (8), checkpoint `timestamp` (8),
 //! checkpoint id (16), journal `offset` (8) and `checksum` (16) after the checkpoint op,
-//! state size (4), options size (4), the machine's state format (4), reserved to 128;
+//! state size (4), options size (4), the machine's state format (4), the directory id
+//! (16), reserved to 128;
 //! the guest's checkpoint state at 128 (at most 1,024 bytes); the machine's name and
 //! version at 1,152 (64 bytes each, zero-padded); the options at 1,280.
 
@@ -46,6 +47,9 @@ pub struct SuperblockState {
     /// The machine that wrote the directory: its name and state format never change;
     /// its version is the one that published last.
     pub identity: Identity,
+    /// Chosen when the directory is created, never changed: the parent of the journal's
+    /// first entry, so that a journal of another directory is refused.
+    pub directory_id: u128,
 }
 
 /// The options encoded as the superblock stores them; refused if they do not fit.
@@ -139,6 +143,7 @@ fn encode_copy(state: &SuperblockState, copy: usize) -> Result<Vec<u8>> {
     bytes[72..80].copy_from_slice(&state.journal.offset.to_le_bytes());
     bytes[80..96].copy_from_slice(&state.journal.checksum.to_le_bytes());
     bytes[104..108].copy_from_slice(&state.identity.state_format.to_le_bytes());
+    bytes[108..124].copy_from_slice(&state.directory_id.to_le_bytes());
     let (name, version) =
         bytes[IDENTITY_OFFSET..OPTIONS_OFFSET].split_at_mut(IDENTITY_TEXT_SIZE_MAX);
     encode_text(&state.identity.name, name);
@@ -194,6 +199,7 @@ fn decode_copy(bytes: &[u8]) -> Option<SuperblockState> {
         },
         options: decode_options(&bytes[OPTIONS_OFFSET..OPTIONS_OFFSET + config_size])?,
         identity,
+        directory_id: u128_at(108),
     })
 }
 
@@ -214,16 +220,23 @@ impl std::fmt::Debug for Superblock {
 }
 
 impl Superblock {
-    /// Format `file` for a new data directory of machine `identity` with `options`.
-    pub fn create(file: Box<dyn File>, options: Options, identity: Identity) -> Result<Superblock> {
+    /// Format `file` for a new data directory `directory_id` of machine `identity` with
+    /// `options`.
+    pub fn create(
+        file: Box<dyn File>,
+        options: Options,
+        identity: Identity,
+        directory_id: u128,
+    ) -> Result<Superblock> {
         let mut superblock = Superblock {
             file,
             state: SuperblockState {
                 sequence: 0,
                 checkpoint: None,
-                journal: Position::default(),
+                journal: Position::start(directory_id),
                 options,
                 identity,
+                directory_id,
             },
             copies_current: true,
         };
@@ -327,6 +340,7 @@ impl Superblock {
                 version: version.to_string(),
                 ..self.state.identity.clone()
             },
+            directory_id: self.state.directory_id,
         };
         self.write(state)
     }
@@ -396,8 +410,13 @@ mod tests {
     #[test]
     fn publishes_and_reopens_the_newest_checkpoint() {
         let disk = SimDisk::new();
-        let mut superblock =
-            Superblock::create(Box::new(disk.file("superblock")), config(), identity()).unwrap();
+        let mut superblock = Superblock::create(
+            Box::new(disk.file("superblock")),
+            config(),
+            identity(),
+            0xd1,
+        )
+        .unwrap();
         superblock
             .publish(&checkpoint(16), position(16), "1.0.0")
             .unwrap();
@@ -417,6 +436,7 @@ mod tests {
             }
         );
         assert_eq!(reopened.state().sequence, 3);
+        assert_eq!(reopened.state().directory_id, 0xd1);
     }
 
     #[test]
@@ -424,9 +444,13 @@ mod tests {
         for crash_at in 1..=COPIES as u64 {
             for mode in [CrashMode::Lose, CrashMode::TearLast] {
                 let disk = SimDisk::new();
-                let mut superblock =
-                    Superblock::create(Box::new(disk.file("superblock")), config(), identity())
-                        .unwrap();
+                let mut superblock = Superblock::create(
+                    Box::new(disk.file("superblock")),
+                    config(),
+                    identity(),
+                    0xd1,
+                )
+                .unwrap();
                 superblock
                     .publish(&checkpoint(16), position(16), "1.0.0")
                     .unwrap();
@@ -453,8 +477,13 @@ mod tests {
     #[test]
     fn damaged_copies_are_skipped_and_all_damaged_is_an_error() {
         let disk = SimDisk::new();
-        let mut superblock =
-            Superblock::create(Box::new(disk.file("superblock")), config(), identity()).unwrap();
+        let mut superblock = Superblock::create(
+            Box::new(disk.file("superblock")),
+            config(),
+            identity(),
+            0xd1,
+        )
+        .unwrap();
         superblock
             .publish(&checkpoint(16), position(16), "1.0.0")
             .unwrap();

@@ -68,7 +68,7 @@ pub fn replay(
     let mut superblock = files.superblock;
     let stored = read_superblock(superblock.as_mut())?;
     let (_, factory) = machine.load(&stored.identity.name)?;
-    let (mut journal, _) = Journal::open_read_only(files.journal)?;
+    let (mut journal, _) = Journal::open_read_only(files.journal, stored.directory_id)?;
     check_journal_covers(&stored, &journal)?;
     let options = &stored.options;
     let (storage, checkpoint): (Box<dyn Storage>, _) = if from_checkpoint {
