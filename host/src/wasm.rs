@@ -5,7 +5,8 @@
 use carapace_core::error::{Error, FailureKind, Fault, Result};
 use carapace_core::imports::{HostImports, Level, Violation};
 use carapace_core::instance::{Identity, Instance, Options, Statistic, Step};
-use wasmtime::component::{Component, HasSelf, Linker};
+pub use wasmtime::component::Component;
+use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, ResourceLimiter, Store};
 
 mod bindings {

@@ -225,3 +225,75 @@ fn a_guest_that_traps_on_one_request_refuses_it_and_the_run_goes_on() {
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::remove_file(&file).unwrap();
 }
+
+#[test]
+fn options_no_machine_can_run_create_no_directory_on_either_target() {
+    for (flags, expected) in [
+        (
+            vec!["--grid-blocks", "4294967296"],
+            "a grid of 4294967296 blocks is not in 1..=1073741824",
+        ),
+        (
+            vec!["--grid-blocks", "9223372036854775807"],
+            "cannot be addressed",
+        ),
+        (
+            vec!["--checkpoint-interval", "3"],
+            "checkpoint interval of 3 ops is not a positive multiple of the bar of 32 ops",
+        ),
+    ] {
+        let mut messages = Vec::new();
+        for target in ["wasm", "native"] {
+            let dir = temp_path(&format!("options-{target}"));
+            let mut args = vec!["run", "--ops", "1", "--target", target, "--data"];
+            args.push(dir.to_str().unwrap());
+            args.extend(&flags);
+            let error = error_of(&args);
+            assert!(error.contains(expected), "{target} {flags:?}: {error}");
+            // Nothing recorded: the next run with good options creates it afresh.
+            assert!(!carapace::os::data_dir_exists(&dir), "{target} {flags:?}");
+            let _ = std::fs::remove_dir_all(&dir);
+            messages.push(error);
+        }
+        assert_eq!(messages[0], messages[1], "{flags:?}");
+    }
+}
+
+#[test]
+fn a_journal_cut_below_the_checkpoint_is_an_error_in_every_command() {
+    let dir = temp_path("cut-journal");
+    let path = dir.to_str().unwrap();
+    let flags = [
+        "--setting",
+        "lsm-profile=test",
+        "--checkpoint-interval",
+        "16",
+    ];
+    let mut args = vec!["run", "--ops", "40", "--data", path];
+    args.extend(flags);
+    run(&args).unwrap();
+    // The published checkpoint is at op 32; keep only about the first half of the log.
+    let journal = dir.join("journal");
+    let length = std::fs::metadata(&journal).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&journal)
+        .unwrap()
+        .set_len(length / 2)
+        .unwrap();
+    for command in [
+        vec!["inspect", path],
+        vec!["replay", path],
+        vec!["replay", path, "--from-checkpoint"],
+        vec!["run", "--ops", "1", "--data", path],
+    ] {
+        let error = error_of(&command);
+        assert!(
+            error.contains("before the checkpoint at op 32"),
+            "{command:?}: {error}"
+        );
+    }
+    // Nothing was cut or written by any of them.
+    assert_eq!(std::fs::metadata(&journal).unwrap().len(), length / 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -7,6 +7,7 @@ mod components;
 mod contract;
 mod determinism;
 mod durability;
+mod fuzzing;
 mod hostile;
 mod input;
 mod machines;

@@ -3,7 +3,9 @@
 //! - `ci`: formatting, lints, the host core built for wasm32, then every test (what
 //!   `.ci/run` runs);
 //! - `bench`: the wasm-vs-native benchmark, in release mode;
-//! - `memory`: guest memory after 100,000 and after 1,000,000 echo ops (must be equal).
+//! - `memory`: guest memory after 100,000 and after 1,000,000 echo ops (must be equal);
+//! - `fuzz`: every cargo-fuzz target (`fuzz/`) for `--seconds` each (default 60), with
+//!   nightly; installs cargo-fuzz if missing. New corpus entries land in `fuzz/corpus`.
 
 use std::process::Command;
 
@@ -15,7 +17,11 @@ fn main() -> Result<()> {
         Some("ci") => ci(),
         Some("bench") => bench(&args[1..]),
         Some("memory") => memory(),
-        _ => bail!("usage: cargo xtask <ci | bench [carapace bench options] | memory>"),
+        Some("fuzz") => fuzz(&args[1..]),
+        _ => bail!(
+            "usage: cargo xtask <ci | bench [carapace bench options] | memory | \
+             fuzz [--seconds N] [TARGET ...]>"
+        ),
     }
 }
 
@@ -101,6 +107,57 @@ fn memory() -> Result<()> {
         }
         _ => bail!("guest memory changed with the number of ops: {figures:?}"),
     }
+}
+
+/// The fuzz targets, as `fuzz/Cargo.toml` names them.
+const FUZZ_TARGETS: [&str; 5] = [
+    "journal",
+    "superblock",
+    "block",
+    "checkpoint_state",
+    "request",
+];
+
+fn fuzz(args: &[String]) -> Result<()> {
+    let mut seconds = 60;
+    let mut targets = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--seconds" => {
+                let value = rest.next().context("`--seconds` needs a number")?;
+                seconds = value
+                    .parse()
+                    .with_context(|| format!("`--seconds {value}` is not a number"))?;
+            }
+            target if FUZZ_TARGETS.contains(&target) => targets.push(target),
+            other => bail!("unknown fuzz target `{other}` (there are: {FUZZ_TARGETS:?})"),
+        }
+    }
+    if targets.is_empty() {
+        targets = FUZZ_TARGETS.to_vec();
+    }
+    let installed = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !installed {
+        cargo(&["install", "--locked", "cargo-fuzz"])?;
+    }
+    for target in targets {
+        let corpus = format!("corpus/{target}");
+        let time = format!("-max_total_time={seconds}");
+        let status = Command::new("cargo")
+            .current_dir("fuzz")
+            .args(["+nightly", "fuzz", "run", target, &corpus, "--", &time])
+            .args(["-max_len=65536", "-rss_limit_mb=4096"])
+            .status()
+            .with_context(|| format!("running the fuzz target `{target}`"))?;
+        if !status.success() {
+            bail!("the fuzz target `{target}` found a failure (see fuzz/artifacts/{target})");
+        }
+    }
+    Ok(())
 }
 
 fn cargo(args: &[&str]) -> Result<()> {

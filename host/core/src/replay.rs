@@ -44,6 +44,34 @@ pub fn check_journal_covers(stored: &SuperblockState, journal: &Journal) -> Resu
     Ok(())
 }
 
+/// Tie the journal to the superblock without replaying it (what `inspect` does): it
+/// must reach the checkpoint, and the checkpoint op's entry must end at the offset,
+/// with the checksum, the superblock recorded.
+pub fn tie_journal_to_superblock(stored: &SuperblockState, journal: &mut Journal) -> Result<()> {
+    check_journal_covers(stored, journal)?;
+    let Some(checkpoint) = &stored.checkpoint else {
+        return Ok(());
+    };
+    let mut found = None;
+    journal.read_all(|entry, position| {
+        if entry.request.op == checkpoint.op {
+            found = Some(position);
+        }
+        Ok(())
+    })?;
+    match found {
+        Some(position) if position == stored.journal => Ok(()),
+        _ => Err(Error::corrupt(
+            JOURNAL_FILE,
+            format!(
+                "the entry of checkpoint op {} does not end where the superblock says (byte \
+                 {}, checksum {:032x})",
+                checkpoint.op, stored.journal.offset, stored.journal.checksum
+            ),
+        )),
+    }
+}
+
 /// Replay the entries of `journal` after the replica's starting point: the checkpoint
 /// of `stored` if the replica was opened there, or genesis. The checkpoint op's entry
 /// must end where the superblock says. After each replayed entry, `after_entry` runs

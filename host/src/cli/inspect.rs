@@ -194,9 +194,9 @@ pub fn inspect(dir: &Path, machine: &MachineArgs) -> Result<InspectReport> {
     let journal_path = dir.join(JOURNAL_FILE);
     let journal_file = OsFile::open_read_only(&journal_path)
         .with_context(|| format!("opening `{}`", journal_path.display()))?;
-    let (journal, journal_report) =
+    let (mut journal, journal_report) =
         Journal::open_read_only(Box::new(journal_file), state.directory_id)?;
-    crate::replay::check_journal_covers(&state, &journal)?;
+    crate::replay::tie_journal_to_superblock(&state, &mut journal)?;
     let grid_path = dir.join(GRID_FILE);
     let grid_metadata = std::fs::metadata(&grid_path)
         .with_context(|| format!("reading `{}`", grid_path.display()))?;

@@ -1,0 +1,35 @@
+//! The fuzz targets' bodies (`tests/fuzzing`), with their oracles, over the corpus kept
+//! in `fuzz/corpus` and over seeded random inputs: what libFuzzer found once stays a
+//! test, and the oracles run in every `cargo test`.
+
+use carapace::prng::Prng;
+use carapace_fuzzing::TARGETS;
+
+/// Seeded inputs per target: enough to reach every decoder's error paths.
+const SEEDED_INPUTS: u64 = 64;
+
+#[test]
+fn every_fuzz_target_holds_over_its_corpus_and_seeded_inputs() {
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("fuzz")
+        .join("corpus");
+    for (name, target) in TARGETS {
+        let mut inputs = 0;
+        if let Ok(entries) = std::fs::read_dir(corpus.join(name)) {
+            for entry in entries {
+                let path = entry.unwrap().path();
+                target(&std::fs::read(&path).unwrap());
+                inputs += 1;
+            }
+        }
+        let mut prng = Prng::new(0xf022);
+        for _ in 0..SEEDED_INPUTS {
+            let mut input = vec![0; prng.below(2048) as usize];
+            prng.fill(&mut input);
+            target(&input);
+            inputs += 1;
+        }
+        assert!(inputs >= SEEDED_INPUTS, "{name}");
+    }
+}
