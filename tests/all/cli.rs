@@ -6,7 +6,8 @@ use clap::Parser;
 fn run(args: &[&str]) -> Result<(), String> {
     let cli =
         Cli::try_parse_from(["carapace"].iter().chain(args)).map_err(|error| error.to_string())?;
-    cli.execute().map_err(|error| format!("{error:#}"))
+    cli.execute_to(&mut std::io::sink())
+        .map_err(|error| format!("{error:#}"))
 }
 
 fn error_of(args: &[&str]) -> String {
@@ -296,4 +297,22 @@ fn a_journal_cut_below_the_checkpoint_is_an_error_in_every_command() {
     // Nothing was cut or written by any of them.
     assert_eq!(std::fs::metadata(&journal).unwrap().len(), length / 2);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_report_goes_where_it_is_asked_to() {
+    let cli = Cli::try_parse_from([
+        "carapace",
+        "run",
+        "--ops",
+        "32",
+        "--checkpoint-interval",
+        "32",
+    ])
+    .unwrap();
+    let mut report = Vec::new();
+    cli.execute_to(&mut report).unwrap();
+    let report = String::from_utf8(report).unwrap();
+    assert!(report.contains("ops         32"), "{report}");
+    assert!(report.contains("checkpoint  op 32 id "), "{report}");
 }

@@ -557,7 +557,7 @@ fn a_journal_of_another_directory_is_refused_by_every_command() {
             b.to_str().unwrap(),
         ])
         .unwrap();
-        let error = format!("{:#}", cli.execute().unwrap_err());
+        let error = format!("{:#}", cli.execute_to(&mut std::io::sink()).unwrap_err());
         assert!(
             error.contains("belongs to another data directory"),
             "{command}: {error}"

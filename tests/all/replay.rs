@@ -158,7 +158,8 @@ fn replay_against_a_different_guest_names_the_first_divergent_op() {
 fn cli(args: &[&str]) -> Result<(), String> {
     let cli =
         Cli::try_parse_from(["carapace"].iter().chain(args)).map_err(|error| error.to_string())?;
-    cli.execute().map_err(|error| format!("{error:#}"))
+    cli.execute_to(&mut std::io::sink())
+        .map_err(|error| format!("{error:#}"))
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {

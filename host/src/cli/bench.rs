@@ -20,15 +20,15 @@ pub struct BenchCommand {
 
 impl BenchCommand {
     /// Run natively, then in wasm; print both and the ratio.
-    pub fn execute(self) -> Result<()> {
+    pub fn execute(self, out: &mut dyn std::io::Write) -> Result<()> {
         let native = Factory::load(&Source::Native(self.machine.clone()), Limits::default())?;
         let wasm = Factory::load(&Source::Embedded(self.machine.clone()), Limits::default())?;
         let native = self.workload.execute(&native, false)?;
         let wasm = self.workload.execute(&wasm, false)?;
-        say!("== native")?;
-        print_outcome(&native)?;
-        say!("== wasm")?;
-        print_outcome(&wasm)?;
+        say!(out, "== native")?;
+        print_outcome(out, &native)?;
+        say!(out, "== wasm")?;
+        print_outcome(out, &wasm)?;
         ensure!(
             native.checkpoint == wasm.checkpoint,
             "native and wasm diverged: checkpoints {:?} and {:?}",
@@ -36,7 +36,10 @@ impl BenchCommand {
             wasm.checkpoint
         );
         let ratio = native.elapsed.as_secs_f64() / wasm.elapsed.as_secs_f64();
-        say!("== wasm/native throughput {ratio:.2} (1.00 = as fast as native)")?;
+        say!(
+            out,
+            "== wasm/native throughput {ratio:.2} (1.00 = as fast as native)"
+        )?;
         Ok(())
     }
 }

@@ -112,10 +112,10 @@ pub struct StatisticReport {
 
 impl InspectCommand {
     /// Print the report.
-    pub fn execute(self) -> Result<()> {
+    pub fn execute(self, out: &mut dyn std::io::Write) -> Result<()> {
         let report = inspect(&self.dir, &self.machine)?;
         if self.json {
-            say!("{}", serde_json::to_string_pretty(&report)?)?;
+            say!(out, "{}", serde_json::to_string_pretty(&report)?)?;
             return Ok(());
         }
         let valid: Vec<&str> = report
@@ -124,12 +124,14 @@ impl InspectCommand {
             .map(|&valid| if valid { "valid" } else { "damaged" })
             .collect();
         say!(
+            out,
             "superblock  sequence {}, copies {}",
             report.superblock_sequence,
             valid.join(" ")
         )?;
         let machine = &report.machine;
         say!(
+            out,
             "machine     `{}` {} (state format {})",
             machine.name,
             machine.version,
@@ -137,6 +139,7 @@ impl InspectCommand {
         )?;
         let options = &report.options;
         say!(
+            out,
             "options     batch {} B, reply {} B, checkpoint every {} ops, {} blocks of {} B, \
              settings {:?}",
             options.batch_size_limit,
@@ -148,29 +151,32 @@ impl InspectCommand {
         )?;
         match &report.checkpoint {
             Some(checkpoint) => say!(
+                out,
                 "checkpoint  op {} timestamp {} id {}",
                 checkpoint.op,
                 checkpoint.timestamp,
                 checkpoint.id
             ),
-            None => say!("checkpoint  none yet"),
+            None => say!(out, "checkpoint  none yet"),
         }?;
         say!(
+            out,
             "journal     ops 1..={}, {} bytes, {} torn bytes",
             report.journal_ops,
             report.journal_bytes,
             report.journal_torn_bytes
         )?;
         say!(
+            out,
             "grid        file of {} bytes, {} allocated",
             report.grid_file_bytes,
             report.grid_allocated_bytes
         )?;
         for statistic in &report.statistics {
-            say!("machine     {} {:?}", statistic.name, statistic.values)?;
+            say!(out, "machine     {} {:?}", statistic.name, statistic.values)?;
         }
         if let Some(error) = &report.machine_error {
-            say!("machine     not opened: {error}")?;
+            say!(out, "machine     not opened: {error}")?;
         }
         Ok(())
     }

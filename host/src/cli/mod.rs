@@ -4,12 +4,11 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-/// `println!` that returns an error, rather than panicking, when standard output is
-/// closed (`carapace inspect DIR | head -1`).
+/// Write a line of a command's report to `out`; a failed write (standard output
+/// closed: `carapace inspect DIR | head -1`) is an error, never a panic.
 macro_rules! say {
-    ($($argument:tt)*) => {{
-        use std::io::Write as _;
-        writeln!(std::io::stdout().lock(), $($argument)*)
+    ($out:expr, $($argument:tt)*) => {{
+        writeln!($out, $($argument)*)
             .map_err(|error| anyhow::anyhow!("writing to standard output: {error}"))
     }};
 }
@@ -36,13 +35,18 @@ enum Command {
 }
 
 impl Cli {
-    /// Run the chosen subcommand.
+    /// Run the chosen subcommand, reporting to standard output.
     pub fn execute(self) -> Result<()> {
+        self.execute_to(&mut std::io::stdout().lock())
+    }
+
+    /// Run the chosen subcommand, reporting to `out`.
+    pub fn execute_to(self, out: &mut dyn std::io::Write) -> Result<()> {
         match self.command {
-            Command::Run(command) => command.execute(),
-            Command::Bench(command) => command.execute(),
-            Command::Replay(command) => command.execute(),
-            Command::Inspect(command) => command.execute(),
+            Command::Run(command) => command.execute(out),
+            Command::Bench(command) => command.execute(out),
+            Command::Replay(command) => command.execute(out),
+            Command::Inspect(command) => command.execute(out),
         }
     }
 }

@@ -36,12 +36,13 @@ pub struct ReplayCommand {
 impl ReplayCommand {
     /// Replay and print the verdict. A divergence or any other error is returned as
     /// an error; the binary maps a divergence to exit status 1, anything else to 2.
-    pub fn execute(self) -> Result<()> {
+    pub fn execute(self, out: &mut dyn std::io::Write) -> Result<()> {
         let progress = std::io::stderr().is_terminal();
         let report = replay(&self.dir, &self.machine, self.from_checkpoint, progress)?;
         match report.outcome {
             Ok(()) => {
                 say!(
+                    out,
                     "identical through op {} ({} checkpoint ids verified)",
                     report.identical_through,
                     report.checkpoints_verified

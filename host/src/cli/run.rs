@@ -286,15 +286,15 @@ pub struct RunCommand {
 }
 
 impl RunCommand {
-    /// Run and print the report.
-    pub fn execute(self) -> Result<()> {
+    /// Run and write the report to `out`.
+    pub fn execute(self, out: &mut dyn std::io::Write) -> Result<()> {
         let default = match &self.data {
             Some(path) if crate::os::data_dir_exists(path) => stored_machine(path)?,
             _ => "echo".to_string(),
         };
         let (source, factory) = self.machine.load(&default)?;
-        say!("module      {}", source.describe())?;
-        say!("seed        {}", self.workload.seed)?;
+        say!(out, "module      {}", source.describe())?;
+        say!(out, "seed        {}", self.workload.seed)?;
         if self.requests.is_some() && !self.workload.memory_at.is_empty() {
             bail!("`--memory-at` is for workloads, not `--requests`");
         }
@@ -310,20 +310,25 @@ impl RunCommand {
                         IoOrder::Seeded(self.workload.seed),
                     );
                     let mut replica = Replica::open(factory.instance(imports)?, options, None)?;
-                    let outcome = commit_requests(&mut replica, path)?;
+                    let outcome = commit_requests(&mut replica, path, out)?;
                     Outcome {
                         checkpoint: last_checkpoint(&replica),
                         ..outcome
                     }
                 }
             },
-            Some(path) => self.execute_durable(path, &factory)?,
+            Some(path) => self.execute_durable(path, &factory, out)?,
         };
-        print_outcome(&outcome)?;
+        print_outcome(out, &outcome)?;
         Ok(())
     }
 
-    fn execute_durable(&self, path: &Path, factory: &Factory) -> Result<Outcome> {
+    fn execute_durable(
+        &self,
+        path: &Path,
+        factory: &Factory,
+        out: &mut dyn std::io::Write,
+    ) -> Result<Outcome> {
         if !self.workload.memory_at.is_empty() {
             bail!(
                 "`--memory-at` is not supported with `--data`: the run reports memory at its end"
@@ -346,10 +351,10 @@ impl RunCommand {
             factory.instance(imports)
         };
         let (mut durable, recovery) = Durable::open(dir, options, order, make)?;
-        print_recovery(path, &recovery)?;
+        print_recovery(out, path, &recovery)?;
         let start_op = durable.replica().op();
         let outcome = match &self.requests {
-            Some(requests) => commit_requests(&mut durable, requests)?,
+            Some(requests) => commit_requests(&mut durable, requests, out)?,
             None => {
                 // A continuing run must not repeat the bodies of the first: seed by where
                 // it starts.
@@ -370,8 +375,14 @@ impl RunCommand {
                 }
             }
         };
-        say!("ops         {} to {}", start_op + 1, durable.replica().op())?;
         say!(
+            out,
+            "ops         {} to {}",
+            start_op + 1,
+            durable.replica().op()
+        )?;
+        say!(
+            out,
             "rebuilt     {} instances after a guest trapped; {} requests refused as poison",
             durable.rebuilds(),
             durable.poisoned()
@@ -386,9 +397,10 @@ impl RunCommand {
     }
 }
 
-fn print_recovery(path: &Path, recovery: &Recovery) -> Result<()> {
-    say!("data        {}", path.display())?;
+fn print_recovery(out: &mut dyn std::io::Write, path: &Path, recovery: &Recovery) -> Result<()> {
+    say!(out, "data        {}", path.display())?;
     say!(
+        out,
         "recovered   checkpoint op {}, {} ops replayed from the journal, {} torn bytes cut",
         recovery.checkpoint_op,
         recovery.replayed_ops,
@@ -443,7 +455,11 @@ const REQUEST_FILE_TIMESTAMP_STEP: u64 = 1;
 
 /// Commit the requests of the file at `path`, printing each reply in hex. A request the
 /// machine refuses is reported and skipped; any other error stops the run.
-fn commit_requests(committer: &mut impl Committer, path: &Path) -> Result<Outcome> {
+fn commit_requests(
+    committer: &mut impl Committer,
+    path: &Path,
+    out: &mut dyn std::io::Write,
+) -> Result<Outcome> {
     let size = std::fs::metadata(path)
         .with_context(|| format!("reading `{}`", path.display()))?
         .len();
@@ -470,6 +486,7 @@ fn commit_requests(committer: &mut impl Committer, path: &Path) -> Result<Outcom
             Ok(reply) => {
                 let hex: String = reply.iter().map(|byte| format!("{byte:02x}")).collect();
                 say!(
+                    out,
                     "reply       op {} {}",
                     request.op,
                     if hex.is_empty() { "-" } else { &hex }
@@ -479,7 +496,7 @@ fn commit_requests(committer: &mut impl Committer, path: &Path) -> Result<Outcom
                 report.reply_bytes += reply.len() as u64;
             }
             Err(error @ (crate::Error::Refused(_) | crate::Error::Poison { .. })) => {
-                say!("refused     {error}")?
+                say!(out, "refused     {error}")?
             }
             Err(error) => return Err(error.into()),
         }
@@ -495,23 +512,27 @@ fn commit_requests(committer: &mut impl Committer, path: &Path) -> Result<Outcom
 /// The largest request file `run --requests` reads.
 pub const REQUEST_FILE_SIZE_MAX: u64 = 256 << 20;
 
-/// Print counts, rate and checkpoint of a run.
-pub fn print_outcome(outcome: &Outcome) -> Result<()> {
+/// Write counts, rate and checkpoint of a run to `out`.
+pub fn print_outcome(out: &mut dyn std::io::Write, outcome: &Outcome) -> Result<()> {
     let report = &outcome.report;
-    say!("ops         {}", report.ops)?;
+    say!(out, "ops         {}", report.ops)?;
     say!(
+        out,
         "bytes       {} in requests, {} in replies",
         report.request_bytes,
         report.reply_bytes
     )?;
-    say!("elapsed     {:.3} s", outcome.elapsed.as_secs_f64())?;
-    say!("ops/s       {:.0}", outcome.ops_per_second())?;
+    say!(out, "elapsed     {:.3} s", outcome.elapsed.as_secs_f64())?;
+    say!(out, "ops/s       {:.0}", outcome.ops_per_second())?;
     match outcome.checkpoint {
-        Some((op, id)) => say!("checkpoint  op {op} id {id:032x}"),
-        None => say!("checkpoint  none yet"),
+        Some((op, id)) => say!(out, "checkpoint  op {op} id {id:032x}"),
+        None => say!(out, "checkpoint  none yet"),
     }?;
     for (ops, bytes) in &outcome.memory {
-        say!("memory      {bytes} bytes of guest memory after {ops} ops")?;
+        say!(
+            out,
+            "memory      {bytes} bytes of guest memory after {ops} ops"
+        )?;
     }
     Ok(())
 }
