@@ -100,20 +100,20 @@ fn options(settings: &[(&str, &str)]) -> Options {
     }
 }
 
-/// SplitMix64: a seeded generator with no dependency.
-struct Prng(u64);
+/// The SDK's test generator, with the draws these tests make.
+struct Prng(carapace_sdk::testing::SplitMix64);
 
 impl Prng {
+    fn new(seed: u64) -> Prng {
+        Prng(carapace_sdk::testing::SplitMix64::new(seed))
+    }
+
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
+        self.0.below(bound)
     }
 
     fn key(&mut self, key_space: u64) -> u128 {
@@ -226,7 +226,7 @@ fn request(
 /// latest checkpoint and replays the ops since, which must reply as they did. Returns
 /// the deepest level that held a table.
 fn run(seed: u64, ops: u64, key_space: u64, settings: &[(&str, &str)]) -> usize {
-    let mut prng = Prng(seed);
+    let mut prng = Prng::new(seed);
     let mut machine = Machine::new(options(settings));
     let mut model = Model::new();
     // Every op since the latest checkpoint, with its reply, for replay.

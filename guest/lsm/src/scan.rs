@@ -245,20 +245,16 @@ mod tests {
         value_blocks_per_table_max: 2,
     };
 
-    /// SplitMix64: a seeded generator with no dependency.
-    struct Prng(u64);
+    /// The SDK's test generator, with the draws these tests make.
+    struct Prng(carapace_sdk::testing::SplitMix64);
 
     impl Prng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
+        fn new(seed: u64) -> Prng {
+            Prng(carapace_sdk::testing::SplitMix64::new(seed))
         }
 
         fn below(&mut self, bound: u64) -> u64 {
-            self.next() % bound
+            self.0.below(bound)
         }
 
         /// Mostly keys of a small space, so that keys are overwritten and deleted again
@@ -378,7 +374,7 @@ mod tests {
     /// tables the last half-bar made are not visible), reopening at some checkpoints.
     /// Returns the deepest level that held a table.
     fn run(seed: u64, ops: u64, key_space: u64, cache_blocks: usize) -> u8 {
-        let mut prng = Prng(seed);
+        let mut prng = Prng::new(seed);
         let host = MemoryHost::new(BLOCK_SIZE);
         let (mut context, mut forest) = new_forest(&host, cache_blocks);
         let mut model = BTreeMap::new();
@@ -459,7 +455,7 @@ mod tests {
     fn a_small_scan_of_a_large_tree_reads_a_few_blocks() {
         let host = MemoryHost::new(BLOCK_SIZE);
         let (context, mut forest) = new_forest(&host, 0);
-        let mut prng = Prng(7);
+        let mut prng = Prng::new(7);
         let mut model = BTreeMap::new();
         for op in 1..=240 {
             for _ in 0..UPDATES_PER_OP_MAX {

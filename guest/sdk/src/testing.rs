@@ -16,6 +16,33 @@ use std::task::{Context as TaskContext, Poll, Waker};
 
 use crate::{Context, Failure, Imports, Level, Runner, StateMachine, Step};
 
+/// SplitMix64 (Steele, Lea and Flood, 2014), for seeded test inputs: the generator the
+/// host uses for its own choices, with no dependency.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..bound` (`bound > 0`); the slight bias of a modulo is no matter
+    /// for tests.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next_u64() % bound
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Io {
     Read(u64),
