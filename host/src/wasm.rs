@@ -109,7 +109,7 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-/// What a store holds: the host context the imports use, and the store's limits.
+/// What a store holds: the host imports the guest calls, and the store's limits.
 struct WasmState {
     imports: HostImports,
     limiter: GuestLimiter,

@@ -1,7 +1,7 @@
 //! The lifecycle, as the host drives it: `init` -> `open`, then for each committed op
 //! (due timers) -> `prefetch` -> `commit` -> `compact`, and a `checkpoint` every
 //! checkpoint interval. Every asynchronous step is run to `done` by completing the
-//! guest's I/O one operation at a time, in the host context's deterministic order.
+//! guest's I/O one operation at a time, in the host imports' deterministic order.
 
 use crate::checksum::checksum;
 use crate::error::{Error, Fault, GuestError, Result};
