@@ -8,7 +8,7 @@ use carapace::disk::SimDisk;
 use carapace::durable::{DataDir, Durable};
 use carapace::imports::IoOrder;
 use carapace::replica::Request;
-use carapace::wasm::{Limits, Runtime};
+use carapace::wasm::{Component, Limits, Runtime};
 use carapace::{Error, Fault, Instance, Options};
 
 use crate::support::*;
@@ -39,23 +39,35 @@ fn request(op: u64, body: &[u8]) -> Request {
     }
 }
 
+/// The hostile component, compiled under `limits`.
+fn load_hostile(limits: Limits) -> (Runtime, Component) {
+    let runtime = Runtime::new(limits).unwrap();
+    let bytes = std::fs::read(carapace_tests::HOSTILE_COMPONENT_PATH).unwrap();
+    let component = runtime.load(&bytes).unwrap();
+    (runtime, component)
+}
+
+/// A durable replica of the hostile component on `disk`, created with `options` if new.
+fn open_hostile<'a>(
+    runtime: &'a Runtime,
+    component: &'a Component,
+    disk: &SimDisk,
+    options: Option<Options>,
+) -> Durable<'a> {
+    let make = move |imports| -> carapace::Result<Box<dyn Instance>> {
+        Ok(Box::new(runtime.instantiate(component, imports)?))
+    };
+    let (durable, _) =
+        Durable::open(DataDir::simulated(disk), options, IoOrder::Fifo, make).unwrap();
+    durable
+}
+
 /// Commit `good_before` good requests, then `body`, then ten more good ones; returns
 /// what `body` got.
 fn misbehave(body: &str, good_before: u64) -> Result<Vec<u8>, Error> {
-    let runtime = Runtime::new(LIMITS).unwrap();
-    let bytes = std::fs::read(carapace_tests::HOSTILE_COMPONENT_PATH).unwrap();
-    let component = runtime.load(&bytes).unwrap();
-    let make = |imports| -> carapace::Result<Box<dyn Instance>> {
-        Ok(Box::new(runtime.instantiate(&component, imports)?))
-    };
+    let (runtime, component) = load_hostile(LIMITS);
     let disk = SimDisk::new();
-    let (mut durable, _) = Durable::open(
-        DataDir::simulated(&disk),
-        Some(options()),
-        IoOrder::Fifo,
-        make,
-    )
-    .unwrap();
+    let mut durable = open_hostile(&runtime, &component, &disk, Some(options()));
     for op in 1..=good_before {
         let body = format!("good {op}");
         assert_eq!(
@@ -76,7 +88,7 @@ fn misbehave(body: &str, good_before: u64) -> Result<Vec<u8>, Error> {
     // Reopened, every acknowledged op is there.
     let acknowledged = durable.replica().op();
     drop(durable);
-    let (durable, _) = Durable::open(DataDir::simulated(&disk), None, IoOrder::Fifo, make).unwrap();
+    let durable = open_hostile(&runtime, &component, &disk, None);
     assert_eq!(durable.replica().op(), acknowledged);
     outcome
 }
@@ -241,20 +253,9 @@ fn the_wall_clock_deadline_is_a_host_fault_that_stops_the_replica() {
         deadline_ms: 200,
         ..LIMITS
     };
-    let runtime = Runtime::new(limits).unwrap();
-    let bytes = std::fs::read(carapace_tests::HOSTILE_COMPONENT_PATH).unwrap();
-    let component = runtime.load(&bytes).unwrap();
-    let make = |imports| -> carapace::Result<Box<dyn Instance>> {
-        Ok(Box::new(runtime.instantiate(&component, imports)?))
-    };
+    let (runtime, component) = load_hostile(limits);
     let disk = SimDisk::new();
-    let (mut durable, _) = Durable::open(
-        DataDir::simulated(&disk),
-        Some(options()),
-        IoOrder::Fifo,
-        make,
-    )
-    .unwrap();
+    let mut durable = open_hostile(&runtime, &component, &disk, Some(options()));
     durable.commit(&request(1, b"good")).unwrap();
     match guest_fault(durable.commit(&request(2, b"loop")).unwrap_err()) {
         ("commit", Fault::Deadline(message)) => assert!(message.contains("200 ms"), "{message}"),
@@ -266,8 +267,7 @@ fn the_wall_clock_deadline_is_a_host_fault_that_stops_the_replica() {
     let error = durable.commit(&request(2, b"good")).unwrap_err();
     assert!(matches!(error, Error::Stopped(_)), "{error}");
     drop(durable);
-    let (mut durable, _) =
-        Durable::open(DataDir::simulated(&disk), None, IoOrder::Fifo, make).unwrap();
+    let mut durable = open_hostile(&runtime, &component, &disk, None);
     assert_eq!(durable.replica().op(), 1);
     durable.commit(&request(2, b"good")).unwrap();
 }
