@@ -129,28 +129,18 @@ impl Factory {
 
 #[cfg(feature = "native")]
 fn native(name: &str) -> Result<Factory> {
-    let name = name.to_string();
-    if crate::native::instance(&name, dummy_imports()).is_none() {
+    if !crate::native::MACHINES.contains(&name) {
         return Err(Error::Refused(format!(
             "no machine named `{name}` is compiled into the host (there are: {})",
             crate::native::MACHINES.join(", ")
         )));
     }
+    let name = name.to_string();
     Ok(Factory {
         make: Box::new(move |imports| {
-            Ok(crate::native::instance(&name, imports).expect("checked on load"))
+            Ok(crate::native::instance(&name, imports).expect("one of `MACHINES`"))
         }),
     })
-}
-
-#[cfg(feature = "native")]
-fn dummy_imports() -> HostImports {
-    HostImports::new(
-        Box::new(carapace_core::storage::MemoryStorage::new()),
-        4096,
-        1,
-        carapace_core::imports::IoOrder::Fifo,
-    )
 }
 
 #[cfg(not(feature = "native"))]

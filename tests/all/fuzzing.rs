@@ -15,21 +15,18 @@ fn every_fuzz_target_holds_over_its_corpus_and_seeded_inputs() {
         .join("fuzz")
         .join("corpus");
     for (name, target) in TARGETS {
-        let mut inputs = 0;
-        if let Ok(entries) = std::fs::read_dir(corpus.join(name)) {
-            for entry in entries {
-                let path = entry.unwrap().path();
-                target(&std::fs::read(&path).unwrap());
-                inputs += 1;
-            }
+        let mut corpus_inputs = 0;
+        for entry in std::fs::read_dir(corpus.join(name)).unwrap() {
+            target(&std::fs::read(entry.unwrap().path()).unwrap());
+            corpus_inputs += 1;
         }
+        // The kept corpus is what makes this test reach past the decoders' first checks.
+        assert!(corpus_inputs > 0, "`fuzz/corpus/{name}` is empty");
         let mut prng = Prng::new(0xf022);
         for _ in 0..SEEDED_INPUTS {
             let mut input = vec![0; prng.below(2048) as usize];
             prng.fill(&mut input);
             target(&input);
-            inputs += 1;
         }
-        assert!(inputs >= SEEDED_INPUTS, "{name}");
     }
 }

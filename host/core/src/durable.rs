@@ -175,6 +175,8 @@ impl<'a> Durable<'a> {
             Superblock::open(superblock)?.0
         };
         let stored = superblock.state().clone();
+        // Before anything is written (a torn tail cut, a superblock repaired) or read
+        // from the grid: a fresh instance of its own, since the replica's comes later.
         check_identity(
             &stored.identity,
             &identify(&*make, &stored.options, &order)?,
@@ -199,11 +201,11 @@ impl<'a> Durable<'a> {
             superblock.repair()?;
         }
         let grid = SharedFile::new(grid);
-        let (replica, report) =
+        let (replica, checkpoint_op, replayed_ops) =
             Self::rebuild_replica(&*make, &grid, &order, &mut superblock, &mut journal)?;
         let recovery = Recovery {
-            checkpoint_op: report.checkpoint_op,
-            replayed_ops: report.identical_through - report.checkpoint_op,
+            checkpoint_op,
+            replayed_ops,
             torn_bytes: journal_report.torn_bytes,
             superblock_sequence: stored.sequence,
         };
@@ -224,13 +226,14 @@ impl<'a> Durable<'a> {
     /// A fresh instance at the published checkpoint, with the journal after it
     /// replayed (every reply and checkpoint id checked, and retaken checkpoints
     /// published): recovery after a crash, and the rebuild after a guest trapped.
+    /// Returns the replica, the checkpoint op and the ops replayed after it.
     fn rebuild_replica(
         make: &MakeInstance<'_>,
         grid: &SharedFile,
         order: &IoOrder,
         superblock: &mut Superblock,
         journal: &mut Journal,
-    ) -> Result<(Replica, ReplayReport)> {
+    ) -> Result<(Replica, u64, u64)> {
         let stored = superblock.state().clone();
         let options = &stored.options;
         let storage = FileStorage::new(Box::new(grid.clone()), options.block_size);
@@ -242,7 +245,7 @@ impl<'a> Durable<'a> {
         );
         let mut replica =
             Replica::open(make(imports)?, options.clone(), stored.checkpoint.clone())?;
-        let mut report =
+        let report =
             replay::replay_journal(&mut replica, journal, &stored, |replica, _, position| {
                 // The machine reuses blocks that only older checkpoints need once it has
                 // taken a new one: publish it before the next op, as in `commit`.
@@ -252,13 +255,19 @@ impl<'a> Durable<'a> {
                 }
                 Ok(())
             });
-        std::mem::replace(&mut report.outcome, Ok(()))?;
-        Ok((replica, report))
+        let ReplayReport {
+            checkpoint_op,
+            identical_through,
+            outcome,
+            ..
+        } = report;
+        outcome?;
+        Ok((replica, checkpoint_op, identical_through - checkpoint_op))
     }
 
     /// Tear the instance down and build a fresh one from what is durable.
     fn rebuild(&mut self) -> Result<()> {
-        let (replica, _) = Self::rebuild_replica(
+        let (replica, _, _) = Self::rebuild_replica(
             &*self.make,
             &self.grid,
             &self.order,

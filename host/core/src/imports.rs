@@ -166,11 +166,6 @@ impl HostImports {
         self.echo_log = echo;
     }
 
-    /// The grid's block size and count.
-    pub fn grid_geometry(&self) -> (u32, u64) {
-        (self.block_size, self.block_count)
-    }
-
     /// The messages the guest logged (the newest [`LOG_MESSAGES_MAX`]), oldest first.
     pub fn log_messages(&self) -> impl Iterator<Item = &LogMessage> {
         self.log.iter()
@@ -215,9 +210,8 @@ impl HostImports {
         self.violation.take()
     }
 
-    /// Record a contract violation found by the instance itself (a reply over the limit,
-    /// say); the first one recorded is reported.
-    pub fn violate(&mut self, what: String) -> Violation {
+    /// Record a contract violation; the first one recorded is reported.
+    fn violate(&mut self, what: String) -> Violation {
         self.violation.get_or_insert(what.clone());
         Violation(what)
     }

@@ -100,12 +100,7 @@ impl Replica {
                 Fault::Failure { message, .. } => Error::Refused(format!(
                     "the machine {identity} refuses the options: {message}"
                 )),
-                fault => Error::Guest(GuestError {
-                    export: "init",
-                    step: None,
-                    op,
-                    fault,
-                }),
+                fault => guest_error("init", None, op, fault),
             });
         }
         let mut replica = Replica {
@@ -165,14 +160,9 @@ impl Replica {
     /// The machine's figures of its state, between ops.
     pub fn describe(&mut self) -> Result<Vec<crate::instance::Statistic>> {
         let op = self.op;
-        self.instance.describe().map_err(|fault| {
-            Error::Guest(GuestError {
-                export: "describe",
-                step: None,
-                op,
-                fault,
-            })
-        })
+        self.instance
+            .describe()
+            .map_err(|fault| guest_error("describe", None, op, fault))
     }
 
     /// Whether the machine accepts a request; the error is the reason for the client.

@@ -85,7 +85,8 @@ pub fn run(
     Ok(report)
 }
 
-/// The client and timestamp of the next request, drawn the same way by every workload.
+/// The client and timestamp of the next request. (Echo's workload draws its own, in
+/// an order its recorded seeds fix: the body's size comes between them.)
 fn next_client_and_timestamp(prng: &mut Prng, previous_timestamp: u64) -> (u128, u64) {
     let client = 1 + u128::from(prng.below(CLIENT_COUNT));
     let timestamp = previous_timestamp + prng.range_inclusive(1, TIMESTAMP_STEP_MAX);
