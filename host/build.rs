@@ -14,7 +14,7 @@ use guests::Guest;
 /// Every guest the host embeds or the tests load. The divergent and poison echoes are
 /// deliberately different versions, for tests of `replay --module` and of trap
 /// recovery: kept as files, never embedded.
-const GUESTS: [Guest; 4] = [
+const GUESTS: [Guest; 5] = [
     Guest {
         name: "echo",
         package: "carapace-echo-component",
@@ -34,6 +34,11 @@ const GUESTS: [Guest; 4] = [
         name: "echo_poison",
         package: "carapace-echo-component",
         features: &["--features", "poison-test-version"],
+    },
+    Guest {
+        name: "echo_order_leak",
+        package: "carapace-echo-component",
+        features: &["--features", "order-leak-test-version"],
     },
 ];
 

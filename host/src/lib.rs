@@ -30,8 +30,8 @@
 
 pub use carapace_core::{
     Error, FailureKind, Fault, GuestError, Identity, Instance, Options, Result, Statistic, Step,
-    checksum, disk, durable, error, imports, instance, journal, prng, replay, replica, storage,
-    superblock, workload,
+    checksum, disk, durable, error, imports, instance, journal, prng, replay, replica, sim,
+    storage, superblock, workload,
 };
 
 pub mod cli;

@@ -24,6 +24,10 @@ pub const ECHO_DIVERGENT_COMPONENT_PATH: &str = env!("CARAPACE_ECHO_DIVERGENT_CO
 /// (`commit` traps on a body starting with `poison`), for tests of trap recovery.
 pub const ECHO_POISON_COMPONENT_PATH: &str = env!("CARAPACE_ECHO_POISON_COMPONENT");
 
+/// Where the build script left a deliberately broken version of the echo component
+/// (I/O completion order leaks into its state), for tests of the simulator.
+pub const ECHO_ORDER_LEAK_COMPONENT_PATH: &str = env!("CARAPACE_ECHO_ORDER_LEAK_COMPONENT");
+
 /// The embedded machines, by name; the first is the default.
 pub const EMBEDDED: [(&str, &[u8]); 2] = [("echo", ECHO_COMPONENT), ("kv", KV_COMPONENT)];
 

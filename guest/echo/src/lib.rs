@@ -77,6 +77,34 @@ pub const DIVERGENT_FROM_OP: u64 = 100;
 #[cfg(feature = "poison-test-version")]
 pub const POISON_PREFIX: &[u8] = b"poison";
 
+/// The `order-leak-test-version` build lets the order in which two reads complete
+/// change the value of the next Thing: state that depends on I/O completion order, which
+/// the simulator must catch.
+#[cfg(feature = "order-leak-test-version")]
+async fn second_read_completed_first(context: &carapace_sdk::Context) -> bool {
+    use std::future::Future;
+    use std::task::Poll;
+    let mut first = std::pin::pin!(context.read(1));
+    let mut second = std::pin::pin!(context.read(2));
+    let (mut first_done, mut second_done) = (false, false);
+    let mut second_first = false;
+    std::future::poll_fn(|cx| {
+        if !first_done && first.as_mut().poll(cx).is_ready() {
+            first_done = true;
+        }
+        if !second_done && second.as_mut().poll(cx).is_ready() {
+            second_done = true;
+            second_first = !first_done;
+        }
+        if first_done && second_done {
+            Poll::Ready(second_first)
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
 /// The timer id of the periodic statistics message.
 pub const STATS_TIMER_ID: u64 = 1;
 
@@ -162,6 +190,9 @@ pub struct Echo {
     /// The last op compacted.
     op_compacted: u64,
     checkpoint_state: Vec<u8>,
+    /// What completion order has leaked into state (the `order-leak-test-version`).
+    #[cfg(feature = "order-leak-test-version")]
+    leak: u64,
 }
 
 impl Echo {
@@ -271,7 +302,7 @@ impl StateMachine for Echo {
             tree(THINGS_ID_TREE_ID, Layout::of::<UniqueKey>()),
             tree(THINGS_VALUE_TREE_ID, Layout::of::<CompositeKey>()),
         ];
-        let forest = Forest::new(
+        let mut forest = Forest::new(
             context.clone(),
             options.block_size,
             options.block_count,
@@ -279,6 +310,7 @@ impl StateMachine for Echo {
             shape,
             &trees,
         )?;
+        forest.set_scrub(settings.forest.scrub);
         forest.check_checkpoint_interval(options.checkpoint_interval_ops)?;
         Ok(Echo {
             context,
@@ -293,6 +325,8 @@ impl StateMachine for Echo {
             op_committed: 0,
             op_compacted: 0,
             checkpoint_state: Vec::new(),
+            #[cfg(feature = "order-leak-test-version")]
+            leak: 0,
         })
     }
 
@@ -311,6 +345,7 @@ impl StateMachine for Echo {
             );
         }
         self.arm_stats_timer();
+        self.forest.arm_scrubber();
         Ok(())
     }
 
@@ -406,9 +441,12 @@ impl StateMachine for Echo {
                     existing.is_none(),
                     "thing {id} exists before its op commits"
                 );
+                let value = thing_value(client, op, timestamp, operation, body);
+                #[cfg(feature = "order-leak-test-version")]
+                let value = value ^ self.leak;
                 self.insert_thing(&Thing {
                     timestamp,
-                    value: thing_value(client, op, timestamp, operation, body),
+                    value,
                     id,
                 });
                 reply.extend_from_slice(body);
@@ -441,6 +479,10 @@ impl StateMachine for Echo {
                 self.op_committed, self.op_compacted
             )));
         }
+        #[cfg(feature = "order-leak-test-version")]
+        {
+            self.leak ^= u64::from(second_read_completed_first(&self.context).await);
+        }
         self.forest.compact(op).await?;
         self.op_compacted = op;
         Ok(())
@@ -472,6 +514,9 @@ impl StateMachine for Echo {
     }
 
     async fn timer(&mut self, id: u64) -> Result<(), Failure> {
+        if Forest::owns_timer(id) {
+            return self.forest.timer(id).await;
+        }
         if id != STATS_TIMER_ID {
             return Err(self.protocol(format!("timer {id} was never armed")));
         }

@@ -1,6 +1,7 @@
 //! The echo machine's settings: the forest's (`carapace_lsm::settings`, with echo's two
 //! profiles) and `stats-interval`.
 
+use carapace_lsm::scrub::ScrubSettings;
 use carapace_lsm::settings::{ForestSettings, Profiles, number_setting};
 use carapace_lsm::tree::LEVELS_MAX;
 use carapace_sdk::Failure;
@@ -27,6 +28,8 @@ pub struct Settings {
 /// - `table-count-max`: production 65,536 (a million echo ops in bars of 32 need about
 ///   31,250), test 4,096.
 /// - `grid-cache-blocks`: production 1,024, test 64.
+/// - `scrub-interval`, `scrub-blocks`: [`ScrubSettings::PRODUCTION`] and
+///   [`ScrubSettings::TEST`].
 pub const PROFILES: Profiles = Profiles {
     production: ForestSettings {
         bar_ops: 32,
@@ -35,6 +38,7 @@ pub const PROFILES: Profiles = Profiles {
         value_blocks_per_table_max: 1,
         table_count_max: 65_536,
         grid_cache_blocks: 1024,
+        scrub: ScrubSettings::PRODUCTION,
     },
     test: ForestSettings {
         bar_ops: 4,
@@ -43,6 +47,7 @@ pub const PROFILES: Profiles = Profiles {
         value_blocks_per_table_max: 2,
         table_count_max: 4096,
         grid_cache_blocks: 64,
+        scrub: ScrubSettings::TEST,
     },
 };
 

@@ -177,7 +177,7 @@ impl StateMachine for Kv {
             values_per_bar_max,
             table_count_max: settings.table_count_max,
         };
-        let forest = Forest::new(
+        let mut forest = Forest::new(
             context.clone(),
             options.block_size,
             options.block_count,
@@ -185,6 +185,7 @@ impl StateMachine for Kv {
             shape,
             &[tree],
         )?;
+        forest.set_scrub(settings.scrub);
         forest.check_checkpoint_interval(options.checkpoint_interval_ops)?;
         Ok(Kv {
             context,
@@ -218,6 +219,7 @@ impl StateMachine for Kv {
                 ),
             );
         }
+        self.forest.arm_scrubber();
         Ok(())
     }
 
@@ -376,9 +378,12 @@ impl StateMachine for Kv {
     }
 
     async fn timer(&mut self, id: u64) -> Result<(), Failure> {
-        Err(Failure::Protocol(format!(
-            "timer {id} fired, but kv arms no timer"
-        )))
+        if !Forest::owns_timer(id) {
+            return Err(Failure::Protocol(format!(
+                "timer {id} fired, but kv arms only the scrubber's"
+            )));
+        }
+        self.forest.timer(id).await
     }
 
     fn describe(&self) -> Vec<Statistic> {

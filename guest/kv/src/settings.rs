@@ -1,6 +1,7 @@
 //! The kv machine's settings: the forest's (`carapace_lsm::settings`), with kv's two
 //! profiles; kv has no settings of its own.
 
+use carapace_lsm::scrub::ScrubSettings;
 use carapace_lsm::settings::{ForestSettings, Profiles};
 use carapace_lsm::tree::LEVELS_MAX;
 use carapace_sdk::Failure;
@@ -21,6 +22,8 @@ pub type Settings = ForestSettings;
 /// - `table-count-max`: production 65,536 (188 million records in full tables of 4 KiB
 ///   blocks), test 4,096.
 /// - `grid-cache-blocks`: production 1,024, test 64.
+/// - `scrub-interval`, `scrub-blocks`: [`ScrubSettings::PRODUCTION`] and
+///   [`ScrubSettings::TEST`].
 pub const PROFILES: Profiles = Profiles {
     production: ForestSettings {
         bar_ops: 32,
@@ -29,6 +32,7 @@ pub const PROFILES: Profiles = Profiles {
         value_blocks_per_table_max: 64,
         table_count_max: 65_536,
         grid_cache_blocks: 1024,
+        scrub: ScrubSettings::PRODUCTION,
     },
     test: ForestSettings {
         bar_ops: 4,
@@ -37,6 +41,7 @@ pub const PROFILES: Profiles = Profiles {
         value_blocks_per_table_max: 16,
         table_count_max: 4096,
         grid_cache_blocks: 64,
+        scrub: ScrubSettings::TEST,
     },
 };
 

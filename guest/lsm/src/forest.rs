@@ -14,6 +14,7 @@ use crate::free_set::FreeSet;
 use crate::grid::Grid;
 use crate::manifest_log::{COMPACT_BLOCKS_PER_HALF_BAR_MAX, Event, EventKind, ManifestLog};
 use crate::scan::ScanBuffer;
+use crate::scrub::{SCRUB_TIMER_ID, ScrubSettings, Scrubber};
 use crate::trailer;
 use crate::tree::{LEVELS_MAX, Shape, Table, Tree, TreeConfig};
 use carapace_sdk::Failure;
@@ -31,6 +32,7 @@ pub struct Forest {
     /// One for all trees: a machine scans one tree at a time, and the buffer's blocks
     /// would be wasted on trees that are never scanned.
     scan_buffer: RefCell<Option<ScanBuffer>>,
+    scrubber: Scrubber,
 }
 
 impl Forest {
@@ -85,7 +87,39 @@ impl Forest {
             trees,
             log,
             scan_buffer: RefCell::new(Some(scan_buffer)),
+            scrubber: Scrubber::new(ScrubSettings::OFF),
         })
+    }
+
+    /// Scrub the grid as `settings` say, from the next [`Forest::arm_scrubber`] on.
+    pub fn set_scrub(&mut self, settings: ScrubSettings) {
+        self.scrubber = Scrubber::new(settings);
+    }
+
+    /// Arm the scrubber's timer (if scrubbing is on) for its next deadline after now:
+    /// at `open`, and after each tick.
+    pub fn arm_scrubber(&self) {
+        let context = self.grid.context();
+        if let Some(at) = self.scrubber.next_deadline(context.now()) {
+            context.set_timer(SCRUB_TIMER_ID, at);
+        }
+    }
+
+    /// Whether timer `id` is the forest's: a machine passes those to
+    /// [`Forest::timer`].
+    pub fn owns_timer(id: u64) -> bool {
+        id == SCRUB_TIMER_ID
+    }
+
+    /// A timer of the forest's fired: scrub a tick's worth of blocks and re-arm. A
+    /// block that fails verification is a `corrupt-block` failure naming its address.
+    pub async fn timer(&mut self, id: u64) -> Result<(), Failure> {
+        assert!(Forest::owns_timer(id));
+        self.scrubber
+            .tick(&self.grid, &self.trees, self.shape.levels)
+            .await?;
+        self.arm_scrubber();
+        Ok(())
     }
 
     /// The grid.
@@ -128,6 +162,7 @@ impl Forest {
             name: "manifest log blocks".into(),
             values: vec![self.log.block_count() as u64],
         });
+        statistics.push(self.scrubber.describe(&self.grid));
         statistics
     }
 

@@ -1,13 +1,13 @@
 //! The grid client: verified block reads and writes over the host's block I/O, and the
 //! free set that places new blocks.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use crate::block::{self, BLOCK_SIZE_MAX, BLOCK_SIZE_MIN, BlockType};
 use crate::cache::BlockCache;
 use crate::free_set::FreeSet;
-use carapace_sdk::Failure;
 use carapace_sdk::io::{Context, WriteBlock};
+use carapace_sdk::{Failure, Level};
 
 /// A reference to a block by the name its referrer stores: address and checksum.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,6 +57,10 @@ pub struct Grid {
     /// Interior mutability: reads take `&self` so that a tree can read while the
     /// machine holds other borrows; the guest is single-threaded.
     cache: RefCell<BlockCache>,
+    /// Reads that failed verification and verified when read again: a fault between
+    /// the disk and the guest (a flipped bit in transit, a misdirected read), not in
+    /// the stored block.
+    reads_repaired: Cell<u64>,
 }
 
 /// The largest grid a forest tracks: its free set takes a bit per block in memory
@@ -103,6 +107,7 @@ impl Grid {
             block_size: block_size as usize,
             free_set: FreeSet::new(block_count),
             cache: RefCell::new(BlockCache::new(block_size as usize, cache_blocks)),
+            reads_repaired: Cell::new(0),
         })
     }
 
@@ -204,6 +209,43 @@ impl Grid {
         reference: BlockRef,
         block_type: BlockType,
     ) -> Result<Vec<u8>, Failure> {
+        let block = self.read_stored(reference, block_type).await?;
+        self.cache.borrow_mut().insert(reference.address, &block);
+        Ok(block)
+    }
+
+    /// Read the block `reference` names from the host, past the cache, and verify it;
+    /// nothing is cached. The scrubber's read: it checks the disk, not the cache.
+    pub async fn read_stored(
+        &self,
+        reference: BlockRef,
+        block_type: BlockType,
+    ) -> Result<Vec<u8>, Failure> {
+        let first = self.read_and_verify(reference, block_type).await?;
+        let Err(failure) = first else {
+            return first;
+        };
+        // Once more: a fault on the way (a flipped bit, a misdirected read) passes;
+        // a damaged block fails again, and that failure names the address. One
+        // replica has no second copy to repair the block from.
+        let second = self.read_and_verify(reference, block_type).await?;
+        if second.is_ok() {
+            self.reads_repaired.set(self.reads_repaired.get() + 1);
+            self.context.log(
+                Level::Warn,
+                &format!("a read failed verification and the next read verified: {failure}"),
+            );
+        }
+        second
+    }
+
+    /// One read of `reference` from the host: a block of the wrong size breaks the
+    /// contract (the outer error); one that fails verification is the inner error.
+    async fn read_and_verify(
+        &self,
+        reference: BlockRef,
+        block_type: BlockType,
+    ) -> Result<Result<Vec<u8>, Failure>, Failure> {
         let block = self.context.read(reference.address).await;
         if block.len() != self.block_size {
             return Err(Failure::Protocol(format!(
@@ -213,9 +255,17 @@ impl Grid {
                 self.block_size
             )));
         }
-        block::verify(&block, reference.address, reference.checksum, block_type)?;
-        self.cache.borrow_mut().insert(reference.address, &block);
-        Ok(block)
+        Ok(block::verify(&block, reference.address, reference.checksum, block_type).map(|_| block))
+    }
+
+    /// Reads that failed verification once and verified when read again.
+    pub fn reads_repaired(&self) -> u64 {
+        self.reads_repaired.get()
+    }
+
+    /// The host this grid reads and writes through.
+    pub fn context(&self) -> &Context {
+        &self.context
     }
 
     /// Submit the write of a sealed block; await the result to know it is done.

@@ -6,6 +6,7 @@
 //! - [`table`], [`tree`], [`compaction`]: on-disk tables, trees of memory tables and
 //!   levels, and the compactions that move values down the levels;
 //! - [`scan`]: bounded range scans of a tree, in key order;
+//! - [`scrub`]: the grid scrubber, which re-reads and verifies tables' blocks on a timer;
 //! - [`manifest_log`]: the append-only log of table changes;
 //! - [`forest`]: the trees of a machine, paced by op number, and checkpoints;
 //! - [`checkpoint`]: the checkpoint state.
@@ -26,6 +27,7 @@ pub mod grid;
 pub mod groove;
 pub mod manifest_log;
 pub mod scan;
+pub mod scrub;
 pub mod settings;
 pub mod table;
 pub mod trailer;

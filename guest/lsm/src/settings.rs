@@ -10,6 +10,7 @@
 
 use carapace_sdk::Failure;
 
+use crate::scrub::ScrubSettings;
 use crate::tree::{LEVELS_MAX, Shape};
 
 /// The largest `grid-cache-blocks`: 64 Ki blocks (256 MiB of 4 KiB blocks).
@@ -34,6 +35,9 @@ pub struct ForestSettings {
     pub table_count_max: usize,
     /// `grid-cache-blocks`: blocks the grid's cache holds; 0 disables it.
     pub grid_cache_blocks: usize,
+    /// `scrub-interval`: scrub every this many timestamp units, 0 never; and
+    /// `scrub-blocks`: blocks per scrub, `1..=65536`.
+    pub scrub: ScrubSettings,
 }
 
 /// A machine's two profiles of forest settings.
@@ -120,6 +124,8 @@ impl ForestSettings {
                 "grid-cache-blocks" => {
                     settings.grid_cache_blocks = number(0..=GRID_CACHE_BLOCKS_LIMIT)? as usize
                 }
+                "scrub-interval" => settings.scrub.interval = number(0..=u64::MAX)?,
+                "scrub-blocks" => settings.scrub.blocks_per_tick = number(1..=1 << 16)?,
                 _ if machine(name, value)? => {}
                 _ => {
                     return Err(Failure::InvalidArgument(format!(

@@ -1,7 +1,9 @@
 //! Files as the durable parts of a data directory use them: positioned reads and writes,
 //! and a sync that makes completed writes durable. The native host's `OsFile` is a real
-//! file, the browser's an OPFS handle; [`SimDisk`] keeps each file's durable image apart from its live one and can crash at
-//! any sync, dropping (or tearing) whatever was not synced, for crash tests.
+//! file, the browser's an OPFS handle; [`SimDisk`] keeps each file's durable image apart
+//! from its live one, can crash at any sync or any operation, dropping (or tearing)
+//! whatever was not synced, and injects the faults of [`FileFaults`], for crash tests
+//! and the simulator.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -74,10 +76,97 @@ pub enum CrashMode {
     Random(u64),
 }
 
+/// Faults a [`SimDisk`] injects into one file's operations, each with a chance in
+/// parts per million per operation. All are off by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileFaults {
+    /// A read fails with an I/O error.
+    pub read_error: u32,
+    /// A write fails with an I/O error, or with "no space" (half of each), and writes
+    /// nothing.
+    pub write_error: u32,
+    /// A sync fails with an I/O error; the writes it should have made durable may or
+    /// may not be (a crash decides).
+    pub sync_error: u32,
+    /// A read returns the stored bytes with one bit flipped (the stored bytes are
+    /// fine: a fault in transit).
+    pub read_corrupt: u32,
+    /// A read returns the bytes of another unit of the file (a misdirected read).
+    pub read_misdirect: u32,
+    /// A write reports success and changes nothing (a lost write).
+    pub write_lost: u32,
+    /// A write reports success and lands only its first half (a torn write).
+    pub write_torn: u32,
+    /// The unit of misdirected reads: the grid's block size. 0 means none.
+    pub unit: u64,
+}
+
+/// A fault a [`SimDisk`] injected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InjectedFault {
+    /// The file.
+    pub file: String,
+    /// What it was.
+    pub kind: FaultKind,
+    /// The offset of the operation it hit.
+    pub offset: u64,
+}
+
+/// The kinds of fault a [`SimDisk`] injects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// A read failed with an I/O error.
+    ReadError,
+    /// A write failed with an I/O error or "no space".
+    WriteError,
+    /// A sync failed.
+    SyncError,
+    /// A read returned a flipped bit.
+    ReadCorrupt,
+    /// A read returned another unit's bytes.
+    ReadMisdirect,
+    /// A write was lost.
+    WriteLost,
+    /// A write landed half.
+    WriteTorn,
+}
+
+impl FaultKind {
+    /// Every kind, in order.
+    pub const ALL: [FaultKind; 7] = [
+        FaultKind::ReadError,
+        FaultKind::WriteError,
+        FaultKind::SyncError,
+        FaultKind::ReadCorrupt,
+        FaultKind::ReadMisdirect,
+        FaultKind::WriteLost,
+        FaultKind::WriteTorn,
+    ];
+
+    /// Its name, for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::ReadError => "read-error",
+            FaultKind::WriteError => "write-error",
+            FaultKind::SyncError => "sync-error",
+            FaultKind::ReadCorrupt => "read-corrupt",
+            FaultKind::ReadMisdirect => "read-misdirect",
+            FaultKind::WriteLost => "write-lost",
+            FaultKind::WriteTorn => "write-torn",
+        }
+    }
+
+    /// Whether the fault damaged what is stored, rather than one operation.
+    pub fn is_persistent(self) -> bool {
+        matches!(self, FaultKind::WriteLost | FaultKind::WriteTorn)
+    }
+}
+
 #[derive(Debug, Default)]
 struct SimFileState {
     durable: Vec<u8>,
     live: Vec<u8>,
+    faults: FileFaults,
     /// Writes since the last sync, in order, with their data (a later write may have
     /// overwritten the live bytes, so a crash replays each from its own copy).
     pending: Vec<(u64, Vec<u8>)>,
@@ -89,7 +178,16 @@ struct SimDiskState {
     syncs: u64,
     /// Fail the sync with this number (1-based), as if the process died there.
     crash_at_sync: Option<u64>,
+    /// Operations (reads, writes, syncs) on any file so far.
+    operations: u64,
+    /// Fail the operation with this number (1-based), as if the process died there.
+    crash_at_operation: Option<u64>,
     crashed: bool,
+    /// Operations pass untouched and uncounted: an observer is reading.
+    observing: bool,
+    /// Draws the faults; `None` until [`SimDisk::with_faults`].
+    fault_prng: Option<crate::prng::Prng>,
+    injected: Vec<InjectedFault>,
 }
 
 /// An in-memory disk whose files keep their durable image apart from the live one.
@@ -128,6 +226,53 @@ impl SimDisk {
         self.state.borrow().syncs
     }
 
+    /// A disk that draws the faults files are given ([`SimDisk::set_faults`]) from a
+    /// PRNG with `seed`.
+    pub fn with_faults(seed: u64) -> SimDisk {
+        let disk = SimDisk::new();
+        disk.state.borrow_mut().fault_prng = Some(crate::prng::Prng::new(seed));
+        disk
+    }
+
+    /// Inject `faults` into the operations on file `name` (created empty if missing).
+    pub fn set_faults(&self, name: &str, faults: FileFaults) {
+        let mut state = self.state.borrow_mut();
+        assert!(state.fault_prng.is_some(), "a disk made by `with_faults`");
+        state.files.entry(name.to_string()).or_default().faults = faults;
+    }
+
+    /// The faults injected so far, oldest first.
+    pub fn injected(&self) -> Vec<InjectedFault> {
+        self.state.borrow().injected.clone()
+    }
+
+    /// Make the operation numbered `operation` (counting reads, writes and syncs from 1
+    /// over all files, see [`SimDisk::operations`]) fail as a crash: it and every later
+    /// operation fail until [`SimDisk::crash`].
+    pub fn crash_at_operation(&self, operation: u64) {
+        self.state.borrow_mut().crash_at_operation = Some(operation);
+    }
+
+    /// Operations (reads, writes, syncs) done so far, on all files.
+    pub fn operations(&self) -> u64 {
+        self.state.borrow().operations
+    }
+
+    /// Run `observe` with no faults, crash points or counting: a checker reading what
+    /// the disk holds, not the replica under test.
+    pub fn observe<R>(&self, observe: impl FnOnce() -> R) -> R {
+        self.state.borrow_mut().observing = true;
+        let result = observe();
+        self.state.borrow_mut().observing = false;
+        result
+    }
+
+    /// Whether the disk is down: a crash point was reached and [`SimDisk::crash`] has
+    /// not been called since.
+    pub fn is_crashed(&self) -> bool {
+        self.state.borrow().crashed
+    }
+
     /// The process died: every file reverts to its durable image, with the last
     /// unsynced write torn if `mode` says so. The disk works again afterwards.
     pub fn crash(&self, mode: CrashMode) {
@@ -162,6 +307,7 @@ impl SimDisk {
         }
         state.crashed = false;
         state.crash_at_sync = None;
+        state.crash_at_operation = None;
     }
 
     /// Flip bits of a byte of a file's live and durable images, as a failing disk would.
@@ -178,6 +324,15 @@ impl SimDisk {
         let file = state.files.get_mut(name).expect("the file exists");
         file.live.truncate(length);
         file.durable.truncate(length);
+    }
+
+    /// A copy of a file's durable image.
+    pub fn durable_image(&self, name: &str) -> Vec<u8> {
+        self.state
+            .borrow()
+            .files
+            .get(name)
+            .map_or_else(Vec::new, |file| file.durable.clone())
     }
 
     /// The length of a file's durable image.
@@ -201,48 +356,139 @@ fn crashed() -> io::Error {
     io::Error::other("simulated crash")
 }
 
+impl SimDiskState {
+    /// Count an operation on `name`; fail it if the disk is down or this is the crash
+    /// point.
+    fn begin(&mut self) -> io::Result<()> {
+        if self.observing {
+            return Ok(());
+        }
+        if self.crashed {
+            return Err(crashed());
+        }
+        self.operations += 1;
+        if self.crash_at_operation == Some(self.operations) {
+            self.crashed = true;
+            return Err(crashed());
+        }
+        Ok(())
+    }
+
+    /// Whether a fault with `chance` (parts per million) strikes this operation.
+    fn strikes(&mut self, chance: u32) -> bool {
+        chance > 0
+            && !self.observing
+            && self
+                .fault_prng
+                .as_mut()
+                .is_some_and(|prng| prng.below(1_000_000) < u64::from(chance))
+    }
+
+    fn record(&mut self, name: &str, kind: FaultKind, offset: u64) {
+        self.injected.push(InjectedFault {
+            file: name.to_string(),
+            kind,
+            offset,
+        });
+    }
+
+    fn draw(&mut self, bound: u64) -> u64 {
+        self.fault_prng.as_mut().map_or(0, |prng| prng.below(bound))
+    }
+}
+
+fn injected_error(kind: io::ErrorKind, what: &str) -> io::Error {
+    io::Error::new(kind, format!("injected fault: {what}"))
+}
+
 impl SimFile {
     fn with<R>(&self, action: impl FnOnce(&mut SimFileState) -> R) -> io::Result<R> {
         let mut state = self.disk.state.borrow_mut();
-        if state.crashed {
-            return Err(crashed());
-        }
+        state.begin()?;
         Ok(action(
             state.files.get_mut(&self.name).expect("the file exists"),
         ))
+    }
+
+    fn faults(&self) -> FileFaults {
+        self.disk.state.borrow().files[&self.name].faults
     }
 }
 
 impl File for SimFile {
     fn read_at(&mut self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
-        self.with(|file| {
-            let start = (offset as usize).min(file.live.len());
-            let end = (offset as usize + buffer.len()).min(file.live.len());
-            buffer[..end - start].copy_from_slice(&file.live[start..end]);
-            buffer[end - start..].fill(0);
-        })
+        let faults = self.faults();
+        let mut state = self.disk.state.borrow_mut();
+        state.begin()?;
+        if state.strikes(faults.read_error) {
+            state.record(&self.name, FaultKind::ReadError, offset);
+            return Err(injected_error(io::ErrorKind::Other, "read error"));
+        }
+        let units = state.files[&self.name].live.len() as u64 / faults.unit.max(1);
+        let mut source = offset;
+        if faults.unit > 0 && units >= 2 && state.strikes(faults.read_misdirect) {
+            let shift = 1 + state.draw(units - 1);
+            source = (offset / faults.unit + shift) % units * faults.unit;
+            state.record(&self.name, FaultKind::ReadMisdirect, offset);
+        }
+        let file = &state.files[&self.name];
+        let start = (source as usize).min(file.live.len());
+        let end = (source as usize + buffer.len()).min(file.live.len());
+        buffer[..end - start].copy_from_slice(&file.live[start..end]);
+        buffer[end - start..].fill(0);
+        if !buffer.is_empty() && state.strikes(faults.read_corrupt) {
+            let bit = state.draw(buffer.len() as u64 * 8);
+            buffer[(bit / 8) as usize] ^= 1 << (bit % 8);
+            state.record(&self.name, FaultKind::ReadCorrupt, offset);
+        }
+        Ok(())
     }
 
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.with(|file| {
-            let end = offset as usize + data.len();
-            if file.live.len() < end {
-                file.live.resize(end, 0);
-            }
-            file.live[offset as usize..end].copy_from_slice(data);
-            file.pending.push((offset, data.to_vec()));
-        })
+        let faults = self.faults();
+        let mut state = self.disk.state.borrow_mut();
+        state.begin()?;
+        if state.strikes(faults.write_error) {
+            state.record(&self.name, FaultKind::WriteError, offset);
+            let kind = if state.draw(2) == 0 {
+                io::ErrorKind::StorageFull
+            } else {
+                io::ErrorKind::Other
+            };
+            return Err(injected_error(kind, "write error"));
+        }
+        let landed = if state.strikes(faults.write_lost) {
+            state.record(&self.name, FaultKind::WriteLost, offset);
+            &data[..0]
+        } else if state.strikes(faults.write_torn) {
+            state.record(&self.name, FaultKind::WriteTorn, offset);
+            &data[..data.len() / 2]
+        } else {
+            data
+        };
+        let file = state.files.get_mut(&self.name).expect("the file exists");
+        let end = offset as usize + data.len();
+        if file.live.len() < end {
+            file.live.resize(end, 0);
+        }
+        file.live[offset as usize..offset as usize + landed.len()].copy_from_slice(landed);
+        file.pending.push((offset, landed.to_vec()));
+        Ok(())
     }
 
     fn sync(&mut self) -> io::Result<()> {
+        let faults = self.faults();
         let mut state = self.disk.state.borrow_mut();
-        if state.crashed {
-            return Err(crashed());
-        }
+        state.begin()?;
         state.syncs += 1;
         if state.crash_at_sync == Some(state.syncs) {
             state.crashed = true;
             return Err(crashed());
+        }
+        if state.strikes(faults.sync_error) {
+            // The writes stay pending: whether they reached the disk, a crash decides.
+            state.record(&self.name, FaultKind::SyncError, 0);
+            return Err(injected_error(io::ErrorKind::Other, "sync error"));
         }
         let file = state.files.get_mut(&self.name).expect("the file exists");
         // Copy only what changed: a journal synced per op would otherwise cost its

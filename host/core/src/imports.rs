@@ -67,6 +67,78 @@ pub enum IoOrder {
     Fifo,
     /// In an order drawn from a PRNG with this seed: the same seed, the same order.
     Seeded(u64),
+    /// By simulated latency: each I/O takes a latency drawn from a PRNG with `seed`
+    /// (`1..=latency_max` ticks, and one in 32 eight times that: a slow device), and
+    /// the one due first completes first, reads and writes alike.
+    Latency {
+        /// The PRNG's seed.
+        seed: u64,
+        /// The usual latency's bound, in ticks (at least 1).
+        latency_max: u64,
+    },
+}
+
+/// How the host picks the next completion.
+#[derive(Debug)]
+enum Order {
+    Fifo,
+    Seeded(Prng),
+    Latency {
+        prng: Prng,
+        latency_max: u64,
+        /// The simulated time: the due tick of the last completion.
+        now: u64,
+    },
+}
+
+impl Order {
+    fn new(order: IoOrder) -> Order {
+        match order {
+            IoOrder::Fifo => Order::Fifo,
+            IoOrder::Seeded(seed) => Order::Seeded(Prng::new(seed)),
+            IoOrder::Latency { seed, latency_max } => Order::Latency {
+                prng: Prng::new(seed),
+                latency_max: latency_max.max(1),
+                now: 0,
+            },
+        }
+    }
+
+    /// The tick at which an I/O submitted now is due.
+    fn due(&mut self) -> u64 {
+        match self {
+            Order::Fifo | Order::Seeded(_) => 0,
+            Order::Latency {
+                prng,
+                latency_max,
+                now,
+            } => {
+                let mut latency = prng.range_inclusive(1, *latency_max);
+                if prng.below(32) == 0 {
+                    latency *= 8;
+                }
+                *now + latency
+            }
+        }
+    }
+
+    /// The position in `in_flight` (in submission order) to complete next.
+    fn next(&mut self, in_flight: &[(u64, Submitted)]) -> usize {
+        match self {
+            Order::Fifo => 0,
+            Order::Seeded(prng) => prng.below(in_flight.len() as u64) as usize,
+            Order::Latency { now, .. } => {
+                // The earliest due; of equals, the first submitted.
+                let (index, (due, _)) = in_flight
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(index, (due, _))| (*due, *index))
+                    .expect("something is in flight");
+                *now = (*now).max(*due);
+                index
+            }
+        }
+    }
 }
 
 /// A submitted grid operation.
@@ -106,8 +178,9 @@ pub struct HostImports {
     storage: Box<dyn Storage>,
     block_size: u32,
     block_count: u64,
-    in_flight: Vec<Submitted>,
-    order: Option<Prng>,
+    /// Each with the tick it is due at (under [`IoOrder::Latency`]).
+    in_flight: Vec<(u64, Submitted)>,
+    order: Order,
     /// The timestamp `clock.now` returns.
     now: u64,
     /// The last committed op, for log messages.
@@ -146,10 +219,7 @@ impl HostImports {
             block_size,
             block_count,
             in_flight: Vec::with_capacity(IO_IN_FLIGHT_MAX),
-            order: match order {
-                IoOrder::Fifo => None,
-                IoOrder::Seeded(seed) => Some(Prng::new(seed)),
-            },
+            order: Order::new(order),
             now: 0,
             op: 0,
             timers: BTreeMap::new(),
@@ -226,12 +296,9 @@ impl HostImports {
         if self.in_flight.is_empty() {
             return Ok(None);
         }
-        let index = match &mut self.order {
-            None => 0,
-            Some(prng) => prng.below(self.in_flight.len() as u64) as usize,
-        };
+        let index = self.order.next(&self.in_flight);
         // `remove` keeps the rest in submission order, so FIFO stays FIFO.
-        Ok(Some(match self.in_flight.remove(index) {
+        Ok(Some(match self.in_flight.remove(index).1 {
             Submitted::Read { address } => {
                 let mut block = vec![0; self.block_size as usize];
                 self.storage.read(address, &mut block).map_err(|error| {
@@ -266,7 +333,7 @@ impl HostImports {
         if self.in_flight.len() == IO_IN_FLIGHT_MAX {
             return Err(self.violate(format!("more than {IO_IN_FLIGHT_MAX} grid I/Os in flight")));
         }
-        if self.in_flight.iter().any(|io| io.address() == address) {
+        if self.in_flight.iter().any(|(_, io)| io.address() == address) {
             return Err(self.violate(format!(
                 "second I/O on grid address {address} while one is in flight"
             )));
@@ -277,7 +344,8 @@ impl HostImports {
     /// `grid.submit-read`.
     pub fn submit_read(&mut self, address: u64) -> Result<(), Violation> {
         self.check_submission(address)?;
-        self.in_flight.push(Submitted::Read { address });
+        let due = self.order.due();
+        self.in_flight.push((due, Submitted::Read { address }));
         Ok(())
     }
 
@@ -291,7 +359,9 @@ impl HostImports {
                 self.block_size
             )));
         }
-        self.in_flight.push(Submitted::Write { address, block });
+        let due = self.order.due();
+        self.in_flight
+            .push((due, Submitted::Write { address, block }));
         Ok(())
     }
 

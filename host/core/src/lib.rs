@@ -12,6 +12,8 @@
 //! - [`journal`], [`superblock`], [`durable`]: the data directory and its commit
 //!   protocol and recovery; [`replay`]: re-execution checked against a journal;
 //! - [`workload`]: seeded workloads with reply checkers; [`prng`]: the host's PRNG;
+//! - [`sim`]: deterministic simulation of a durable replica's life, faults and crashes
+//!   included, judged by checkers;
 //! - [`error`]: the host's typed errors.
 //!
 //! `cargo check --target wasm32-unknown-unknown -p carapace-core` proves that it needs
@@ -29,6 +31,7 @@ pub mod journal;
 pub mod prng;
 pub mod replay;
 pub mod replica;
+pub mod sim;
 pub mod storage;
 pub mod superblock;
 pub mod workload;

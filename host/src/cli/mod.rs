@@ -17,6 +17,7 @@ pub mod bench;
 pub mod inspect;
 pub mod replay;
 pub mod run;
+pub mod sim;
 
 /// A deterministic, sandboxed state-machine runtime.
 #[derive(Debug, Parser)]
@@ -32,6 +33,7 @@ enum Command {
     Bench(bench::BenchCommand),
     Replay(replay::ReplayCommand),
     Inspect(inspect::InspectCommand),
+    Sim(sim::SimCommand),
 }
 
 impl Cli {
@@ -47,15 +49,32 @@ impl Cli {
             Command::Bench(command) => command.execute(out),
             Command::Replay(command) => command.execute(out),
             Command::Inspect(command) => command.execute(out),
+            Command::Sim(command) => command.execute(out),
         }
     }
 }
 
 /// The process's exit status for an error: 1 for a divergence (a replay or a workload
-/// whose replies differ from what they must be), 2 for anything else.
+/// whose replies differ from what they must be) or a failed simulation, 2 for anything
+/// else.
 pub fn exit_status(error: &anyhow::Error) -> u8 {
-    let diverged = error
-        .chain()
-        .any(|cause| matches!(cause.downcast_ref(), Some(crate::Error::Divergence { .. })));
-    if diverged { 1 } else { 2 }
+    let failed_a_check = error.chain().any(|cause| {
+        matches!(cause.downcast_ref(), Some(crate::Error::Divergence { .. }))
+            || cause.downcast_ref::<sim::SimulationFailed>().is_some()
+    });
+    if failed_a_check { 1 } else { 2 }
+}
+
+/// A progress bar of `length` `unit`s on standard error, drawn only when standard error
+/// is a terminal (hidden otherwise: nothing extra in a pipe or a log).
+pub fn progress_bar(length: u64, unit: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal as _;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let style = indicatif::ProgressStyle::with_template(&format!(
+        "{{bar:40}} {{pos}}/{{len}} {unit} {{elapsed_precise}} eta {{eta}}"
+    ))
+    .expect("the template is valid");
+    indicatif::ProgressBar::new(length).with_style(style)
 }

@@ -3,7 +3,7 @@
 //! id against what was recorded; against another module version, the check to run
 //! before upgrading. Exit status: 0 identical, 1 diverged, 2 could not replay.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::IsTerminal as _;
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
@@ -93,23 +93,15 @@ pub fn replay(
         &crate::replica::identify(instance.as_mut())?,
     )?;
     let mut replica = Replica::open(instance, options.clone(), checkpoint)?;
-    let total = journal.end().op;
-    let step = (total / 50).max(1);
+    let bar = if progress {
+        super::progress_bar(journal.end().op, "ops")
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let report = replay_journal(&mut replica, &mut journal, &stored, |_, entry, _| {
-        let op = entry.request.op;
-        if progress && op % step == 0 {
-            let done = (op * 50 / total.max(1)) as usize;
-            eprint!(
-                "\r[{}{}] op {op} of {total}",
-                "#".repeat(done),
-                " ".repeat(50 - done)
-            );
-            let _ = std::io::stderr().flush();
-        }
+        bar.set_position(entry.request.op);
         Ok(())
     });
-    if progress {
-        eprintln!();
-    }
+    bar.finish_and_clear();
     Ok(report)
 }
