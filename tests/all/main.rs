@@ -14,6 +14,7 @@ mod machines;
 mod model;
 mod recovery;
 mod replay;
+mod sim;
 mod storage;
 mod timers;
 mod workload;

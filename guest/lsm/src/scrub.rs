@@ -171,3 +171,132 @@ async fn verify_table(grid: &Grid, index: BlockRef) -> Result<u64, Failure> {
     }
     Ok(1 + count as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forest::Forest;
+    use crate::groove::UniqueKey;
+    use crate::table::{Layout, Value};
+    use crate::tree::{Shape, TreeConfig};
+    use carapace_sdk::Context;
+    use carapace_sdk::testing::MemoryHost;
+
+    const SHAPE: Shape = Shape {
+        bar_ops: 4,
+        levels: 3,
+        growth_factor: 2,
+        value_blocks_per_table_max: 2,
+    };
+
+    /// A forest with tables in several levels, scrubbing `blocks_per_tick` blocks a tick.
+    fn forest_with_tables(host: &MemoryHost, blocks_per_tick: u64) -> (Context, Forest) {
+        let context = host.context();
+        let tree = TreeConfig {
+            tree_id: 1,
+            layout: Layout::of::<UniqueKey>(),
+            values_per_bar_max: 4 * 16,
+            table_count_max: 1024,
+        };
+        let mut forest = Forest::new(context.clone(), 512, 1 << 12, 16, SHAPE, &[tree]).unwrap();
+        forest.set_scrub(ScrubSettings {
+            interval: 1,
+            blocks_per_tick,
+        });
+        for op in 1..=64u64 {
+            for index in 0..16 {
+                let mut bytes = [0; UniqueKey::SIZE];
+                UniqueKey {
+                    key: u128::from(op * 16 + index),
+                    timestamp: op,
+                }
+                .encode(&mut bytes);
+                forest.put(0, &bytes);
+            }
+            host.block_on(&context, forest.compact(op)).unwrap();
+        }
+        assert!(forest.tree(0).tables().len() > 4);
+        (context, forest)
+    }
+
+    fn tick(host: &MemoryHost, context: &Context, forest: &mut Forest) -> Result<(), Failure> {
+        host.block_on(context, forest.timer(SCRUB_TIMER_ID))
+    }
+
+    fn verified_tours_repaired(forest: &Forest) -> Vec<u64> {
+        let statistics = forest.describe();
+        statistics.last().unwrap().values.clone()
+    }
+
+    #[test]
+    fn ticks_read_their_budget_and_tour_every_table() {
+        let host = MemoryHost::new(512);
+        let (context, mut forest) = forest_with_tables(&host, 3);
+        let blocks: u64 = forest
+            .tree(0)
+            .tables()
+            .iter()
+            .map(|table| {
+                let index = host.block_on(
+                    &context,
+                    forest.grid().read(table.info.index, BlockType::Index),
+                );
+                1 + (table::index_body(&index.unwrap(), table.info.index.address)
+                    .unwrap()
+                    .len()
+                    / table::IndexEntry::SIZE) as u64
+            })
+            .sum();
+        let reads_before = host.read_count();
+        tick(&host, &context, &mut forest).unwrap();
+        let [verified, tours, repaired] = verified_tours_repaired(&forest)[..] else {
+            panic!("three figures")
+        };
+        assert!(
+            (3..3 + 3).contains(&verified),
+            "{verified} blocks in a tick of 3"
+        );
+        assert_eq!(
+            host.read_count() - reads_before,
+            verified,
+            "the cache is passed by"
+        );
+        assert_eq!((tours, repaired), (0, 0));
+        while verified_tours_repaired(&forest)[1] == 0 {
+            tick(&host, &context, &mut forest).unwrap();
+        }
+        let verified = verified_tours_repaired(&forest)[0];
+        assert!(
+            (blocks..blocks + 6).contains(&verified),
+            "a tour verifies every table's {blocks} blocks once: {verified}"
+        );
+    }
+
+    #[test]
+    fn a_damaged_read_is_repaired_by_reading_again_and_a_damaged_block_is_corrupt_block() {
+        let host = MemoryHost::new(512);
+        let (context, mut forest) = forest_with_tables(&host, 1);
+        let first = forest.tree(0).level(0).first().copied().or_else(|| {
+            (1..SHAPE.levels).find_map(|level| forest.tree(0).level(level).first().copied())
+        });
+        let address = first.unwrap().info.index.address;
+        host.damage_reads(address, 1);
+        tick(&host, &context, &mut forest).unwrap();
+        assert_eq!(verified_tours_repaired(&forest)[2], 1);
+        assert_eq!(forest.grid().reads_repaired(), 1);
+
+        // The same table again, on the next tour: damaged on disk now.
+        while verified_tours_repaired(&forest)[1] == 0 {
+            tick(&host, &context, &mut forest).unwrap();
+        }
+        host.damage_reads(address, u32::MAX);
+        let failure = (0..64)
+            .find_map(|_| tick(&host, &context, &mut forest).err())
+            .expect("the tour reaches the damaged block");
+        assert!(matches!(failure, Failure::CorruptBlock(_)), "{failure}");
+        assert!(
+            failure.message().contains(&format!("address {address} ")),
+            "{failure}"
+        );
+    }
+}

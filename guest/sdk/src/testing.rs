@@ -54,6 +54,8 @@ struct State {
     blocks: HashMap<u64, Vec<u8>>,
     submitted: VecDeque<Io>,
     read_count: u64,
+    /// Reads still to damage, by address: each returns the block with a bit flipped.
+    damaged_reads: HashMap<u64, u32>,
 }
 
 /// The blocks and the I/O queue; clones share them, so a forest reopened over a clone
@@ -76,6 +78,12 @@ impl MemoryHost {
     /// Reads submitted so far.
     pub fn read_count(&self) -> u64 {
         self.state.borrow().read_count
+    }
+
+    /// Flip a bit of what the next `reads` reads of `address` return (the stored block
+    /// stays whole): one damaged read is a fault in transit, many a damaged block.
+    pub fn damage_reads(&self, address: u64, reads: u32) {
+        self.state.borrow_mut().damaged_reads.insert(address, reads);
     }
 
     /// A context whose imports are this host's.
@@ -106,8 +114,21 @@ impl MemoryHost {
     }
 
     fn block(&self, address: u64) -> Vec<u8> {
-        let block = self.state.borrow().blocks.get(&address).cloned();
-        block.unwrap_or_else(|| vec![0; self.block_size])
+        let mut state = self.state.borrow_mut();
+        let mut block = state
+            .blocks
+            .get(&address)
+            .cloned()
+            .unwrap_or_else(|| vec![0; self.block_size]);
+        if let Some(reads) = state
+            .damaged_reads
+            .get_mut(&address)
+            .filter(|reads| **reads > 0)
+        {
+            *reads -= 1;
+            block[self.block_size / 2] ^= 1;
+        }
+        block
     }
 
     /// Run `future` to completion, completing its I/O in submission order.

@@ -18,8 +18,9 @@
 //!   durable), the journal holds exactly the acknowledged requests and replies, and the
 //!   checkpoint it opened is the fault-free run's;
 //! - a `corrupt-block` failure names an address where a fault was injected (then the run
-//!   ends as *detected*: one replica has no second copy to repair the block from);
-//!   anything else that stops the replica, but a crash or an injected I/O error, fails;
+//!   ends as *detected*: one replica has no second copy to repair the block from); a
+//!   damaged journal or superblock fails (their synced bytes are trusted), as does
+//!   anything else that stops the replica but a crash or an injected I/O error;
 //! - liveness: after [`RESTARTS_BEFORE_HEALING`] restarts the disk heals (no more faults
 //!   or crashes) and the run must finish within a bound of steps.
 
@@ -117,15 +118,15 @@ impl SimConfig {
                 .map(|(name, value)| (name.to_string(), value))
                 .collect(),
         };
-        let io_errors = [10, 100, 1_000];
+        let io_errors = [100, 1_000, 5_000];
         let grid_faults = FileFaults {
             read_error: chance(&mut prng, &io_errors),
             write_error: chance(&mut prng, &io_errors),
             sync_error: chance(&mut prng, &io_errors),
-            read_corrupt: chance(&mut prng, &[100, 1_000, 10_000]),
-            read_misdirect: chance(&mut prng, &[100, 1_000, 10_000]),
-            write_lost: chance(&mut prng, &[1, 10, 100]),
-            write_torn: chance(&mut prng, &[1, 10, 100]),
+            read_corrupt: chance(&mut prng, &[1_000, 10_000, 50_000]),
+            read_misdirect: chance(&mut prng, &[1_000, 10_000, 50_000]),
+            write_lost: chance(&mut prng, &[100, 1_000, 3_000]),
+            write_torn: chance(&mut prng, &[100, 1_000, 3_000]),
             unit: u64::from(block_size),
         };
         let log_faults = FileFaults {
@@ -668,7 +669,10 @@ impl<'c, 'm> Simulation<'c, 'm> {
                 op,
                 ..
             }) => Err(self.judge_corrupt_block(message, op)),
-            error => Err(failed("error", error.to_string())),
+            // Within the fault model the journal's and superblock's synced bytes are
+            // trusted: damage there means something acknowledged was not durable.
+            Error::Corrupt { .. } => Err(failed("durability", error.to_string())),
+            error => Err(failed("unexpected error", error.to_string())),
         }
     }
 

@@ -38,6 +38,10 @@ pub struct SimCommand {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Simulate a deliberately broken host that acknowledges ops before their journal
+    /// entries are synced: for testing that the checkers catch it.
+    #[arg(long, hide = true)]
+    broken_skip_journal_sync: bool,
 }
 
 /// Seeds that failed a sweep (or the one seed run): exit status 1.
@@ -87,10 +91,7 @@ impl SimCommand {
         seed: u64,
     ) -> Result<()> {
         let started = Instant::now();
-        let report = simulate(
-            &SimConfig::from_seed(seed, machine, self.ops),
-            factory.as_fn(),
-        );
+        let report = simulate(&self.config(seed, machine), factory.as_fn());
         let seconds = started.elapsed().as_secs_f64();
         if self.json {
             say!(out, "{}", report_json(&report, seconds))?;
@@ -134,10 +135,7 @@ impl SimCommand {
         let mut failing = Vec::new();
         let end = self.from.saturating_add(seeds);
         for seed in self.from..end {
-            let report = simulate(
-                &SimConfig::from_seed(seed, machine, self.ops),
-                factory.as_fn(),
-            );
+            let report = simulate(&self.config(seed, machine), factory.as_fn());
             totals.add(&report);
             if let Verdict::Failed { .. } = report.verdict {
                 let line = format!(
@@ -214,6 +212,13 @@ impl SimCommand {
         Ok(())
     }
 
+    fn config(&self, seed: u64, machine: &str) -> SimConfig {
+        SimConfig {
+            journal_sync: !self.broken_skip_journal_sync,
+            ..SimConfig::from_seed(seed, machine, self.ops)
+        }
+    }
+
     /// The command that reruns `seed` alone, with the same machine and ops.
     fn rerun_command(&self, source: &Source, seed: u64) -> String {
         let machine = match source {
@@ -221,7 +226,15 @@ impl SimCommand {
             Source::File(path) => format!(" --module {}", path.display()),
             Source::Native(name) => format!(" --machine {name} --target native"),
         };
-        format!("carapace sim --seed {seed} --ops {}{machine}", self.ops)
+        let broken = if self.broken_skip_journal_sync {
+            " --broken-skip-journal-sync"
+        } else {
+            ""
+        };
+        format!(
+            "carapace sim --seed {seed} --ops {}{machine}{broken}",
+            self.ops
+        )
     }
 }
 
