@@ -71,3 +71,71 @@ fn a_short_timer_interval_fires_at_most_once_per_op() {
         fired.len()
     );
 }
+
+/// The scrubber's figures: blocks verified and tours.
+fn scrubbed(replica: &mut Replica) -> (u64, u64) {
+    let statistics = replica.describe().unwrap();
+    let scrubber = statistics
+        .iter()
+        .find(|statistic| statistic.name.starts_with("scrubber"))
+        .expect("the forest reports its scrubber");
+    (scrubber.values[0], scrubber.values[1])
+}
+
+#[test]
+fn the_scrubber_verifies_the_same_blocks_live_natively_and_in_a_replay_of_the_journal() {
+    use carapace::durable::{DataDir, Durable, JOURNAL_FILE, SUPERBLOCK_FILE, read_superblock};
+    use carapace::journal::Journal;
+
+    let config = config_with(&[("scrub-interval", "3000"), ("scrub-blocks", "4")]);
+    let disk = carapace::disk::SimDisk::new();
+    let runtime = carapace::wasm::Runtime::new(carapace::wasm::Limits::default()).unwrap();
+    let component = runtime.load(carapace::machines::ECHO_COMPONENT).unwrap();
+    let (mut durable, _) = Durable::open(
+        DataDir::simulated(&disk),
+        Some(config.clone()),
+        IoOrder::Latency {
+            seed: 4,
+            latency_max: 16,
+        },
+        |imports| -> carapace::Result<Box<dyn carapace::Instance>> {
+            Ok(Box::new(runtime.instantiate(&component, imports)?))
+        },
+    )
+    .unwrap();
+    workload::run(
+        &mut durable,
+        &mut EchoWorkload::new(5, BATCH_SIZE_LIMIT),
+        160,
+    )
+    .unwrap();
+    let live = scrubbed(durable.replica_mut());
+    assert!(live.0 > 50 && live.1 > 0, "{live:?}: the scrubber toured");
+    drop(durable);
+
+    // Natively, completing I/O in another order: the same figures.
+    let mut native = native_replica(
+        &MemoryStorage::new(),
+        IoOrder::Seeded(9),
+        config.clone(),
+        None,
+    )
+    .unwrap();
+    workload::run(
+        &mut native,
+        &mut EchoWorkload::new(5, BATCH_SIZE_LIMIT),
+        160,
+    )
+    .unwrap();
+    assert_eq!(scrubbed(&mut native), live);
+
+    // A replay of the journal from genesis fires the scrubber at the same ops.
+    let stored = read_superblock(&mut disk.file(SUPERBLOCK_FILE)).unwrap();
+    let (mut journal, _) =
+        Journal::open_read_only(Box::new(disk.file(JOURNAL_FILE)), stored.directory_id).unwrap();
+    let mut replayed = wasm_replica(&MemoryStorage::new(), IoOrder::Fifo, config, None).unwrap();
+    carapace::replay::replay_journal(&mut replayed, &mut journal, &stored, |_, _, _| Ok(()))
+        .outcome
+        .unwrap();
+    assert_eq!(scrubbed(&mut replayed), live);
+}

@@ -4,6 +4,9 @@
 //!   `.ci/run` runs);
 //! - `bench`: the wasm-vs-native benchmark, in release mode;
 //! - `memory`: guest memory after 100,000 and after 1,000,000 echo ops (must be equal);
+//! - `sim`: the long simulation sweep, both machines, in release mode: `--seeds N`
+//!   (default 2,000) from `--from S`, `--ops N` each (default 1,000); any other option
+//!   goes to `carapace sim`;
 //! - `fuzz`: every cargo-fuzz target (`fuzz/`) for `--seconds` each (default 60), with
 //!   nightly; installs cargo-fuzz if missing. New corpus entries land in `fuzz/corpus`.
 
@@ -18,9 +21,10 @@ fn main() -> Result<()> {
         Some("bench") => bench(&args[1..]),
         Some("memory") => memory(),
         Some("fuzz") => fuzz(&args[1..]),
+        Some("sim") => sim(&args[1..]),
         _ => bail!(
             "usage: cargo xtask <ci | bench [carapace bench options] | memory | \
-             fuzz [--seconds N] [TARGET ...]>"
+             sim [--seeds N] [--from S] [--ops N] | fuzz [--seconds N] [TARGET ...]>"
         ),
     }
 }
@@ -60,6 +64,35 @@ fn bench(extra: &[String]) -> Result<()> {
     ];
     args.extend(extra.iter().map(String::as_str));
     cargo(&args)
+}
+
+/// Sweep seeds of the simulator over both machines; fails if any seed fails.
+fn sim(extra: &[String]) -> Result<()> {
+    let has = |flag: &str| extra.iter().any(|arg| arg == flag);
+    let mut defaults = Vec::new();
+    if !has("--seeds") {
+        defaults.extend(["--seeds", "2000"]);
+    }
+    if !has("--ops") {
+        defaults.extend(["--ops", "1000"]);
+    }
+    for machine in ["echo", "kv"] {
+        let mut args = vec![
+            "run",
+            "--release",
+            "--quiet",
+            "--package",
+            "carapace",
+            "--",
+            "sim",
+            "--machine",
+            machine,
+        ];
+        args.extend(&defaults);
+        args.extend(extra.iter().map(String::as_str));
+        cargo(&args)?;
+    }
+    Ok(())
 }
 
 /// All guest memory is allocated at init: a million ops must not grow it past what a
