@@ -81,7 +81,7 @@ pub const POISON_PREFIX: &[u8] = b"poison";
 /// change the value of the next Thing: state that depends on I/O completion order, which
 /// the simulator must catch.
 #[cfg(feature = "order-leak-test-version")]
-async fn second_read_completed_first(context: &carapace_sdk::Context) -> bool {
+async fn second_read_completed_first(context: &Context) -> bool {
     use std::future::Future;
     use std::task::Poll;
     let mut first = std::pin::pin!(context.read(1));

@@ -80,13 +80,18 @@ fn pick<T: Copy>(prng: &mut Prng, choices: &[T]) -> T {
     choices[prng.below(choices.len() as u64) as usize]
 }
 
+/// A chance in parts per million, on for one seed in `one_in`.
+fn chance_one_in(prng: &mut Prng, one_in: u64, levels: &[u32]) -> u32 {
+    if prng.below(one_in) == 0 {
+        pick(prng, levels)
+    } else {
+        0
+    }
+}
+
 /// A chance in parts per million, off half the time.
 fn chance(prng: &mut Prng, levels: &[u32]) -> u32 {
-    if prng.below(2) == 0 {
-        0
-    } else {
-        pick(prng, levels)
-    }
+    chance_one_in(prng, 2, levels)
 }
 
 impl SimConfig {
@@ -123,10 +128,12 @@ impl SimConfig {
             read_error: chance(&mut prng, &io_errors),
             write_error: chance(&mut prng, &io_errors),
             sync_error: chance(&mut prng, &io_errors),
-            read_corrupt: chance(&mut prng, &[1_000, 10_000, 50_000]),
-            read_misdirect: chance(&mut prng, &[1_000, 10_000, 50_000]),
-            write_lost: chance(&mut prng, &[100, 1_000, 3_000]),
-            write_torn: chance(&mut prng, &[100, 1_000, 3_000]),
+            read_corrupt: chance(&mut prng, &[1_000, 5_000, 20_000]),
+            read_misdirect: chance(&mut prng, &[1_000, 5_000, 20_000]),
+            // Damage at rest ends most runs it strikes (detected): rarer, so that most
+            // seeds run to the end.
+            write_lost: chance_one_in(&mut prng, 4, &[100, 1_000, 3_000]),
+            write_torn: chance_one_in(&mut prng, 4, &[100, 1_000, 3_000]),
             unit: u64::from(block_size),
         };
         let log_faults = FileFaults {
