@@ -316,3 +316,15 @@ fn a_report_goes_where_it_is_asked_to() {
     assert!(report.contains("ops         32"), "{report}");
     assert!(report.contains("checkpoint  op 32 id "), "{report}");
 }
+
+#[test]
+fn component_writes_the_embedded_bytes_and_refuses_bad_arguments() {
+    let path = std::env::temp_dir().join(format!("carapace-kv-{}.wasm", std::process::id()));
+    run(&["component", "--machine", "kv", "--output", path.to_str().unwrap()]).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), carapace::machines::KV_COMPONENT);
+    std::fs::remove_file(&path).unwrap();
+    let error = error_of(&["component", "--machine", "nope", "--output", "/tmp/x.wasm"]);
+    assert!(error.contains("no embedded machine is named `nope`"), "{error}");
+    let error = error_of(&["component", "--output", "/no/such/dir/echo.wasm"]);
+    assert!(error.contains("writing `/no/such/dir/echo.wasm`"), "{error}");
+}

@@ -1,18 +1,23 @@
 //! `cargo xtask <task>`: the project's tasks that are more than one cargo command.
 //!
-//! - `ci`: formatting, lints, the host core built for wasm32, then every test (what
-//!   `.ci/run` runs);
+//! - `ci`: formatting, lints, the host core built for wasm32, every test, then the
+//!   browser demo built and tested in Chromium (what `.ci/run` runs);
 //! - `bench`: the wasm-vs-native benchmark, in release mode;
 //! - `memory`: guest memory after 100,000 and after 1,000,000 echo ops (must be equal);
 //! - `sim`: the long simulation sweep, both machines, in release mode: `--seeds N`
 //!   (default 2,000) from `--from S`, `--ops N` each (default 1,000); any other option
 //!   goes to `carapace sim`;
+//! - `web`: build the browser demo into `web/dist` (the components written out of the
+//!   `carapace` binary and transpiled by jco, the host core through wasm-bindgen);
+//!   `--serve` then serves `web/` on 127.0.0.1 and prints the address;
 //! - `fuzz`: every cargo-fuzz target (`fuzz/`) for `--seconds` each (default 60), with
 //!   nightly; installs cargo-fuzz if missing. New corpus entries land in `fuzz/corpus`.
 
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+
+mod web;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -22,9 +27,11 @@ fn main() -> Result<()> {
         Some("memory") => memory(),
         Some("fuzz") => fuzz(&args[1..]),
         Some("sim") => sim(&args[1..]),
+        Some("web") => web::command(&args[1..]),
         _ => bail!(
             "usage: cargo xtask <ci | bench [carapace bench options] | memory | \
-             sim [--seeds N] [--from S] [--ops N] | fuzz [--seconds N] [TARGET ...]>"
+             sim [--seeds N] [--from S] [--ops N] | web [--serve] [--port N] | \
+             fuzz [--seconds N] [TARGET ...]>"
         ),
     }
 }
@@ -49,7 +56,10 @@ fn ci() -> Result<()> {
         "carapace-core",
     ])?;
     cargo(&["check", "--package", "carapace", "--no-default-features"])?;
-    cargo(&["test", "--workspace"])
+    cargo(&["test", "--workspace"])?;
+    // The browser demo: the same components and host core in real Chromium.
+    web::build()?;
+    web::test()
 }
 
 fn bench(extra: &[String]) -> Result<()> {

@@ -14,6 +14,7 @@ macro_rules! say {
 }
 
 pub mod bench;
+pub mod component;
 pub mod inspect;
 pub mod replay;
 pub mod run;
@@ -34,6 +35,7 @@ enum Command {
     Replay(replay::ReplayCommand),
     Inspect(inspect::InspectCommand),
     Sim(sim::SimCommand),
+    Component(component::ComponentCommand),
 }
 
 impl Cli {
@@ -50,6 +52,7 @@ impl Cli {
             Command::Replay(command) => command.execute(out),
             Command::Inspect(command) => command.execute(out),
             Command::Sim(command) => command.execute(out),
+            Command::Component(command) => command.execute(out),
         }
     }
 }

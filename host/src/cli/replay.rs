@@ -38,14 +38,18 @@ impl ReplayCommand {
     /// an error; the binary maps a divergence to exit status 1, anything else to 2.
     pub fn execute(self, out: &mut dyn std::io::Write) -> Result<()> {
         let progress = std::io::stderr().is_terminal();
-        let report = replay(&self.dir, &self.machine, self.from_checkpoint, progress)?;
+        let (report, took) = replay(&self.dir, &self.machine, self.from_checkpoint, progress)?;
         match report.outcome {
             Ok(()) => {
+                let ops = report.identical_through - report.checkpoint_op;
                 say!(
                     out,
-                    "identical through op {} ({} checkpoint ids verified)",
+                    "identical through op {} ({} checkpoint ids verified; {ops} ops in {} ms, \
+                     {:.0} ops/s)",
                     report.identical_through,
-                    report.checkpoints_verified
+                    report.checkpoints_verified,
+                    took.as_millis(),
+                    ops as f64 / took.as_secs_f64().max(1e-9)
                 )?;
                 Ok(())
             }
@@ -57,13 +61,13 @@ impl ReplayCommand {
 
 /// Replay the journal of `dir` with the chosen machine, from genesis on a fresh grid in
 /// memory, or from the published checkpoint over the directory's grid (writes stay in
-/// memory).
+/// memory). Returns the report and the time the replay itself took (not loading).
 pub fn replay(
     dir: &Path,
     machine: &MachineArgs,
     from_checkpoint: bool,
     progress: bool,
-) -> Result<ReplayReport> {
+) -> Result<(ReplayReport, std::time::Duration)> {
     let files = open_data_dir_read_only(dir)
         .with_context(|| format!("opening the data directory `{}`", dir.display()))?;
     let mut superblock = files.superblock;
@@ -98,10 +102,12 @@ pub fn replay(
     } else {
         indicatif::ProgressBar::hidden()
     };
+    let started = std::time::Instant::now();
     let report = replay_journal(&mut replica, &mut journal, &stored, |_, entry, _| {
         bar.set_position(entry.request.op);
         Ok(())
     });
+    let took = started.elapsed();
     bar.finish_and_clear();
-    Ok(report)
+    Ok((report, took))
 }
