@@ -23,7 +23,7 @@ const published = (window.carapace = { ready: false, state: null, replay: null, 
 
 function element(tag, attributes = {}, children = []) {
   const node = document.createElementNS(
-    ['svg', 'rect', 'text', 'line', 'circle', 'title', 'g'].includes(tag) ? 'http://www.w3.org/2000/svg' : 'http://www.w3.org/1999/xhtml',
+    ['svg', 'rect', 'text', 'line', 'circle', 'title', 'g', 'polyline'].includes(tag) ? 'http://www.w3.org/2000/svg' : 'http://www.w3.org/1999/xhtml',
     tag,
   );
   for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, value);
@@ -95,8 +95,36 @@ function drawTimeline(checkpoints, op) {
   $('#timeline').replaceChildren(svg, element('div', {}, `${checkpoints.length} checkpoints`));
 }
 
+/// Grid blocks in use and tables, op by op as the page saw them: compactions show as
+/// the drops.
+let history = [];
+
+function drawHistory() {
+  const width = 360, height = 70;
+  const svg = element('svg', { width, height });
+  if (history.length > 1) {
+    const lastOp = Math.max(1, history[history.length - 1].op);
+    const most = Math.max(1, ...history.map((point) => point.blocks));
+    const points = (key, top) =>
+      history.map((point) => `${4 + ((width - 8) * point.op) / lastOp},${height - 14 - ((height - 20) * point[key]) / top}`).join(' ');
+    const tables = Math.max(1, ...history.map((point) => point.tables));
+    svg.append(element('polyline', { points: points('blocks', most), fill: 'none', stroke: '#2f6fdf', 'stroke-width': 2 }));
+    svg.append(element('polyline', { points: points('tables', tables), fill: 'none', stroke: '#1f9d55', 'stroke-width': 1.5, 'stroke-dasharray': '4 3' }));
+    svg.append(element('text', { x: 4, y: height - 2 }, `grid blocks in use (max ${most}) · tables (dashed, max ${tables})`));
+  }
+  $('#history').replaceChildren(svg);
+}
+
 function show(state) {
   published.state = state;
+  const figure = (name) => state.statistics.find((statistic) => statistic.name === name)?.values ?? [];
+  const tables = state.statistics
+    .filter((statistic) => statistic.name.endsWith('tables per level'))
+    .reduce((sum, statistic) => sum + statistic.values.reduce((a, b) => a + b, 0), 0);
+  if (history.length && history[history.length - 1].op > state.op) history = [];
+  history.push({ op: state.op, blocks: figure('grid blocks in use')[0] ?? 0, tables });
+  drawHistory();
+  $('#lookup-text').placeholder = state.machine === 'echo' ? `a Thing's id: 1 to ${state.op}` : 'a key';
   $('#op').textContent = state.op;
   $('#timestamp').textContent = state.timestamp;
   $('#checkpoint-id').textContent = state.checkpoint ? `${state.checkpoint.id} (op ${state.checkpoint.op})` : 'none yet';
@@ -122,6 +150,7 @@ async function open(name, fresh = false) {
     $('#storage').textContent = storage === 'opfs' ? 'origin private file system (survives a reload)' : 'memory';
     $('#replies tbody').replaceChildren();
     published.replies = [];
+    history = [];
     show(state);
     status(`${state.identity} at op ${state.op}`);
     published.storage = storage;
@@ -190,7 +219,8 @@ $('#export').onclick = () =>
   busy(async () => {
     const files = await call('exportFiles');
     for (const name of ['superblock', 'journal']) {
-      const link = element('a', { href: URL.createObjectURL(new Blob([files[name]])), download: name });
+      const blob = new Blob([files[name]], { type: 'application/octet-stream' });
+      const link = element('a', { href: URL.createObjectURL(blob), download: name });
       link.click();
     }
   });

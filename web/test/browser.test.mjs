@@ -118,6 +118,29 @@ test('echo: a replay in a fresh instance reproduces every checkpoint id', async 
   await shot('replay');
 });
 
+test('echo: the exported journal replays natively to the same checkpoint ids', async () => {
+  const state = await published('state');
+  const dir = mkdtempSync(join(tmpdir(), 'carapace-export-'));
+  const downloads = [];
+  const saved = new Promise((resolve) => {
+    page.on('download', async function save(download) {
+      await download.saveAs(join(dir, download.suggestedFilename()));
+      downloads.push(download.suggestedFilename());
+      if (downloads.length === 2) {
+        page.off('download', save);
+        resolve();
+      }
+    });
+  });
+  await page.click('#export');
+  await saved;
+  assert.deepEqual(downloads.sort(), ['journal', 'superblock']);
+  writeFileSync(join(dir, 'grid'), '');
+  const replayed = String(execFileSync(carapace, ['replay', dir]));
+  assert.match(replayed, new RegExp(`identical through op ${state.op} \\(${state.checkpoints.length} checkpoint ids verified`));
+  rmSync(dir, { recursive: true, force: true });
+});
+
 test('echo: a reload recovers from the superblock and journal in OPFS', async () => {
   const before = await published('state');
   await page.reload();
