@@ -320,11 +320,27 @@ fn a_report_goes_where_it_is_asked_to() {
 #[test]
 fn component_writes_the_embedded_bytes_and_refuses_bad_arguments() {
     let path = std::env::temp_dir().join(format!("carapace-kv-{}.wasm", std::process::id()));
-    run(&["component", "--machine", "kv", "--output", path.to_str().unwrap()]).unwrap();
-    assert_eq!(std::fs::read(&path).unwrap(), carapace::machines::KV_COMPONENT);
+    run(&[
+        "component",
+        "--machine",
+        "kv",
+        "--output",
+        path.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        carapace::machines::KV_COMPONENT
+    );
     std::fs::remove_file(&path).unwrap();
     let error = error_of(&["component", "--machine", "nope", "--output", "/tmp/x.wasm"]);
-    assert!(error.contains("no embedded machine is named `nope`"), "{error}");
+    assert!(
+        error.contains("no embedded machine is named `nope`"),
+        "{error}"
+    );
     let error = error_of(&["component", "--output", "/no/such/dir/echo.wasm"]);
-    assert!(error.contains("writing `/no/such/dir/echo.wasm`"), "{error}");
+    assert!(
+        error.contains("writing `/no/such/dir/echo.wasm`"),
+        "{error}"
+    );
 }
