@@ -81,9 +81,28 @@ impl Imports {
 
 /// One instance of a jco-transpiled component.
 pub struct JsInstance {
-    exports: JsValue,
+    /// The exports by name, looked up once: a property lookup per call would cross into
+    /// JavaScript once more for every completion.
+    exports: Vec<(&'static str, Function)>,
     imports: Rc<RefCell<HostImports>>,
 }
+
+/// The `machine` interface's exports, as jco names them.
+const EXPORTS: [&str; 13] = [
+    "identify",
+    "init",
+    "open",
+    "inputValid",
+    "prefetch",
+    "commit",
+    "compact",
+    "checkpoint",
+    "checkpointState",
+    "readDone",
+    "writeDone",
+    "timer",
+    "describe",
+];
 
 /// Makes an instance over `imports` by calling the page's factory.
 pub fn instantiate(factory: &Function, imports: HostImports) -> Result<Box<dyn Instance>> {
@@ -96,6 +115,15 @@ pub fn instantiate(factory: &Function, imports: HostImports) -> Result<Box<dyn I
         .map_err(|error| {
             Error::Refused(format!("instantiating the component: {}", text(&error)))
         })?;
+    let exports = EXPORTS
+        .iter()
+        .map(|name| {
+            get(&exports, name)
+                .dyn_into::<Function>()
+                .map(|function| (*name, function))
+                .map_err(|_| Error::Refused(format!("the component exports no `{name}`")))
+        })
+        .collect::<Result<_>>()?;
     Ok(Box::new(JsInstance {
         exports,
         imports: inner,
@@ -141,10 +169,19 @@ impl JsInstance {
     /// Call export `name`: the outer error is a violation the imports recorded (the
     /// throw that unwound the call was theirs), the inner one what the call threw.
     fn call_raw(&self, name: &str, args: &[JsValue]) -> Result<Result<JsValue, JsValue>, Fault> {
-        let function: Function = get(&self.exports, name)
-            .dyn_into()
-            .map_err(|_| Fault::Violation(format!("the component exports no `{name}`")))?;
-        let result = function.apply(&JsValue::NULL, &args.iter().collect::<Array>());
+        let (_, function) = self
+            .exports
+            .iter()
+            .find(|(export, _)| *export == name)
+            .expect("every export is looked up at instantiation");
+        let this = &JsValue::NULL;
+        let result = match args {
+            [] => function.call0(this),
+            [a] => function.call1(this, a),
+            [a, b] => function.call2(this, a, b),
+            [a, b, c] => function.call3(this, a, b, c),
+            _ => function.apply(this, &args.iter().collect::<Array>()),
+        };
         if let Some(violation) = self.imports.borrow_mut().take_violation() {
             return Err(Fault::Violation(violation));
         }
