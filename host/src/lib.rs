@@ -34,6 +34,7 @@ pub use carapace_core::{
     storage, superblock, workload,
 };
 
+pub mod cache;
 pub mod cli;
 pub mod machines;
 pub mod os;

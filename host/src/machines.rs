@@ -96,6 +96,17 @@ impl Source {
 /// Makes instances of one machine: the component compiled once, instantiated per call.
 pub struct Factory {
     make: Box<dyn Fn(HostImports) -> Result<Box<dyn Instance>>>,
+    loaded: Loaded,
+}
+
+/// How a factory's machine was loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loaded {
+    /// Reading, compiling or deserializing, and checking the component (zero for a
+    /// native machine).
+    pub took: std::time::Duration,
+    /// What the component cache did, if one was used.
+    pub cache: Option<crate::cache::CacheUse>,
 }
 
 impl std::fmt::Debug for Factory {
@@ -107,16 +118,37 @@ impl std::fmt::Debug for Factory {
 impl Factory {
     /// Load the machine from `source`; a component runs within `limits`.
     pub fn load(source: &Source, limits: Limits) -> Result<Factory> {
+        Factory::load_cached(source, limits, None)
+    }
+
+    /// [`Factory::load`], through the precompiled components in `cache` if given.
+    pub fn load_cached(source: &Source, limits: Limits, cache: Option<&Path>) -> Result<Factory> {
+        let started = std::time::Instant::now();
         let bytes = match source {
             Source::Embedded(name) => embedded(name)?.to_vec(),
             Source::File(path) => read_component(path)?,
             Source::Native(name) => return native(name),
         };
         let runtime = Runtime::new(limits)?;
-        let component = runtime.load(&bytes)?;
+        let (component, cache) = match cache {
+            Some(dir) => {
+                let (component, cache_use) = crate::cache::load(&runtime, &bytes, dir)?;
+                (component, Some(cache_use))
+            }
+            None => (runtime.load(&bytes)?, None),
+        };
         Ok(Factory {
             make: Box::new(move |imports| Ok(Box::new(runtime.instantiate(&component, imports)?))),
+            loaded: Loaded {
+                took: started.elapsed(),
+                cache,
+            },
         })
+    }
+
+    /// How the machine was loaded.
+    pub fn loaded(&self) -> &Loaded {
+        &self.loaded
     }
 
     /// A fresh instance over `imports`.
@@ -144,6 +176,10 @@ fn native(name: &str) -> Result<Factory> {
         make: Box::new(move |imports| {
             Ok(crate::native::instance(&name, imports).expect("one of `MACHINES`"))
         }),
+        loaded: Loaded {
+            took: std::time::Duration::ZERO,
+            cache: None,
+        },
     })
 }
 

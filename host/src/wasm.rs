@@ -212,6 +212,16 @@ impl Runtime {
     pub fn load(&self, bytes: &[u8]) -> Result<Component> {
         let component = Component::new(&self.engine, bytes)
             .map_err(|error| refused("compiling the component", error))?;
+        self.check_imports(component)
+    }
+
+    /// The engine components are compiled for.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Refuse a component that imports anything outside the world, naming the import.
+    pub(crate) fn check_imports(&self, component: Component) -> Result<Component> {
         let component_type = component.component_type();
         for (name, _) in component_type.imports(&self.engine) {
             if !WORLD_IMPORTS.contains(&name) {

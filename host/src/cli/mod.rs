@@ -14,6 +14,7 @@ macro_rules! say {
 }
 
 pub mod bench;
+pub mod compile;
 pub mod component;
 pub mod inspect;
 pub mod replay;
@@ -36,6 +37,7 @@ enum Command {
     Inspect(inspect::InspectCommand),
     Sim(sim::SimCommand),
     Component(component::ComponentCommand),
+    Compile(compile::CompileCommand),
 }
 
 impl Cli {
@@ -53,6 +55,7 @@ impl Cli {
             Command::Inspect(command) => command.execute(out),
             Command::Sim(command) => command.execute(out),
             Command::Component(command) => command.execute(out),
+            Command::Compile(command) => command.execute(out),
         }
     }
 }

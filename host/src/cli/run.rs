@@ -53,6 +53,13 @@ pub struct MachineArgs {
     /// 60000]. Hitting it is a host fault that stops the run.
     #[arg(long, value_name = "MS")]
     pub deadline_ms: Option<u64>,
+    /// Keep precompiled components here, so that a start loads native code instead of
+    /// compiling [default: $XDG_CACHE_HOME/carapace, or ~/.cache/carapace].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile the component at every start; use no cache.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
 }
 
 impl MachineArgs {
@@ -71,8 +78,16 @@ impl MachineArgs {
     /// Load the chosen machine, `default` naming it when none is given.
     pub fn load(&self, default: &str) -> crate::Result<(Source, Factory)> {
         let source = self.source(default)?;
-        let factory = Factory::load(&source, self.limits())?;
+        let factory = Factory::load_cached(&source, self.limits(), self.cache_dir().as_deref())?;
         Ok((source, factory))
+    }
+
+    /// The component cache to use, if any.
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            return None;
+        }
+        self.cache_dir.clone().or_else(crate::cache::default_dir)
     }
 
     /// The source chosen, `default` naming the machine when none is given.
@@ -130,6 +145,9 @@ pub struct Outcome {
     pub checkpoint: Option<(u64, u128)>,
     /// Guest memory in bytes after some ops, where the host can see it.
     pub memory: Vec<(u64, usize)>,
+    /// Instantiating the machine and opening it (empty, or at the directory's
+    /// checkpoint with the journal replayed): the start after the load.
+    pub opened: Duration,
 }
 
 impl Outcome {
@@ -214,7 +232,9 @@ impl WorkloadArgs {
             IoOrder::Seeded(self.seed),
         );
         imports.set_echo_log(echo_log);
+        let opening = Instant::now();
         let mut replica = Replica::open(factory.instance(imports)?, options, None)?;
+        let opened = opening.elapsed();
         let mut workload = workload_for(&replica, self.seed)?;
         let mut stops: Vec<u64> = self
             .memory_at
@@ -242,6 +262,7 @@ impl WorkloadArgs {
             elapsed,
             checkpoint: last_checkpoint(&replica),
             memory,
+            opened,
         })
     }
 }
@@ -294,6 +315,14 @@ impl RunCommand {
         };
         let (source, factory) = self.machine.load(&default)?;
         say!(out, "module      {}", source.describe())?;
+        let loaded = factory.loaded();
+        if let Some(cache) = &loaded.cache {
+            say!(
+                out,
+                "load        {:.2} ms ({cache})",
+                loaded.took.as_secs_f64() * 1e3
+            )?;
+        }
         say!(out, "seed        {}", self.workload.seed)?;
         if self.requests.is_some() && !self.workload.memory_at.is_empty() {
             bail!("`--memory-at` is for workloads, not `--requests`");
@@ -350,7 +379,9 @@ impl RunCommand {
             imports.set_echo_log(log);
             factory.instance(imports)
         };
+        let opening = Instant::now();
         let (mut durable, recovery) = Durable::open(dir, options, order, make)?;
+        let opened = opening.elapsed();
         print_recovery(out, path, &recovery)?;
         let start_op = durable.replica().op();
         let outcome = match &self.requests {
@@ -372,6 +403,7 @@ impl RunCommand {
                     elapsed: start.elapsed(),
                     checkpoint: None,
                     memory: Vec::new(),
+                    opened,
                 }
             }
         };
@@ -392,6 +424,7 @@ impl RunCommand {
         Ok(Outcome {
             checkpoint: last_checkpoint(durable.replica()),
             memory: memory.map(|bytes| (op, bytes)).into_iter().collect(),
+            opened,
             ..outcome
         })
     }
@@ -506,6 +539,7 @@ fn commit_requests(
         elapsed: start.elapsed(),
         checkpoint: None,
         memory: Vec::new(),
+        opened: Duration::ZERO,
     })
 }
 
@@ -522,6 +556,13 @@ pub fn print_outcome(out: &mut dyn std::io::Write, outcome: &Outcome) -> Result<
         report.request_bytes,
         report.reply_bytes
     )?;
+    if !outcome.opened.is_zero() {
+        say!(
+            out,
+            "open        {:.2} ms (instantiate, init, open)",
+            outcome.opened.as_secs_f64() * 1e3
+        )?;
+    }
     say!(out, "elapsed     {:.3} s", outcome.elapsed.as_secs_f64())?;
     say!(out, "ops/s       {:.0}", outcome.ops_per_second())?;
     match outcome.checkpoint {

@@ -1,0 +1,154 @@
+//! Precompiled components cached on disk, so that a start deserializes native code in a
+//! millisecond instead of compiling the component for hundreds.
+//!
+//! An entry is named by the checksum of the component's bytes and of the engine's
+//! compatibility hash (wasmtime's `precompile_compatibility_hash`: its version and every
+//! setting that changes code), so another component, another configuration (fuel,
+//! deadlines, stack) or another wasmtime never finds it. Its contents are ours: a magic,
+//! the checksum of the payload, then wasmtime's serialized component. A damaged entry
+//! (checksum), a stale one (wasmtime refuses it) or one that others may write is
+//! rebuilt, never loaded.
+//!
+//! Loading precompiled code runs it as native code in the host: the cache directory is
+//! trusted like the `carapace` binary (see `docs/security.md`). It is created readable
+//! by its owner only, and an entry that its group or others may write is refused.
+
+use std::hash::{Hash as _, Hasher as _};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use carapace_core::checksum::checksum;
+use carapace_core::error::{Error, Result};
+
+use crate::wasm::{Component, Runtime};
+
+const MAGIC: &[u8; 16] = b"carapace cwasm 1";
+const HEADER_SIZE: usize = 32;
+
+/// What loading through the cache did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheUse {
+    /// The entry was there and intact: deserialized, nothing compiled.
+    Hit,
+    /// There was no entry: compiled and stored.
+    Stored,
+    /// The entry could not be used (named why): compiled and stored again.
+    Rebuilt(String),
+}
+
+impl std::fmt::Display for CacheUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CacheUse::Hit => f.write_str("precompiled, from the cache"),
+            CacheUse::Stored => f.write_str("compiled, and stored in the cache"),
+            CacheUse::Rebuilt(why) => write!(f, "compiled again: the cached entry {why}"),
+        }
+    }
+}
+
+/// The default cache directory: `$XDG_CACHE_HOME/carapace`, or `~/.cache/carapace`.
+pub fn default_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
+        .map(|dir| dir.join("carapace"))
+}
+
+/// Where the entry of `bytes` for `runtime`'s engine lives in `dir`.
+pub fn entry_path(runtime: &Runtime, bytes: &[u8], dir: &Path) -> PathBuf {
+    let mut hasher = std::hash::DefaultHasher::new();
+    runtime
+        .engine()
+        .precompile_compatibility_hash()
+        .hash(&mut hasher);
+    let mut key = checksum(bytes).to_le_bytes().to_vec();
+    key.extend_from_slice(&hasher.finish().to_le_bytes());
+    dir.join(format!("{:032x}.cwasm", checksum(&key)))
+}
+
+/// Load `bytes` as a component through the cache in `dir`.
+pub fn load(runtime: &Runtime, bytes: &[u8], dir: &Path) -> Result<(Component, CacheUse)> {
+    let path = entry_path(runtime, bytes, dir);
+    let why = match read_entry(runtime, &path) {
+        Ok(Some(component)) => return Ok((runtime.check_imports(component)?, CacheUse::Hit)),
+        Ok(None) => None,
+        Err(why) => Some(why),
+    };
+    let component = store(runtime, bytes, &path)?;
+    Ok((component, why.map_or(CacheUse::Stored, CacheUse::Rebuilt)))
+}
+
+/// The entry at `path`: `None` if there is none, an error saying why it cannot be used.
+fn read_entry(runtime: &Runtime, path: &Path) -> std::result::Result<Option<Component>, String> {
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(format!("cannot be read: {error}")),
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if metadata.permissions().mode() & 0o022 != 0 {
+            return Err("may be written by others than its owner".into());
+        }
+    }
+    let bytes = std::fs::read(path).map_err(|error| format!("cannot be read: {error}"))?;
+    if bytes.len() < HEADER_SIZE || &bytes[..16] != MAGIC {
+        return Err("is not a carapace cache entry".into());
+    }
+    let payload = &bytes[HEADER_SIZE..];
+    let stored = u128::from_le_bytes(bytes[16..32].try_into().expect("16 bytes"));
+    if checksum(payload) != stored {
+        return Err("is damaged (checksum mismatch)".into());
+    }
+    // SAFETY: the payload is what `Engine::precompile_component` of an engine with the
+    // same compatibility hash produced (the entry's name says so) and wrote here, intact
+    // (its checksum matches); the directory is trusted like the binary, and entries
+    // others may write are refused above. wasmtime checks its version and settings.
+    unsafe { Component::deserialize(runtime.engine(), payload) }
+        .map(Some)
+        .map_err(|error| format!("was refused by wasmtime: {error:#}"))
+}
+
+/// Compile `bytes`, write the entry (through a temporary file and a rename, so that a
+/// crash leaves no half entry), and load it.
+fn store(runtime: &Runtime, bytes: &[u8], path: &Path) -> Result<Component> {
+    let payload = runtime
+        .engine()
+        .precompile_component(bytes)
+        .map_err(|error| Error::Refused(format!("compiling the component: {error:#}")))?;
+    let dir = path.parent().expect("an entry is in a directory");
+    create_private_dir(dir)?;
+    // Unique per writer (process and call), so that two writers never share one.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let write_number = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temporary = path.with_extension(format!("tmp{}-{write_number}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&temporary)?;
+        file.write_all(MAGIC)?;
+        file.write_all(&checksum(&payload).to_le_bytes())?;
+        file.write_all(&payload)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    };
+    write().map_err(|error| Error::io(path.display().to_string(), "writing", error))?;
+    // SAFETY: these bytes were just produced by this engine's `precompile_component`.
+    let component = unsafe { Component::deserialize(runtime.engine(), &payload) }
+        .map_err(|error| Error::Refused(format!("loading the compiled component: {error:#}")))?;
+    runtime.check_imports(component)
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .map_err(|error| Error::io(dir.display().to_string(), "creating", error))
+}
