@@ -248,15 +248,21 @@ impl WorkloadArgs {
         let mut report = RunReport::default();
         let mut elapsed = Duration::ZERO;
         let mut memory = Vec::new();
+        let bar = super::progress_bar(self.ops, "ops");
         for stop in stops {
-            let ops = stop - replica.op();
             let start = Instant::now();
-            report.add(&workload::run(&mut replica, workload.as_mut(), ops)?);
+            report.add(&run_with_progress(
+                &mut replica,
+                workload.as_mut(),
+                stop,
+                &bar,
+            )?);
             elapsed += start.elapsed();
             if let Some(bytes) = replica.instance_mut().memory_bytes() {
                 memory.push((stop, bytes));
             }
         }
+        bar.finish_and_clear();
         Ok(Outcome {
             report,
             elapsed,
@@ -265,6 +271,23 @@ impl WorkloadArgs {
             opened,
         })
     }
+}
+
+/// Commit `workload`'s requests until op `stop`, in slices, moving `bar` after each.
+fn run_with_progress(
+    replica: &mut impl Committer,
+    workload: &mut dyn Workload,
+    stop: u64,
+    bar: &indicatif::ProgressBar,
+) -> crate::Result<RunReport> {
+    let slice = bar.length().unwrap_or(0).div_ceil(200).max(1);
+    let mut report = RunReport::default();
+    while replica.last_op() < stop {
+        let ops = slice.min(stop - replica.last_op());
+        report.add(&workload::run(replica, workload, ops)?);
+        bar.inc(ops);
+    }
+    Ok(report)
 }
 
 fn last_checkpoint(replica: &Replica) -> Option<(u64, u128)> {
@@ -397,7 +420,10 @@ impl RunCommand {
                     Ok(())
                 })?;
                 let start = Instant::now();
-                let report = workload::run(&mut durable, workload.as_mut(), self.workload.ops)?;
+                let bar = super::progress_bar(self.workload.ops, "ops");
+                let end = start_op + self.workload.ops;
+                let report = run_with_progress(&mut durable, workload.as_mut(), end, &bar)?;
+                bar.finish_and_clear();
                 Outcome {
                     report,
                     elapsed: start.elapsed(),
