@@ -34,7 +34,9 @@ pub struct Limits {
     /// Fuel for one export call, or for one asynchronous step with all the completion
     /// callbacks that finish it (they do not refill it, so a step that keeps asking for
     /// I/O runs out). Deterministic: the same call on the same state uses the same
-    /// fuel, so running out is reproducible, unlike a wall-clock timeout.
+    /// fuel, so running out is reproducible, unlike a wall-clock timeout. 0 turns fuel
+    /// metering off: faster (`carapace bench` measures by how much), but a guest that
+    /// loops is then stopped only by the deadline, a host fault, never as a poison op.
     pub fuel_per_call: u64,
     /// Linear memory a guest may grow to, in bytes, all its memories together; a
     /// growth past it traps (deterministically: the limit is on the size asked for).
@@ -187,7 +189,7 @@ impl Runtime {
         config.cranelift_nan_canonicalization(true);
         // Threads are compiled out: this build of wasmtime has no `threads` feature.
         config.wasm_relaxed_simd(false);
-        config.consume_fuel(true);
+        config.consume_fuel(limits.fuel_per_call > 0);
         config.max_wasm_stack(limits.stack_bytes_max);
         config.epoch_interruption(limits.deadline_ms > 0);
         let engine =
@@ -244,9 +246,11 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, WasmState { imports, limiter });
         store.limiter(|state| &mut state.limiter);
-        store
-            .set_fuel(self.limits.fuel_per_call)
-            .map_err(|error| refused("fuelling the store", error))?;
+        if self.limits.fuel_per_call > 0 {
+            store
+                .set_fuel(self.limits.fuel_per_call)
+                .map_err(|error| refused("fuelling the store", error))?;
+        }
         if self.limits.deadline_ms > 0 {
             store.set_epoch_deadline(self.limits.deadline_ms.div_ceil(EPOCH_TICK_MS));
         }
@@ -292,7 +296,7 @@ impl WasmInstance {
         call: impl FnOnce(&MachineExports, &mut Store<WasmState>) -> wasmtime::Result<T>,
     ) -> Result<T, Fault> {
         let continues_step = matches!(export, "read-done" | "write-done");
-        if !continues_step {
+        if !continues_step && self.fuel_per_call > 0 {
             self.store
                 .set_fuel(self.fuel_per_call)
                 .map_err(|error| Fault::Trap(format!("{error:#}")))?;

@@ -78,6 +78,33 @@ fn a_guest_out_of_fuel_traps_with_an_error_not_a_panic() {
 }
 
 #[test]
+fn without_fuel_metering_a_guest_computes_the_same_state() {
+    let checkpoint = |fuel_per_call| {
+        let runtime = Runtime::new(Limits {
+            fuel_per_call,
+            ..Limits::default()
+        })
+        .unwrap();
+        let component = runtime.load(carapace::machines::ECHO_COMPONENT).unwrap();
+        let machine = runtime
+            .instantiate(
+                &component,
+                context(&MemoryStorage::new(), IoOrder::Seeded(5)),
+            )
+            .unwrap();
+        let mut replica = Replica::open(Box::new(machine), config(), None).unwrap();
+        carapace::workload::run(
+            &mut replica,
+            &mut carapace::workload::EchoWorkload::new(5, BATCH_SIZE_LIMIT),
+            64,
+        )
+        .unwrap();
+        replica.checkpoint().unwrap().id()
+    };
+    assert_eq!(checkpoint(0), checkpoint(Limits::default().fuel_per_call));
+}
+
+#[test]
 fn a_guest_over_its_memory_limit_traps_with_an_error() {
     let limits = Limits {
         // Room to instantiate (about 1 MiB of stack and data), not for the 1 MiB block

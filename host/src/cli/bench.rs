@@ -1,5 +1,6 @@
-//! `carapace bench`: the same workload natively and in wasm, in one process, and the
-//! ratio of their rates. Both must reach the same checkpoint id, or the run fails.
+//! `carapace bench`: the same workload natively, in wasm with fuel metering (the
+//! default), and in wasm without it, in one process, and the ratios of their rates. All
+//! must reach the same checkpoint id, or the run fails.
 
 use anyhow::{Result, ensure};
 use clap::Args;
@@ -19,26 +20,48 @@ pub struct BenchCommand {
 }
 
 impl BenchCommand {
-    /// Run natively, then in wasm; print both and the ratio.
+    /// Run natively, then in wasm with and without fuel; print each and the ratios.
     pub fn execute(self, out: &mut dyn std::io::Write) -> Result<()> {
+        let source = Source::Embedded(self.machine.clone());
         let native = Factory::load(&Source::Native(self.machine.clone()), Limits::default())?;
-        let wasm = Factory::load(&Source::Embedded(self.machine.clone()), Limits::default())?;
-        let native = self.workload.execute(&native, false)?;
-        let wasm = self.workload.execute(&wasm, false)?;
-        say!(out, "== native")?;
-        print_outcome(out, &native)?;
-        say!(out, "== wasm")?;
-        print_outcome(out, &wasm)?;
-        ensure!(
-            native.checkpoint == wasm.checkpoint,
-            "native and wasm diverged: checkpoints {:?} and {:?}",
-            native.checkpoint,
-            wasm.checkpoint
-        );
-        let ratio = native.elapsed.as_secs_f64() / wasm.elapsed.as_secs_f64();
+        let wasm = Factory::load(&source, Limits::default())?;
+        let unmetered = Limits {
+            fuel_per_call: 0,
+            ..Limits::default()
+        };
+        let wasm_without_fuel = Factory::load(&source, unmetered)?;
+        let runs = [
+            ("native", self.workload.execute(&native, false)?),
+            ("wasm", self.workload.execute(&wasm, false)?),
+            (
+                "wasm without fuel",
+                self.workload.execute(&wasm_without_fuel, false)?,
+            ),
+        ];
+        for (name, outcome) in &runs {
+            say!(out, "== {name}")?;
+            print_outcome(out, outcome)?;
+        }
+        let [(_, native), (_, wasm), (_, unmetered)] = &runs;
+        for (name, outcome) in [("wasm", wasm), ("wasm without fuel", unmetered)] {
+            ensure!(
+                native.checkpoint == outcome.checkpoint,
+                "native and {name} diverged: checkpoints {:?} and {:?}",
+                native.checkpoint,
+                outcome.checkpoint
+            );
+        }
+        let rate = |outcome: &super::run::Outcome| outcome.ops_per_second();
         say!(
             out,
-            "== wasm/native throughput {ratio:.2} (1.00 = as fast as native)"
+            "== wasm/native throughput {:.2} (1.00 = as fast as native)",
+            rate(wasm) / rate(native)
+        )?;
+        say!(
+            out,
+            "== wasm without fuel/native {:.2}; fuel costs {:.1}% of wasm's throughput",
+            rate(unmetered) / rate(native),
+            100.0 * (1.0 - rate(wasm) / rate(unmetered))
         )?;
         Ok(())
     }

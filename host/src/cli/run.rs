@@ -40,7 +40,8 @@ pub struct MachineArgs {
     #[arg(long, value_enum, default_value_t = Target::Wasm)]
     pub target: Target,
     /// Fuel for one export call, or one step with its completions [default:
-    /// 10000000000]; running out traps, deterministically.
+    /// 10000000000]; running out traps, deterministically. 0 turns metering off (a
+    /// looping guest is then stopped only by the deadline).
     #[arg(long, value_name = "UNITS")]
     pub fuel_per_step: Option<u64>,
     /// Linear memory the guest may grow to, in bytes [default: 1073741824].
