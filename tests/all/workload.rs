@@ -38,3 +38,34 @@ fn guest_memory_does_not_grow_with_the_number_of_ops() {
     let late = replica.instance_mut().memory_bytes();
     assert_eq!(early, late);
 }
+
+/// Regression: under a batch size limit smaller than a put (80 bytes), the kv workload
+/// made puts anyway, and every run was refused at its first put.
+#[test]
+fn the_kv_workload_keeps_to_a_batch_size_limit_smaller_than_a_put() {
+    use carapace::workload::{KvWorkload, Workload as _};
+    for limit in [16, 40, 64, 79] {
+        let mut workload = KvWorkload::new(1, limit);
+        let (mut op, mut timestamp) = (0, 0);
+        for _ in 0..500 {
+            let request = workload.next_request(op, timestamp);
+            assert!(
+                request.body.len() <= limit as usize,
+                "limit {limit}: {request:?}"
+            );
+            (op, timestamp) = (request.op, request.timestamp);
+        }
+    }
+    let runtime = carapace::wasm::Runtime::new(carapace::wasm::Limits::default()).unwrap();
+    let component = runtime.load(carapace::machines::KV_COMPONENT).unwrap();
+    let options = carapace::Options {
+        batch_size_limit: 64,
+        reply_size_limit: 1 << 20,
+        ..config_with(&[("lsm-profile", "test")])
+    };
+    let instance = runtime
+        .instantiate(&component, context(&MemoryStorage::new(), IoOrder::Fifo))
+        .unwrap();
+    let mut replica = carapace::replica::Replica::open(Box::new(instance), options, None).unwrap();
+    workload::run(&mut replica, &mut KvWorkload::new(2, 64), 200).unwrap();
+}

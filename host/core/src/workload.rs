@@ -266,12 +266,24 @@ impl Workload for KvWorkload {
         let (client, timestamp) = next_client_and_timestamp(&mut self.prng, previous_timestamp);
         // Mostly puts, so that the state grows; enough deletes to leave tombstones.
         let roll = self.prng.below(100);
-        let (operation, mut body) = match roll {
-            0..50 => (kv::PUT, Vec::new()),
-            50..65 => (kv::DELETE, Vec::new()),
-            65..90 => (kv::GET, Vec::new()),
-            _ => (kv::SCAN, Vec::new()),
+        let rolled = match roll {
+            0..50 => kv::PUT,
+            50..65 => kv::DELETE,
+            65..90 => kv::GET,
+            _ => kv::SCAN,
         };
+        // Under a batch size limit too small for a put (or a scan), a smaller request.
+        let smallest = |operation| match operation {
+            kv::PUT => kv::PUT_SIZE,
+            kv::SCAN => kv::SCAN_REQUEST_SIZE,
+            _ => kv::KEY_SIZE,
+        };
+        let limit = self.batch_size_limit as usize;
+        let operation = [rolled, kv::SCAN, kv::GET]
+            .into_iter()
+            .find(|operation| smallest(*operation) <= limit)
+            .unwrap_or(kv::GET);
+        let mut body = Vec::new();
         match operation {
             kv::PUT => {
                 for _ in 0..self.count(kv::PUT_SIZE) {
