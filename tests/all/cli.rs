@@ -344,3 +344,39 @@ fn component_writes_the_embedded_bytes_and_refuses_bad_arguments() {
         "{error}"
     );
 }
+
+#[test]
+fn bench_reports_every_engine_and_the_ratios_as_json() {
+    let cli = Cli::try_parse_from([
+        "carapace",
+        "bench",
+        "--machine",
+        "kv",
+        "--ops",
+        "64",
+        "--checkpoint-interval",
+        "32",
+        "--json",
+    ])
+    .unwrap();
+    let mut out = Vec::new();
+    cli.execute_to(&mut out).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let engines: Vec<&str> = report["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| run["engine"].as_str().unwrap())
+        .collect();
+    assert_eq!(engines, ["native", "wasm", "wasm without fuel"]);
+    let checkpoints: Vec<&serde_json::Value> = report["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| &run["checkpoint"])
+        .collect();
+    assert!(checkpoints[0]["op"] == 64 && checkpoints.iter().all(|c| *c == checkpoints[0]));
+    for ratio in ["wasm_over_native", "wasm_without_fuel_over_native"] {
+        assert!(report[ratio].as_f64().unwrap() > 0.0, "{report}");
+    }
+}

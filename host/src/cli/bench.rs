@@ -17,6 +17,9 @@ pub struct BenchCommand {
     /// The embedded machine to measure: `echo` (the default) or `kv`.
     #[arg(long, value_name = "NAME", default_value = "echo")]
     machine: String,
+    /// Print one JSON object (every run and the ratios) instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 impl BenchCommand {
@@ -38,10 +41,6 @@ impl BenchCommand {
                 self.workload.execute(&wasm_without_fuel, false)?,
             ),
         ];
-        for (name, outcome) in &runs {
-            say!(out, "== {name}")?;
-            print_outcome(out, outcome)?;
-        }
         let [(_, native), (_, wasm), (_, unmetered)] = &runs;
         for (name, outcome) in [("wasm", wasm), ("wasm without fuel", unmetered)] {
             ensure!(
@@ -52,16 +51,54 @@ impl BenchCommand {
             );
         }
         let rate = |outcome: &super::run::Outcome| outcome.ops_per_second();
+        let wasm_ratio = rate(wasm) / rate(native);
+        let unmetered_ratio = rate(unmetered) / rate(native);
+        let fuel_cost = 1.0 - rate(wasm) / rate(unmetered);
+        if self.json {
+            let runs: Vec<_> = runs
+                .iter()
+                .map(|(name, outcome)| {
+                    let seconds = outcome.elapsed.as_secs_f64().max(1e-9);
+                    serde_json::json!({
+                        "engine": name,
+                        "ops": outcome.report.ops,
+                        "request_bytes": outcome.report.request_bytes,
+                        "seconds": seconds,
+                        "ops_per_second": outcome.ops_per_second(),
+                        "request_megabytes_per_second":
+                            outcome.report.request_bytes as f64 / seconds / 1e6,
+                        "checkpoint": outcome.checkpoint.map(|(op, id)| {
+                            serde_json::json!({"op": op, "id": format!("{id:032x}")})
+                        }),
+                    })
+                })
+                .collect();
+            say!(
+                out,
+                "{}",
+                serde_json::json!({
+                    "machine": self.machine,
+                    "runs": runs,
+                    "wasm_over_native": wasm_ratio,
+                    "wasm_without_fuel_over_native": unmetered_ratio,
+                    "fuel_cost": fuel_cost,
+                })
+            )?;
+            return Ok(());
+        }
+        for (name, outcome) in &runs {
+            say!(out, "== {name}")?;
+            print_outcome(out, outcome)?;
+        }
         say!(
             out,
-            "== wasm/native throughput {:.2} (1.00 = as fast as native)",
-            rate(wasm) / rate(native)
+            "== wasm/native throughput {wasm_ratio:.2} (1.00 = as fast as native)"
         )?;
         say!(
             out,
-            "== wasm without fuel/native {:.2}; fuel costs {:.1}% of wasm's throughput",
-            rate(unmetered) / rate(native),
-            100.0 * (1.0 - rate(wasm) / rate(unmetered))
+            "== wasm without fuel/native {unmetered_ratio:.2}; fuel costs {:.1}% of wasm's \
+             throughput",
+            100.0 * fuel_cost
         )?;
         Ok(())
     }
