@@ -62,18 +62,17 @@ fn ci() -> Result<()> {
     web::test()
 }
 
+/// `cargo run --release -p carapace -- ARGS`: the cargo arguments.
+fn carapace_release<'a>(args: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut all = vec!["run", "--release", "--quiet", "--package", "carapace", "--"];
+    all.extend(args);
+    all
+}
+
 fn bench(extra: &[String]) -> Result<()> {
-    let mut args = vec![
-        "run",
-        "--release",
-        "--quiet",
-        "--package",
-        "carapace",
-        "--",
-        "bench",
-    ];
-    args.extend(extra.iter().map(String::as_str));
-    cargo(&args)
+    cargo(&carapace_release(
+        std::iter::once("bench").chain(extra.iter().map(String::as_str)),
+    ))
 }
 
 /// Sweep seeds of the simulator over both machines; fails if any seed fails.
@@ -87,20 +86,11 @@ fn sim(extra: &[String]) -> Result<()> {
         defaults.extend(["--ops", "1000"]);
     }
     for machine in ["echo", "kv"] {
-        let mut args = vec![
-            "run",
-            "--release",
-            "--quiet",
-            "--package",
-            "carapace",
-            "--",
-            "sim",
-            "--machine",
-            machine,
-        ];
-        args.extend(&defaults);
-        args.extend(extra.iter().map(String::as_str));
-        cargo(&args)?;
+        let args = ["sim", "--machine", machine]
+            .into_iter()
+            .chain(defaults.iter().copied())
+            .chain(extra.iter().map(String::as_str));
+        cargo(&carapace_release(args))?;
     }
     Ok(())
 }
@@ -108,19 +98,7 @@ fn sim(extra: &[String]) -> Result<()> {
 /// All guest memory is allocated at init: a million ops must not grow it past what a
 /// hundred thousand needed. `carapace run` prints both figures; this compares them.
 fn memory() -> Result<()> {
-    let args = [
-        "run",
-        "--release",
-        "--quiet",
-        "--package",
-        "carapace",
-        "--",
-        "run",
-        "--ops",
-        "1000000",
-        "--memory-at",
-        "100000",
-    ];
+    let args = carapace_release(["run", "--ops", "1000000", "--memory-at", "100000"]);
     eprintln!("$ cargo {}", args.join(" "));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(cargo)

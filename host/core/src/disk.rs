@@ -155,11 +155,6 @@ impl FaultKind {
             FaultKind::WriteTorn => "write-torn",
         }
     }
-
-    /// Whether the fault damaged what is stored, rather than one operation.
-    pub fn is_persistent(self) -> bool {
-        matches!(self, FaultKind::WriteLost | FaultKind::WriteTorn)
-    }
 }
 
 #[derive(Debug, Default)]
@@ -324,15 +319,6 @@ impl SimDisk {
         let file = state.files.get_mut(name).expect("the file exists");
         file.live.truncate(length);
         file.durable.truncate(length);
-    }
-
-    /// A copy of a file's durable image.
-    pub fn durable_image(&self, name: &str) -> Vec<u8> {
-        self.state
-            .borrow()
-            .files
-            .get(name)
-            .map_or_else(Vec::new, |file| file.durable.clone())
     }
 
     /// The length of a file's durable image.

@@ -65,6 +65,9 @@ pub struct Page {
     workload: Box<dyn Workload>,
     /// The ops recovery found (at the checkpoint, then replayed).
     recovered: (u64, u64),
+    /// Every checkpoint the journal records, as (op, id): read once at open, then
+    /// appended as ops commit, so that drawing the page never rereads the journal.
+    checkpoints: Vec<(u64, u128)>,
 }
 
 impl std::fmt::Debug for Page {
@@ -148,34 +151,52 @@ impl Page {
         let mut workload =
             workload::for_machine(&machine, seed, page_options().batch_size_limit)
                 .ok_or_else(|| JsError::new(&format!("no workload for machine `{machine}`")))?;
-        let mut page_durable = durable;
-        page_durable
+        let mut durable = durable;
+        let mut checkpoints = Vec::new();
+        durable
             .read_journal(|entry, _| {
                 workload.observe(&entry.request);
+                if let Some(id) = entry.checkpoint_id {
+                    checkpoints.push((entry.request.op, id));
+                }
                 Ok(())
             })
             .map_err(js_error)?;
         Ok(Page {
             machine,
             factory,
-            durable: page_durable,
+            durable,
             journal,
             superblock,
             workload,
             recovered: (recovery.checkpoint_op, recovery.replayed_ops),
+            checkpoints,
         })
+    }
+
+    /// Commit `request` durably and note the checkpoint it took, if any.
+    fn commit_request(&mut self, request: &Request) -> Result<Vec<u8>, JsError> {
+        let reply = self.durable.commit(request).map_err(js_error)?;
+        if let Some(checkpoint) = self.durable.replica().checkpoint_taken_at(request.op) {
+            self.checkpoints.push((checkpoint.op, checkpoint.id()));
+        }
+        Ok(reply)
+    }
+
+    /// The workload's next request.
+    fn next_request(&mut self) -> Request {
+        let replica = self.durable.replica();
+        self.workload
+            .next_request(replica.op(), replica.timestamp())
     }
 
     /// Commit one request: the next op, at a later timestamp. Returns the reply.
     pub fn commit(&mut self, operation: u8, body: Vec<u8>) -> Result<Vec<u8>, JsError> {
-        let replica = self.durable.replica();
         // The workload's clock: a request like the ones it makes, with this body.
-        let mut request = self
-            .workload
-            .next_request(replica.op(), replica.timestamp());
+        let mut request = self.next_request();
         request.operation = operation;
         request.body = body;
-        let reply = self.durable.commit(&request).map_err(js_error)?;
+        let reply = self.commit_request(&request)?;
         self.workload.observe(&request);
         Ok(reply)
     }
@@ -186,11 +207,8 @@ impl Page {
     pub fn generate(&mut self, count: u32) -> Result<String, JsError> {
         let mut committed = Vec::new();
         for _ in 0..count {
-            let replica = self.durable.replica();
-            let request = self
-                .workload
-                .next_request(replica.op(), replica.timestamp());
-            let reply = self.durable.commit(&request).map_err(js_error)?;
+            let request = self.next_request();
+            let reply = self.commit_request(&request)?;
             self.workload
                 .check_reply(&request, &reply)
                 .map_err(|detail| JsError::new(&format!("op {}: {detail}", request.op)))?;
@@ -204,15 +222,11 @@ impl Page {
     /// statistics.
     pub fn state(&mut self) -> Result<String, JsError> {
         let statistics = self.durable.replica_mut().describe().map_err(js_error)?;
-        let mut checkpoints = Vec::new();
-        self.durable
-            .read_journal(|entry, _| {
-                if let Some(id) = entry.checkpoint_id {
-                    checkpoints.push(json!({"op": entry.request.op, "id": format!("{id:032x}")}));
-                }
-                Ok(())
-            })
-            .map_err(js_error)?;
+        let checkpoints: Vec<_> = self
+            .checkpoints
+            .iter()
+            .map(|(op, id)| json!({"op": op, "id": format!("{id:032x}")}))
+            .collect();
         let replica = self.durable.replica();
         let identity = replica.identity();
         Ok(json!({
