@@ -214,7 +214,7 @@ pub fn default_options() -> Options {
         reply_size_limit: 1 << 20,
         checkpoint_interval_ops: 1024,
         block_size: 4096,
-        block_count: 1 << 18,
+        block_count: 1 << 20,
         settings: Vec::new(),
     }
 }

@@ -79,6 +79,7 @@ const SHAPE: Shape = Shape {
     levels: 4,
     growth_factor: 2,
     value_blocks_per_table_max: 1,
+    flush_bars_max: 2,
 };
 
 impl StateMachine for ModelMachine {

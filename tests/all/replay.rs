@@ -340,13 +340,18 @@ impl carapace::storage::Storage for FailingReads {
 
 #[test]
 fn replay_reports_an_io_error_as_itself_never_as_a_divergence() {
-    let config = long_config();
+    // A flush every bar makes merges, which read, from the first bars on.
+    let flush_every_bar = ("flush-bars-max".to_string(), "1".to_string());
+    let config = Options {
+        settings: vec![flush_every_bar.clone()],
+        ..long_config()
+    };
     let disk = SimDisk::new();
     record(&disk, &config, 3_000);
     // Without a cache every lookup reads the grid (the cache is not state: the same
     // log gives the same replies and checkpoint ids).
     let config = Options {
-        settings: vec![("grid-cache-blocks".into(), "0".into())],
+        settings: vec![flush_every_bar, ("grid-cache-blocks".into(), "0".into())],
         ..config
     };
     let storage = FailingReads {

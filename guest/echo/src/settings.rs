@@ -21,12 +21,15 @@ pub struct Settings {
 /// - `bar-ops`: production 32, test 4.
 /// - `lsm-levels`: production 7, test 4.
 /// - `lsm-growth-factor`: production 8, test 4.
-/// - `table-value-blocks-max`: production 1 (a 4 KiB block holds 126 Things or 254
-///   index keys: a few bars' worth, near TigerBeetle's one bar per table; larger
-///   tables multiply the values each merge rewrites), test 2 (so tables of several
+/// - `table-value-blocks-max`: production 16 (a 4 KiB block holds 126 Things, so a
+///   table holds about 2,000 of them; the immutable table absorbs bars until it holds
+///   that many, so tables are full however short a bar is; larger tables make each
+///   bar's absorb and each merge move more bytes), test 2 (so tables of several
 ///   blocks are exercised).
-/// - `table-count-max`: production 65,536 (a million echo ops in bars of 32 need about
-///   31,250), test 4,096.
+/// - `flush-bars-max`: production 0 (flush when full), test 2 (tables every other bar,
+///   so that tests reach deep levels in a few hundred ops, and bars are still absorbed).
+/// - `table-count-max`: production 65,536 (10^7 echo ops fill about 5,000 tables per
+///   tree), test 4,096.
 /// - `grid-cache-blocks`: production 1,024, test 64.
 /// - `scrub-interval`, `scrub-blocks`: [`ScrubSettings::PRODUCTION`] and
 ///   [`ScrubSettings::TEST`].
@@ -35,7 +38,8 @@ pub const PROFILES: Profiles = Profiles {
         bar_ops: 32,
         levels: LEVELS_MAX,
         growth_factor: 8,
-        value_blocks_per_table_max: 1,
+        value_blocks_per_table_max: 16,
+        flush_bars_max: 0,
         table_count_max: 65_536,
         grid_cache_blocks: 1024,
         scrub: ScrubSettings::PRODUCTION,
@@ -45,6 +49,7 @@ pub const PROFILES: Profiles = Profiles {
         levels: 4,
         growth_factor: 4,
         value_blocks_per_table_max: 2,
+        flush_bars_max: 2,
         table_count_max: 4096,
         grid_cache_blocks: 64,
         scrub: ScrubSettings::TEST,
@@ -121,6 +126,10 @@ mod tests {
                 "setting `bar-ops`: 3 is not a power of two",
             ),
             (&[("bar-ops", "x")][..], "`x` is not a number"),
+            (
+                &[("flush-bars-max", "1025")][..],
+                "setting `flush-bars-max`: 1025 is not in 0..=1024",
+            ),
             (
                 &[("table-count-max", "0")][..],
                 "setting `table-count-max`: 0 is not in 1..=",

@@ -19,6 +19,8 @@ pub type Settings = ForestSettings;
 ///   writes or level 0 would grow without end; 64 entries also fit one 4 KiB index
 ///   block (72 at most). Test 16: the most a 1 KiB index block holds (17), 160 records
 ///   of 1 KiB blocks.
+/// - `flush-bars-max`: production 0 (the immutable table absorbs bars until it is
+///   full), test 2 (tables every other bar).
 /// - `table-count-max`: production 65,536 (188 million records in full tables of 4 KiB
 ///   blocks), test 4,096.
 /// - `grid-cache-blocks`: production 1,024, test 64.
@@ -30,6 +32,7 @@ pub const PROFILES: Profiles = Profiles {
         levels: LEVELS_MAX,
         growth_factor: 8,
         value_blocks_per_table_max: 64,
+        flush_bars_max: 0,
         table_count_max: 65_536,
         grid_cache_blocks: 1024,
         scrub: ScrubSettings::PRODUCTION,
@@ -39,6 +42,7 @@ pub const PROFILES: Profiles = Profiles {
         levels: 4,
         growth_factor: 4,
         value_blocks_per_table_max: 16,
+        flush_bars_max: 2,
         table_count_max: 4096,
         grid_cache_blocks: 64,
         scrub: ScrubSettings::TEST,

@@ -142,8 +142,9 @@ impl Forest {
         &self.log
     }
 
-    /// The forest's figures for `describe`: per tree its tables per level and the values
-    /// in its memory tables, grid blocks in use, and the manifest log's blocks.
+    /// The forest's figures for `describe`: per tree its tables per level, grid blocks
+    /// in use, the bytes of every value its tables and memory tables hold (the
+    /// denominator of space amplification), and the manifest log's blocks.
     pub fn describe(&self) -> Vec<Statistic> {
         let mut statistics = Vec::with_capacity(self.trees.len() + 2);
         for tree in &self.trees {
@@ -157,6 +158,10 @@ impl Forest {
         statistics.push(Statistic {
             name: "grid blocks in use".into(),
             values: vec![self.grid.free_set().acquired_count()],
+        });
+        statistics.push(Statistic {
+            name: "value bytes stored".into(),
+            values: vec![self.trees.iter().map(Tree::value_bytes_stored).sum()],
         });
         statistics.push(Statistic {
             name: "manifest log blocks".into(),

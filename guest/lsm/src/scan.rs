@@ -243,6 +243,7 @@ mod tests {
         levels: 4,
         growth_factor: 2,
         value_blocks_per_table_max: 2,
+        flush_bars_max: 1,
     };
 
     /// The SDK's test generator, with the draws these tests make.

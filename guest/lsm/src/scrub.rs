@@ -187,6 +187,7 @@ mod tests {
         levels: 3,
         growth_factor: 2,
         value_blocks_per_table_max: 2,
+        flush_bars_max: 1,
     };
 
     /// A forest with tables in several levels, scrubbing `blocks_per_tick` blocks a tick.

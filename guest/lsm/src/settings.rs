@@ -31,6 +31,9 @@ pub struct ForestSettings {
     pub growth_factor: u32,
     /// `table-value-blocks-max`: value blocks per table built by compaction, `1..=1024`.
     pub value_blocks_per_table_max: usize,
+    /// `flush-bars-max`: flush the immutable table at least every this many bars, 0 only
+    /// when it is full; `0..=1024`.
+    pub flush_bars_max: u64,
     /// `table-count-max`: tables each tree holds at most, allocated at init.
     pub table_count_max: usize,
     /// `grid-cache-blocks`: blocks the grid's cache holds; 0 disables it.
@@ -76,6 +79,7 @@ impl ForestSettings {
             levels: self.levels,
             growth_factor: self.growth_factor,
             value_blocks_per_table_max: self.value_blocks_per_table_max,
+            flush_bars_max: self.flush_bars_max,
         }
     }
 
@@ -118,6 +122,7 @@ impl ForestSettings {
                 "table-value-blocks-max" => {
                     settings.value_blocks_per_table_max = number(1..=1024)? as usize
                 }
+                "flush-bars-max" => settings.flush_bars_max = number(0..=1024)?,
                 "table-count-max" => {
                     settings.table_count_max = number(1..=TABLE_COUNT_MAX_LIMIT)? as usize
                 }

@@ -98,6 +98,8 @@ fn next_client_and_timestamp(prng: &mut Prng, previous_timestamp: u64) -> (u128,
 pub struct EchoWorkload {
     prng: Prng,
     batch_size_limit: u32,
+    /// Every body this many bytes, instead of a size drawn up to the limit.
+    body_size: Option<u32>,
 }
 
 /// The echo machine's `echo` operation.
@@ -109,6 +111,16 @@ impl EchoWorkload {
         EchoWorkload {
             prng: Prng::new(seed),
             batch_size_limit,
+            body_size: None,
+        }
+    }
+
+    /// A workload for `seed` whose bodies are all `body_size` bytes (what a benchmark
+    /// of throughput against body size wants).
+    pub fn with_body_size(seed: u64, body_size: u32) -> EchoWorkload {
+        EchoWorkload {
+            body_size: Some(body_size),
+            ..EchoWorkload::new(seed, body_size)
         }
     }
 }
@@ -116,9 +128,12 @@ impl EchoWorkload {
 impl Workload for EchoWorkload {
     fn next_request(&mut self, previous_op: u64, previous_timestamp: u64) -> Request {
         let client = 1 + u128::from(self.prng.below(CLIENT_COUNT));
-        let size = self
-            .prng
-            .range_inclusive(0, u64::from(self.batch_size_limit)) as usize;
+        let size = match self.body_size {
+            Some(size) => size as usize,
+            None => self
+                .prng
+                .range_inclusive(0, u64::from(self.batch_size_limit)) as usize,
+        };
         let mut body = vec![0; size];
         self.prng.fill(&mut body);
         Request {

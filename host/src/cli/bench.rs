@@ -20,11 +20,83 @@ pub struct BenchCommand {
     /// Print one JSON object (every run and the ratios) instead of text.
     #[arg(long)]
     json: bool,
+    /// Measure how the cost per op changes with the state's size: one long run per
+    /// engine (native, wasm), timed between every power of ten of ops, and the grid's
+    /// space against the values stored. Give it many ops (`cargo xtask scale` runs 10^7).
+    #[arg(long)]
+    scale: bool,
+}
+
+/// The first op count of a `--scale` run's stops: segments before it are warm-up.
+const SCALE_FIRST_STOP: u64 = 10_000;
+
+/// One engine's `--scale` run: the marginal rate of each segment between stops.
+struct ScaleRun {
+    engine: &'static str,
+    /// `(first op, last op, ops per second)` per segment.
+    segments: Vec<(u64, u64, f64)>,
+    outcome: super::run::Outcome,
+}
+
+impl ScaleRun {
+    fn new(engine: &'static str, outcome: super::run::Outcome) -> ScaleRun {
+        let mut start = 0;
+        let segments = outcome
+            .segments
+            .iter()
+            .map(|&(stop, took)| {
+                let segment = (
+                    start,
+                    stop,
+                    (stop - start) as f64 / took.as_secs_f64().max(1e-9),
+                );
+                start = stop;
+                segment
+            })
+            .collect();
+        ScaleRun {
+            engine,
+            segments,
+            outcome,
+        }
+    }
+
+    /// The fastest marginal rate over the slowest, among segments from the second stop
+    /// on (the first is warm-up: caches and memory tables still filling).
+    fn flatness(&self) -> Option<f64> {
+        let rates: Vec<f64> = self
+            .segments
+            .iter()
+            .filter(|&&(start, _, _)| start >= SCALE_FIRST_STOP * 10)
+            .map(|&(_, _, rate)| rate)
+            .collect();
+        let fastest = rates.iter().copied().reduce(f64::max)?;
+        let slowest = rates.iter().copied().reduce(f64::min)?;
+        Some(fastest / slowest)
+    }
+
+    /// Grid bytes in use over the bytes of the values stored, from the machine's
+    /// figures (machines on `carapace-lsm` report both).
+    fn space_amplification(&self, block_size: u32) -> Option<(u64, u64, f64)> {
+        let figure = |name: &str| {
+            self.outcome
+                .statistics
+                .iter()
+                .find(|statistic| statistic.name == name)
+                .and_then(|statistic| statistic.values.first().copied())
+        };
+        let grid = figure("grid blocks in use")? * u64::from(block_size);
+        let values = figure("value bytes stored")?;
+        Some((grid, values, grid as f64 / values.max(1) as f64))
+    }
 }
 
 impl BenchCommand {
     /// Run natively, then in wasm with and without fuel; print each and the ratios.
     pub fn execute(self, out: &mut dyn std::io::Write) -> Result<()> {
+        if self.scale {
+            return self.execute_scale(out);
+        }
         let source = Source::Embedded(self.machine.clone());
         let native = Factory::load(&Source::Native(self.machine.clone()), Limits::default())?;
         let wasm = Factory::load(&source, Limits::default())?;
@@ -100,6 +172,116 @@ impl BenchCommand {
              throughput",
             100.0 * fuel_cost
         )?;
+        Ok(())
+    }
+
+    /// `--scale`: native, then wasm, each stopping at every power of ten of ops.
+    fn execute_scale(self, out: &mut dyn std::io::Write) -> Result<()> {
+        let mut workload = self.workload.clone();
+        workload.memory_at =
+            std::iter::successors(Some(SCALE_FIRST_STOP), |stop| stop.checked_mul(10))
+                .take_while(|&stop| stop < self.workload.ops)
+                .collect();
+        let block_size = workload.options()?.block_size;
+        let mut runs = Vec::new();
+        for (engine, source) in [
+            ("native", Source::Native(self.machine.clone())),
+            ("wasm", Source::Embedded(self.machine.clone())),
+        ] {
+            let factory = Factory::load(&source, Limits::default())?;
+            runs.push(ScaleRun::new(engine, workload.execute(&factory, false)?));
+        }
+        let [native, wasm] = &runs[..] else {
+            unreachable!("two engines")
+        };
+        ensure!(
+            native.outcome.checkpoint == wasm.outcome.checkpoint,
+            "native and wasm diverged: checkpoints {:?} and {:?}",
+            native.outcome.checkpoint,
+            wasm.outcome.checkpoint
+        );
+        let space = native.space_amplification(block_size);
+        if self.json {
+            let runs: Vec<_> = runs
+                .iter()
+                .map(|run| {
+                    serde_json::json!({
+                        "engine": run.engine,
+                        "segments": run.segments.iter().map(|&(start, end, rate)| {
+                            serde_json::json!({"from_op": start, "to_op": end, "ops_per_second": rate})
+                        }).collect::<Vec<_>>(),
+                        "flatness": run.flatness(),
+                        "checkpoint": run.outcome.checkpoint.map(|(op, id)| {
+                            serde_json::json!({"op": op, "id": format!("{id:032x}")})
+                        }),
+                    })
+                })
+                .collect();
+            say!(
+                out,
+                "{}",
+                serde_json::json!({
+                    "machine": self.machine,
+                    "ops": self.workload.ops,
+                    "runs": runs,
+                    "space": space.map(|(grid, values, ratio)| serde_json::json!({
+                        "grid_bytes_in_use": grid,
+                        "value_bytes_stored": values,
+                        "grid_over_values": ratio,
+                    })),
+                })
+            )?;
+            return Ok(());
+        }
+        say!(
+            out,
+            "== scale: {} ops of `{}`; marginal ops/s between stops",
+            self.workload.ops,
+            self.machine
+        )?;
+        say!(
+            out,
+            "{:>24}  {:>12}  {:>12}  {:>11}",
+            "ops",
+            "native",
+            "wasm",
+            "wasm/native"
+        )?;
+        for (native, wasm) in native.segments.iter().zip(&wasm.segments) {
+            say!(
+                out,
+                "{:>24}  {:>12.0}  {:>12.0}  {:>11.2}",
+                format!("{} to {}", native.0, native.1),
+                native.2,
+                wasm.2,
+                wasm.2 / native.2
+            )?;
+        }
+        for run in &runs {
+            match run.flatness() {
+                Some(flatness) => say!(
+                    out,
+                    "== {}: fastest/slowest marginal rate from op {} on: {flatness:.2}",
+                    run.engine,
+                    SCALE_FIRST_STOP * 10
+                )?,
+                None => say!(
+                    out,
+                    "== {}: too few ops for a flatness figure (stops every power of ten from {})",
+                    run.engine,
+                    SCALE_FIRST_STOP * 10
+                )?,
+            }
+        }
+        if let Some((grid, values, ratio)) = space {
+            say!(
+                out,
+                "== space: {grid} grid bytes in use for {values} value bytes stored: {ratio:.2}x"
+            )?;
+        }
+        if let Some((op, id)) = native.outcome.checkpoint {
+            say!(out, "== checkpoint op {op} id {id:032x} (native and wasm)")?;
+        }
         Ok(())
     }
 }

@@ -4,12 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
 use clap::{Args, ValueEnum};
 
 use crate::durable::{Durable, Recovery};
 use crate::imports::{HostImports, IoOrder};
-use crate::instance::Options;
+use crate::instance::{Options, Statistic};
 use crate::machines::{Factory, Source, default_options};
 use crate::replica::{Committer, Replica, Request};
 use crate::storage::MemoryStorage;
@@ -120,7 +120,7 @@ pub struct WorkloadArgs {
     /// Bytes per grid block [default: 4096].
     #[arg(long, value_name = "BYTES")]
     pub block_size: Option<u32>,
-    /// Blocks in the grid [default: 262144].
+    /// Blocks in the grid [default: 1048576, 4 GiB of 4 KiB blocks; sparse, in memory and on disk].
     #[arg(long, value_name = "BLOCKS")]
     pub grid_blocks: Option<u64>,
     /// Checkpoint after every this many ops [default: 1024].
@@ -133,10 +133,14 @@ pub struct WorkloadArgs {
     /// reported at the end. Equal figures show that memory does not grow with ops.
     #[arg(long = "memory-at", value_name = "OPS")]
     pub memory_at: Vec<u64>,
+    /// Echo only: every request body this many bytes (at most the batch size limit,
+    /// which it sets if that is not given), instead of sizes drawn up to the limit.
+    #[arg(long, value_name = "BYTES")]
+    pub body_size: Option<u32>,
 }
 
 /// What one run produced.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
     /// Counts.
     pub report: RunReport,
@@ -149,6 +153,10 @@ pub struct Outcome {
     /// Instantiating the machine and opening it (empty, or at the directory's
     /// checkpoint with the journal replayed): the start after the load.
     pub opened: Duration,
+    /// Each stop of the run (see `--memory-at`) and the time its slice of ops took.
+    pub segments: Vec<(u64, Duration)>,
+    /// The machine's figures (`describe`) at the end, where the run asked for them.
+    pub statistics: Vec<Statistic>,
 }
 
 impl Outcome {
@@ -172,8 +180,18 @@ impl WorkloadArgs {
                 _ => bail!("setting `{setting}` is not of the form NAME=VALUE"),
             })
             .collect::<Result<Vec<_>>>()?;
+        let batch_size_limit = self
+            .batch_size_limit
+            .or(self.body_size)
+            .unwrap_or(defaults.batch_size_limit);
+        if let Some(body_size) = self.body_size {
+            ensure!(
+                body_size <= batch_size_limit,
+                "--body-size {body_size} is above the batch size limit {batch_size_limit}"
+            );
+        }
         Ok(Options {
-            batch_size_limit: self.batch_size_limit.unwrap_or(defaults.batch_size_limit),
+            batch_size_limit,
             reply_size_limit: self.reply_size_limit.unwrap_or(defaults.reply_size_limit),
             checkpoint_interval_ops: self
                 .checkpoint_interval
@@ -236,7 +254,7 @@ impl WorkloadArgs {
         let opening = Instant::now();
         let mut replica = Replica::open(factory.instance(imports)?, options, None)?;
         let opened = opening.elapsed();
-        let mut workload = workload_for(&replica, self.seed)?;
+        let mut workload = self.workload_for(&replica)?;
         let mut stops: Vec<u64> = self
             .memory_at
             .iter()
@@ -249,6 +267,7 @@ impl WorkloadArgs {
         let mut report = RunReport::default();
         let mut elapsed = Duration::ZERO;
         let mut memory = Vec::new();
+        let mut segments = Vec::new();
         let bar = super::progress_bar(self.ops, "ops");
         for stop in stops {
             let start = Instant::now();
@@ -258,7 +277,9 @@ impl WorkloadArgs {
                 stop,
                 &bar,
             )?);
-            elapsed += start.elapsed();
+            let took = start.elapsed();
+            elapsed += took;
+            segments.push((stop, took));
             if let Some(bytes) = replica.instance_mut().memory_bytes() {
                 memory.push((stop, bytes));
             }
@@ -270,6 +291,8 @@ impl WorkloadArgs {
             checkpoint: last_checkpoint(&replica),
             memory,
             opened,
+            segments,
+            statistics: replica.describe()?,
         })
     }
 }
@@ -297,12 +320,27 @@ fn last_checkpoint(replica: &Replica) -> Option<(u64, u128)> {
         .map(|checkpoint| (checkpoint.op, checkpoint.id()))
 }
 
-/// The workload of the machine `replica` runs, chosen by its name.
-fn workload_for(replica: &Replica, seed: u64) -> Result<Box<dyn Workload>> {
-    let name = &replica.identity().name;
-    workload::for_machine(name, seed, replica.options().batch_size_limit).with_context(|| {
-        format!("carapace has no workload for machine `{name}`: drive it with `--requests FILE`")
-    })
+impl WorkloadArgs {
+    /// The workload of the machine `replica` runs, chosen by its name.
+    fn workload_for(&self, replica: &Replica) -> Result<Box<dyn Workload>> {
+        let name = &replica.identity().name;
+        if let Some(body_size) = self.body_size {
+            ensure!(
+                name == "echo",
+                "--body-size is for the echo workload; machine `{name}` has its own request sizes"
+            );
+            return Ok(Box::new(workload::EchoWorkload::with_body_size(
+                self.seed, body_size,
+            )));
+        }
+        workload::for_machine(name, self.seed, replica.options().batch_size_limit).with_context(
+            || {
+                format!(
+                    "carapace has no workload for machine `{name}`: drive it with `--requests FILE`"
+                )
+            },
+        )
+    }
 }
 
 /// Run a machine: its seeded workload (every reply checked; the last checkpoint id is
@@ -413,8 +451,11 @@ impl RunCommand {
             None => {
                 // A continuing run must not repeat the bodies of the first: seed by where
                 // it starts.
-                let seed = self.workload.seed.wrapping_add(start_op);
-                let mut workload = workload_for(durable.replica(), seed)?;
+                let workload_args = WorkloadArgs {
+                    seed: self.workload.seed.wrapping_add(start_op),
+                    ..self.workload.clone()
+                };
+                let mut workload = workload_args.workload_for(durable.replica())?;
                 // The workload's model learns the state the journal built.
                 durable.read_journal(|entry, _| {
                     workload.observe(&entry.request);
@@ -428,9 +469,8 @@ impl RunCommand {
                 Outcome {
                     report,
                     elapsed: start.elapsed(),
-                    checkpoint: None,
-                    memory: Vec::new(),
                     opened,
+                    ..Outcome::default()
                 }
             }
         };
@@ -564,9 +604,7 @@ fn commit_requests(
     Ok(Outcome {
         report,
         elapsed: start.elapsed(),
-        checkpoint: None,
-        memory: Vec::new(),
-        opened: Duration::ZERO,
+        ..Outcome::default()
     })
 }
 
