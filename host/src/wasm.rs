@@ -190,6 +190,11 @@ impl Runtime {
         // Threads are compiled out: this build of wasmtime has no `threads` feature.
         config.wasm_relaxed_simd(false);
         config.consume_fuel(limits.fuel_per_call > 0);
+        // `CARAPACE_PERFMAP=1` names the guest's compiled functions for `perf report`
+        // (a /tmp/perf-PID.map); it changes nothing the guest can observe.
+        if std::env::var_os("CARAPACE_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         config.max_wasm_stack(limits.stack_bytes_max);
         config.epoch_interruption(limits.deadline_ms > 0);
         let engine =

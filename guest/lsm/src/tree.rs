@@ -100,6 +100,10 @@ pub struct Tree {
     /// are disjoint. Deepest first because the deep levels hold nearly all tables and
     /// change least: a flush into level 0 appends, a move shifts only shallow levels.
     tables: Vec<Table>,
+    /// `level_starts[LEVELS_MAX - level]..level_starts[LEVELS_MAX - level + 1]` are the
+    /// positions of `level`'s tables: kept with `tables`, so that a lookup finds each
+    /// level without searching for it.
+    level_starts: [usize; LEVELS_MAX as usize + 1],
     /// One compaction per target level, allocated at init.
     compactions: Vec<Compaction>,
     active: Vec<bool>,
@@ -146,6 +150,7 @@ impl Tree {
             sort_scratch: Vec::with_capacity(config.values_per_bar_max),
             merge_scratch: Vec::with_capacity(immutable_values_max * layout.value_size),
             tables: Vec::with_capacity(config.table_count_max),
+            level_starts: [0; LEVELS_MAX as usize + 1],
             compactions,
             active: vec![false; usize::from(shape.levels)],
             lookup_entries: RefCell::new(Vec::with_capacity(entries_max)),
@@ -466,23 +471,30 @@ impl Tree {
                 }
             }
         } else {
+            // A bar is short and the immutable table long: find each new key by binary
+            // search and copy the old values between them in bulk, rather than compare
+            // every old value.
+            let older = &self.immutable;
+            let older_count = older.len() / size;
+            let older_key =
+                |index: usize| (layout.key_of)(&older[index * size..(index + 1) * size]);
             let merged = &mut self.merge_scratch;
             merged.clear();
-            let mut older = self.immutable.chunks_exact(size).peekable();
+            let mut copied = 0;
             for position in 0..self.sort_scratch.len() {
                 let Some((key, value)) = newest(position) else {
                     continue;
                 };
-                while let Some(old) = older.next_if(|old| (layout.key_of)(old) <= key) {
-                    if (layout.key_of)(old) != key {
-                        merged.extend_from_slice(old);
-                    }
-                }
+                let below = copied
+                    + table::partition_point(older_count - copied, |index| {
+                        older_key(copied + index) < key
+                    });
+                merged.extend_from_slice(&older[copied * size..below * size]);
                 merged.extend_from_slice(value);
+                // An older value of the same key is superseded.
+                copied = below + usize::from(below < older_count && older_key(below) == key);
             }
-            for old in older {
-                merged.extend_from_slice(old);
-            }
+            merged.extend_from_slice(&older[copied * size..]);
             std::mem::swap(&mut self.immutable, &mut self.merge_scratch);
         }
         assert!(self.immutable.len() <= self.immutable_values_max * size);
@@ -562,6 +574,7 @@ impl Tree {
             )));
         }
         self.tables.insert(position, table);
+        self.index_levels();
         Ok(())
     }
 
@@ -689,13 +702,20 @@ impl Tree {
 
     /// The positions in `tables` of `level`'s tables.
     fn level_range(&self, level: u8) -> std::ops::Range<usize> {
-        let start = self
-            .tables
-            .partition_point(|table| table.info.level > level);
-        let end = self
-            .tables
-            .partition_point(|table| table.info.level >= level);
-        start..end
+        let slot = usize::from(LEVELS_MAX - 1 - level);
+        self.level_starts[slot]..self.level_starts[slot + 1]
+    }
+
+    /// Recompute `level_starts` after `tables` changed.
+    fn index_levels(&mut self) {
+        for (slot, start) in self.level_starts.iter_mut().enumerate() {
+            // Slot `s` starts the tables of level `LEVELS_MAX - 1 - s`: those of deeper
+            // levels come before it.
+            let level = LEVELS_MAX as usize - slot;
+            *start = self
+                .tables
+                .partition_point(|table| usize::from(table.info.level) >= level);
+        }
     }
 
     /// The positions in `tables` of `level`'s tables that overlap `[key_min, key_max]`.
@@ -763,6 +783,7 @@ impl Tree {
                     assert!(to <= from, "the deeper level comes first");
                     self.tables[to..=from].rotate_right(1);
                     self.tables[to] = moved;
+                    self.index_levels();
                 }
                 Mode::Merge => {
                     let a = compaction.a.tables();
@@ -787,6 +808,7 @@ impl Tree {
                     assert!(a.is_empty() || b.end <= a.start);
                     self.tables.drain(a);
                     self.tables.drain(b);
+                    self.index_levels();
                     for mut output in outputs.iter().copied() {
                         output.level = target as u8;
                         let event = Event {
