@@ -94,6 +94,58 @@ fn a_process_killed_mid_run_recovers_every_journaled_op() {
 }
 
 #[test]
+fn a_process_killed_mid_group_commit_printed_no_reply_its_journal_lacks() {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("carapace-group-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("data");
+    let requests = dir.join("requests");
+    let lines: String = (0..200_000u32)
+        .map(|index| format!("{} 1 {:08x}\n", index % 8 + 1, index))
+        .collect();
+    std::fs::write(&requests, lines).unwrap();
+    let mut args = vec![
+        "run",
+        "--data",
+        data.to_str().unwrap(),
+        "--requests",
+        requests.to_str().unwrap(),
+        "--group-size",
+        "64",
+    ];
+    args.extend(ARGS);
+    let mut child = carapace(&args).stdout(Stdio::piped()).spawn().unwrap();
+    // Read replies as they come; kill the process mid-run, mid-group most likely.
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut last_replied = 0;
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("reply       op ") {
+            last_replied = rest.split(' ').next().unwrap().parse::<u64>().unwrap();
+            if last_replied >= 5_000 {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        last_replied >= 5_000,
+        "the run printed {last_replied} replies"
+    );
+    // Every reply printed was of an op the journal holds: a reply is released only
+    // after its group's write and sync.
+    let report = inspect(&data, &Default::default()).unwrap();
+    assert!(
+        report.journal_ops >= last_replied,
+        "{} ops journaled, op {last_replied} replied",
+        report.journal_ops
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_second_process_on_a_directory_in_use_is_refused_and_the_first_finishes() {
     let dir = std::env::temp_dir().join(format!("carapace-owner-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -33,6 +33,26 @@ fn bad_arguments_are_refused_with_the_reason() {
         error.contains("setting `bar-ops`: 3 is not a power of two"),
         "{error}"
     );
+    let error = error_of(&["run", "--group-size", "0"]);
+    assert!(error.contains("--group-size"), "{error}");
+    let error = error_of(&[
+        "run",
+        "--ops",
+        "8",
+        "--body-size",
+        "100",
+        "--batch-size-limit",
+        "64",
+    ]);
+    assert!(
+        error.contains("--body-size 100 is above the batch size limit 64"),
+        "{error}"
+    );
+    let error = error_of(&["run", "--ops", "8", "--machine", "kv", "--body-size", "64"]);
+    assert!(
+        error.contains("--body-size is for the echo workload"),
+        "{error}"
+    );
     let error = error_of(&["run", "--module", "/no/such/module.wasm"]);
     assert!(error.contains("reading `/no/such/module.wasm`"), "{error}");
     let error = error_of(&["run", "--target", "native", "--module", "x.wasm"]);
@@ -379,4 +399,40 @@ fn bench_reports_every_engine_and_the_ratios_as_json() {
     for ratio in ["wasm_over_native", "wasm_without_fuel_over_native"] {
         assert!(report[ratio].as_f64().unwrap() > 0.0, "{report}");
     }
+}
+
+#[test]
+fn bench_scale_times_each_power_of_ten_and_reports_the_space_used() {
+    let cli = Cli::try_parse_from([
+        "carapace",
+        "bench",
+        "--scale",
+        "--ops",
+        "120000",
+        "--body-size",
+        "64",
+        "--json",
+    ])
+    .unwrap();
+    let mut out = Vec::new();
+    cli.execute_to(&mut out).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    for run in report["runs"].as_array().unwrap() {
+        let stops: Vec<u64> = run["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|segment| segment["to_op"].as_u64().unwrap())
+            .collect();
+        assert_eq!(stops, [10_000, 100_000, 120_000], "{report}");
+        // One segment from op 100,000 on: its rate over itself.
+        assert_eq!(run["flatness"].as_f64(), Some(1.0), "{report}");
+        assert_eq!(run["checkpoint"], report["runs"][0]["checkpoint"]);
+    }
+    // Echo stores 72 bytes of values an op (a Thing and two index entries); full
+    // tables keep the grid within a small factor of that.
+    let space = &report["space"];
+    assert_eq!(space["value_bytes_stored"].as_u64(), Some(120_000 * 72));
+    let ratio = space["grid_over_values"].as_f64().unwrap();
+    assert!((1.0..2.5).contains(&ratio), "{report}");
 }

@@ -111,15 +111,26 @@ fn uncrashed(requests: &[Request]) -> (Vec<Vec<u8>>, Vec<(u64, u128)>, u64) {
 }
 
 fn uncrashed_subject(subject: &Subject) -> (Vec<Vec<u8>>, Vec<(u64, u128)>, u64) {
-    let requests = &subject.requests;
+    uncrashed_in_groups(subject, 1)
+}
+
+/// [`uncrashed_subject`], committing `group_size` requests at a time.
+fn uncrashed_in_groups(
+    subject: &Subject,
+    group_size: usize,
+) -> (Vec<Vec<u8>>, Vec<(u64, u128)>, u64) {
     let disk = SimDisk::new();
     let (mut durable, _) = open_subject(subject, &disk).unwrap();
     let mut replies = Vec::new();
     let mut checkpoints = Vec::new();
-    for request in requests {
-        replies.push(durable.commit(request).unwrap());
-        if let Some(checkpoint) = durable.replica().checkpoint_taken_at(request.op) {
-            checkpoints.push((checkpoint.op, checkpoint.id()));
+    for group in subject.requests.chunks(group_size) {
+        let committed = durable.commit_group(group);
+        assert!(committed.stopped.is_none());
+        replies.extend(committed.replies);
+        for request in group {
+            if let Some(checkpoint) = durable.replica().checkpoint_taken_at(request.op) {
+                checkpoints.push((checkpoint.op, checkpoint.id()));
+            }
         }
     }
     (replies, checkpoints, disk.syncs())
@@ -135,15 +146,31 @@ fn a_crash_at_every_sync_point_loses_no_acknowledged_kv_op() {
     crash_at_every_sync_point(&kv_subject());
 }
 
+#[test]
+fn a_crash_at_every_sync_point_of_group_commits_loses_no_acknowledged_op() {
+    // Groups of 5 and 7 ops: some end at a checkpoint (every 16 ops), most cross none.
+    for group_size in [5, 7] {
+        crash_at_every_sync_point_in_groups(&echo_subject(), group_size);
+    }
+}
+
 fn crash_at_every_sync_point(subject: &Subject) {
+    crash_at_every_sync_point_in_groups(subject, 1);
+}
+
+/// Crash at every sync of a run that commits `group_size` requests at a time: every
+/// acknowledged op survives, and at most the group in flight is recovered beyond them.
+fn crash_at_every_sync_point_in_groups(subject: &Subject, group_size: usize) {
     let requests = &subject.requests;
     let open = |disk: &SimDisk| open_subject(subject, disk);
-    let (replies, checkpoints, syncs) = uncrashed_subject(subject);
+    let (replies, checkpoints, syncs) = uncrashed_in_groups(subject, group_size);
+    assert_eq!(replies, uncrashed_subject(subject).0);
     assert_eq!(checkpoints.len(), OPS / CHECKPOINT_INTERVAL_OPS as usize);
     for crash_at in 1..=syncs {
         for mode in [
             CrashMode::Lose,
             CrashMode::TearLast,
+            CrashMode::LoseFirstSectorOfLast,
             CrashMode::Random(crash_at),
             CrashMode::Random(!crash_at),
         ] {
@@ -151,18 +178,20 @@ fn crash_at_every_sync_point(subject: &Subject) {
             disk.crash_at_sync(crash_at);
             let mut acknowledged = 0;
             if let Ok((mut durable, _)) = open(&disk) {
-                for request in requests {
-                    match durable.commit(request) {
-                        Ok(reply) => {
-                            assert_eq!(reply, replies[acknowledged]);
-                            acknowledged += 1;
-                        }
-                        Err(_) => break,
+                for group in requests.chunks(group_size) {
+                    let committed = durable.commit_group(group);
+                    for reply in &committed.replies {
+                        assert_eq!(*reply, replies[acknowledged]);
+                        acknowledged += 1;
+                    }
+                    if committed.stopped.is_some() {
+                        break;
                     }
                 }
             }
             disk.crash(mode);
-            let context = format!("crash at sync {crash_at} of {syncs}, {mode:?}");
+            let context =
+                format!("groups of {group_size}, crash at sync {crash_at} of {syncs}, {mode:?}");
 
             // Recover twice: the same op and checkpoint both times.
             let (first, _) = open(&disk).unwrap_or_else(|error| panic!("{context}: {error:#}"));
@@ -184,10 +213,10 @@ fn crash_at_every_sync_point(subject: &Subject) {
                 "{context}: the first recovery cut the tail"
             );
 
-            // Every acknowledged op is there; at most the op in flight is too.
+            // Every acknowledged op is there; at most the group in flight is too.
             let op = durable.replica().op() as usize;
             assert!(
-                op >= acknowledged && op <= acknowledged + 1,
+                op >= acknowledged && op <= acknowledged + group_size,
                 "{context}: recovered op {op}, acknowledged {acknowledged}"
             );
 

@@ -71,8 +71,12 @@ pub enum CrashMode {
     Lose,
     /// The last of them lands halfway (a torn write); the rest are lost.
     TearLast,
-    /// Each lands whole, lands halfway or is lost, as a PRNG with this seed decides:
-    /// a crash at a random point between syncs, on a disk that reorders writes.
+    /// The last of them lands but for its first sector; the rest are lost: a disk
+    /// that persisted the pages of a write out of order.
+    LoseFirstSectorOfLast,
+    /// Each lands whole, lands halfway, lands sector by sector (each 512-byte sector
+    /// of it or not) or is lost, as a PRNG with this seed decides: a crash at a random
+    /// point between syncs, on a disk that reorders writes and the pages of a write.
     Random(u64),
 }
 
@@ -282,21 +286,33 @@ impl SimDisk {
             let last = pending.len().saturating_sub(1);
             for (index, (offset, data)) in pending.into_iter().enumerate() {
                 let landed = match (&mut prng, mode) {
-                    (Some(prng), _) => match prng.below(3) {
+                    (Some(prng), _) => match prng.below(4) {
                         0 => 0,
                         1 => data.len() / 2,
+                        2 => {
+                            for (sector, bytes) in data.chunks(SECTOR_SIZE).enumerate() {
+                                if prng.below(2) == 0 {
+                                    land(
+                                        &mut file.live,
+                                        offset as usize + sector * SECTOR_SIZE,
+                                        bytes,
+                                    );
+                                }
+                            }
+                            0
+                        }
                         _ => data.len(),
                     },
                     (None, CrashMode::TearLast) if index == last => data.len() / 2,
+                    (None, CrashMode::LoseFirstSectorOfLast) if index == last => {
+                        if let Some(rest) = data.get(SECTOR_SIZE..) {
+                            land(&mut file.live, offset as usize + SECTOR_SIZE, rest);
+                        }
+                        0
+                    }
                     _ => 0,
                 };
-                let start = offset as usize;
-                if landed > 0 {
-                    if file.live.len() < start + landed {
-                        file.live.resize(start + landed, 0);
-                    }
-                    file.live[start..start + landed].copy_from_slice(&data[..landed]);
-                }
+                land(&mut file.live, offset as usize, &data[..landed]);
             }
             file.durable = file.live.clone();
         }
@@ -336,6 +352,20 @@ impl SimDisk {
 pub struct SimFile {
     disk: SimDisk,
     name: String,
+}
+
+/// The unit a disk writes atomically: a crash lands each sector of a write or not.
+const SECTOR_SIZE: usize = 512;
+
+/// Put `bytes` at `start` of a file's image, growing it as a write past its end does.
+fn land(image: &mut Vec<u8>, start: usize, bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    if image.len() < start + bytes.len() {
+        image.resize(start + bytes.len(), 0);
+    }
+    image[start..start + bytes.len()].copy_from_slice(bytes);
 }
 
 fn crashed() -> io::Error {

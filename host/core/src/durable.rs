@@ -4,7 +4,10 @@
 //! Per op: the machine commits (and, at a checkpoint op, writes its checkpoint and the
 //! grid is synced); the journal entry, with the reply's checksum and any checkpoint
 //! id, is appended and synced — the op is now acknowledged; at a checkpoint op the
-//! superblock then publishes the checkpoint. Recovery opens the machine at the
+//! superblock then publishes the checkpoint. Group commit does the same for many ops
+//! at once: they commit one after another, their entries are appended with one write
+//! and one sync, and only then are their replies released. A group ends at a
+//! checkpoint op, so that its checkpoint is published before any later op runs. Recovery opens the machine at the
 //! superblock's checkpoint and replays the journal after it through the same
 //! lifecycle, checking every reply and checkpoint id against what was recorded.
 //! `docs/design.md` argues each crash point.
@@ -16,7 +19,7 @@ use crate::imports::{HostImports, IoOrder};
 use crate::instance::{Identity, Instance, Options};
 use crate::journal::{Entry, Journal, Position};
 use crate::replay::{self, ReplayReport};
-use crate::replica::{Checkpoint, Committer, Replica, Request};
+use crate::replica::{Checkpoint, Committed, Committer, Replica, Request};
 use crate::storage::{FileStorage, MemoryStorage};
 use crate::superblock::{Superblock, SuperblockState};
 
@@ -93,6 +96,8 @@ pub struct Durable<'a> {
     rebuilds: u64,
     /// Requests refused as poison: they stopped a rebuilt instance too.
     poisoned: u64,
+    /// `(op, id)` of each checkpoint published during the last group commit.
+    group_checkpoints: Vec<(u64, u128)>,
 }
 
 impl std::fmt::Debug for Durable<'_> {
@@ -219,6 +224,7 @@ impl<'a> Durable<'a> {
             failed: None,
             rebuilds: 0,
             poisoned: 0,
+            group_checkpoints: Vec::new(),
         };
         Ok((durable, recovery))
     }
@@ -289,6 +295,12 @@ impl<'a> Durable<'a> {
         self.poisoned
     }
 
+    /// `(op, id)` of each checkpoint the last [`Durable::commit_group`] published, in
+    /// op order: a group may run past several.
+    pub fn group_checkpoints(&self) -> &[(u64, u128)] {
+        &self.group_checkpoints
+    }
+
     /// The replica.
     pub fn replica(&self) -> &Replica {
         &self.replica
@@ -314,69 +326,134 @@ impl<'a> Durable<'a> {
         self.journal.end()
     }
 
-    /// Commit `request` durably; when this returns the op is acknowledged.
-    ///
-    /// A guest that traps or breaks the contract is torn down: its op is not
-    /// acknowledged, and a fresh instance is rebuilt from the published checkpoint and
-    /// the journal, then given the op again. If the op stops that instance too, it is
-    /// a poison op: refused with [`Error::Poison`] (never journaled), the instance is
-    /// rebuilt once more, and the next request takes its op number. After any other
-    /// error but a refused request, the replica refuses every later commit with
-    /// [`Error::Stopped`] until the directory is reopened.
+    /// Commit `request` durably; when this returns the op is acknowledged. See
+    /// [`Durable::commit_group`], of which this is a group of one.
     pub fn commit(&mut self, request: &Request) -> Result<Vec<u8>> {
-        if let Some(reason) = &self.failed {
-            return Err(Error::Stopped(reason.clone()));
+        let Committed {
+            mut replies,
+            stopped,
+        } = self.commit_group(std::slice::from_ref(request));
+        match stopped {
+            Some(error) => Err(error),
+            None => Ok(replies.pop().expect("one reply per committed request")),
         }
-        let result = match self.commit_protocol(request) {
-            Err(Error::Guest(guest)) if tears_down(&guest.fault) => {
-                self.rebuild()
-                    .and_then(|()| match self.commit_protocol(request) {
+    }
+
+    /// Commit `requests` (the next ops, in order) durably, with one journal write and
+    /// sync for the lot (more where a checkpoint falls inside): every reply returned is
+    /// of an acknowledged op, and none is returned before its op is durable. The
+    /// replies are of a prefix of `requests`; if it is not all of them, `stopped` says
+    /// why the next one did not commit.
+    ///
+    /// A guest that traps or breaks the contract is torn down: the ops before it are
+    /// made durable, its op is not acknowledged, and a fresh instance is rebuilt from
+    /// the published checkpoint and the journal, then given the op again. If the op
+    /// stops that instance too, it is a poison op: refused with [`Error::Poison`]
+    /// (never journaled), the instance is rebuilt once more, and the next request
+    /// takes its op number (so the group stops there). After any other error but a
+    /// refused request, the replica refuses every later commit with
+    /// [`Error::Stopped`] until the directory is reopened.
+    pub fn commit_group(&mut self, requests: &[Request]) -> Committed {
+        self.group_checkpoints.clear();
+        let mut group = Group::default();
+        let stopped = match &self.failed {
+            Some(reason) => Some(Error::Stopped(reason.clone())),
+            None => self.commit_each(requests, &mut group).err(),
+        };
+        // Whatever committed before an error is made durable, then acknowledged.
+        let stopped = match self.make_durable(&mut group) {
+            Ok(()) => stopped,
+            Err(error) => Some(error),
+        };
+        if let Some(error) = &stopped
+            && !matches!(
+                error,
+                Error::Refused(_) | Error::Poison { .. } | Error::Stopped(_)
+            )
+        {
+            self.failed = Some(error.to_string());
+        }
+        Committed {
+            replies: group.acknowledged,
+            stopped,
+        }
+    }
+
+    fn commit_each(&mut self, requests: &[Request], group: &mut Group) -> Result<()> {
+        for request in requests {
+            // A body the journal could not read back is refused before the machine
+            // runs it: afterwards, the machine would be ahead of the log.
+            Journal::check_body_size(request.body.len())?;
+            let reply = match self.replica.commit(request) {
+                Err(Error::Guest(guest)) if tears_down(&guest.fault) => {
+                    // The rebuild replays the journal: the ops before this one must be
+                    // in it.
+                    self.make_durable(group)?;
+                    self.rebuild()?;
+                    match self.replica.commit(request) {
                         Err(Error::Guest(again)) if tears_down(&again.fault) => {
                             self.rebuild()?;
                             self.poisoned += 1;
-                            Err(Error::Poison {
+                            return Err(Error::Poison {
                                 op: request.op,
                                 guest: again,
-                            })
+                            });
                         }
-                        result => result,
-                    })
+                        result => result?,
+                    }
+                }
+                result => result?,
+            };
+            let checkpoint_id = self
+                .replica
+                .checkpoint_taken_at(request.op)
+                .map(Checkpoint::id);
+            group.entries.push(Entry {
+                request: request.clone(),
+                reply_checksum: reply_checksum(&reply),
+                checkpoint_id,
+            });
+            group.replies.push(reply);
+            // A checkpoint is published before the next op: from then on the machine
+            // may reuse blocks only older checkpoints need.
+            if checkpoint_id.is_some() {
+                self.make_durable(group)?;
             }
-            result => result,
-        };
-        result.inspect_err(|error| {
-            if !matches!(error, Error::Refused(_) | Error::Poison { .. }) {
-                self.failed = Some(error.to_string());
-            }
-        })
+        }
+        Ok(())
     }
 
-    fn commit_protocol(&mut self, request: &Request) -> Result<Vec<u8>> {
-        let reply = self.replica.commit(request)?;
-        let checkpoint_id = self
-            .replica
-            .checkpoint_taken_at(request.op)
-            .map(Checkpoint::id);
-        let entry = Entry {
-            request: request.clone(),
-            reply_checksum: reply_checksum(&reply),
-            checkpoint_id,
+    /// Append the group's entries with one write and one sync, publish a checkpoint
+    /// taken at its last op, and acknowledge its replies.
+    fn make_durable(&mut self, group: &mut Group) -> Result<()> {
+        // Taken out first: after a failed write or sync nothing is retried (a failed
+        // sync may have dropped the pages it should have written), and nothing of the
+        // group is acknowledged.
+        let entries = std::mem::take(&mut group.entries);
+        let replies = std::mem::take(&mut group.replies);
+        let Some(last) = entries.last() else {
+            return Ok(());
         };
-        // The machine has committed the op: a journal that refuses it now (its body is
-        // too large to read back) leaves the machine ahead of the log, which stops us.
-        self.journal.append(&entry).map_err(|error| match error {
-            Error::Refused(reason) => Error::Stopped(reason),
-            error => error,
-        })?;
-        // The op is acknowledged. A checkpoint taken at it is published before the
-        // next op: from then on the machine may reuse blocks only older ones need.
-        if let Some(checkpoint) = self.replica.checkpoint_taken_at(request.op).cloned() {
+        self.journal.append_group(&entries)?;
+        if let Some(checkpoint) = self.replica.checkpoint_taken_at(last.request.op).cloned() {
             let version = self.replica.identity().version.clone();
             self.superblock
                 .publish(&checkpoint, self.journal.end(), &version)?;
+            self.group_checkpoints
+                .push((checkpoint.op, checkpoint.id()));
         }
-        Ok(reply)
+        group.acknowledged.extend(replies);
+        Ok(())
     }
+}
+
+/// Ops of a group commit: committed by the machine and not yet durable (`entries`,
+/// `replies`), and acknowledged (`acknowledged`).
+#[derive(Debug, Default)]
+struct Group {
+    entries: Vec<Entry>,
+    replies: Vec<Vec<u8>>,
+    acknowledged: Vec<Vec<u8>>,
 }
 
 /// Whether a fault ends only this instance, which the host rebuilds: a trap (a panic,
@@ -397,6 +474,10 @@ impl Committer for Durable<'_> {
 
     fn commit_request(&mut self, request: &Request) -> Result<Vec<u8>> {
         self.commit(request)
+    }
+
+    fn commit_group(&mut self, requests: &[Request]) -> Committed {
+        Durable::commit_group(self, requests)
     }
 }
 

@@ -4,12 +4,17 @@
 //! Entry layout (little-endian; `docs/design.md` is normative): a 128-byte header —
 //! `checksum` of bytes `[16, 128)` (16), `checksum_body` (16), `parent` (the previous
 //! entry's `checksum`, 0 for op 1) (16), `op` (8), `timestamp` (8), `client` (16),
-//! `reply_checksum` (16), `body_size` (4), `operation` (1), reserved (3), magic
-//! `b"carajrnl"` (8), `checkpoint_id` (16; the id of the checkpoint taken at this op,
-//! or 0) — then the body.
+//! `reply_checksum` (16), `body_size` (4), `operation` (1), `group_index` (3: the
+//! entry's place in the write that appended it, 0 for the first), magic `b"carajrnl"`
+//! (8), `checkpoint_id` (16; the id of the checkpoint taken at this op, or 0) — then
+//! the body.
 //!
-//! Opening scans from the start. A damaged or incomplete last entry is a torn tail and
-//! is cut off; a damaged entry with valid entries after it is an error naming its op.
+//! Entries are appended in groups: one write, one sync (group commit). Opening scans
+//! from the start. A damaged or incomplete last entry is a torn tail and is cut off; so
+//! is a damaged entry whose later valid entries all belong to its own group (that
+//! group's write was never synced: the disk may have landed any of its pages). A
+//! damaged entry with a valid entry of a later group after it was synced before that
+//! group was written: the journal is corrupt, and the error names its op.
 
 use crate::checksum::checksum;
 use crate::disk::File;
@@ -62,9 +67,15 @@ impl Position {
     }
 }
 
-fn encode(entry: &Entry, parent: u128) -> Vec<u8> {
+/// Entries one group may hold: its index is 24 bits.
+pub const GROUP_SIZE_MAX: usize = 1 << 24;
+
+/// Append the encoding of `entry`, the `group_index`th of its group, to `bytes`.
+fn encode(entry: &Entry, parent: u128, group_index: u32, bytes: &mut Vec<u8>) {
     let request = &entry.request;
-    let mut bytes = vec![0; HEADER_SIZE + request.body.len()];
+    let start = bytes.len();
+    bytes.resize(start + HEADER_SIZE + request.body.len(), 0);
+    let bytes = &mut bytes[start..];
     bytes[HEADER_SIZE..].copy_from_slice(&request.body);
     let checksum_body = checksum(&request.body);
     bytes[16..32].copy_from_slice(&checksum_body.to_le_bytes());
@@ -75,11 +86,11 @@ fn encode(entry: &Entry, parent: u128) -> Vec<u8> {
     bytes[80..96].copy_from_slice(&entry.reply_checksum.to_le_bytes());
     bytes[96..100].copy_from_slice(&(request.body.len() as u32).to_le_bytes());
     bytes[100] = request.operation;
+    bytes[101..104].copy_from_slice(&group_index.to_le_bytes()[..3]);
     bytes[104..112].copy_from_slice(MAGIC);
     bytes[112..128].copy_from_slice(&entry.checkpoint_id.unwrap_or(0).to_le_bytes());
     let checksum_header = checksum(&bytes[16..HEADER_SIZE]);
     bytes[0..16].copy_from_slice(&checksum_header.to_le_bytes());
-    bytes
 }
 
 fn u128_at(bytes: &[u8], offset: usize) -> u128 {
@@ -102,7 +113,16 @@ struct Header {
     reply_checksum: u128,
     body_size: u32,
     operation: u8,
+    group_index: u32,
     checkpoint_id: u128,
+}
+
+impl Header {
+    /// The first op of the group this entry was written with: every op before it was
+    /// durable when the entry was written.
+    fn group_first_op(&self) -> u64 {
+        self.op.saturating_sub(u64::from(self.group_index))
+    }
 }
 
 fn decode_header(bytes: &[u8]) -> Option<Header> {
@@ -119,6 +139,7 @@ fn decode_header(bytes: &[u8]) -> Option<Header> {
         reply_checksum: u128_at(bytes, 80),
         body_size: u32::from_le_bytes(bytes[96..100].try_into().unwrap()),
         operation: bytes[100],
+        group_index: u32::from_le_bytes([bytes[101], bytes[102], bytes[103], 0]),
         checkpoint_id: u128_at(bytes, 112),
     })
 }
@@ -188,9 +209,7 @@ impl Journal {
             file.read_at(end.offset, &mut header)
                 .map_err(io("reading"))?;
             let Some(decoded) = decode_header(&header) else {
-                // A torn write damages only the last entry: a valid entry after the
-                // damage means an entry in the middle went bad.
-                if Self::valid_entry_after(file.as_mut(), end.offset + 1, length, next)? {
+                if Self::synced_before_later_group(file.as_mut(), end.offset + 1, length, next)? {
                     return Err(Error::corrupt(
                         "journal",
                         format!("entry of op {next} at byte {} is corrupt", end.offset),
@@ -235,7 +254,7 @@ impl Journal {
             file.read_at(end.offset + HEADER_SIZE as u64, &mut body)
                 .map_err(io("reading"))?;
             if checksum(&body) != decoded.checksum_body {
-                if entry_end == length {
+                if !Self::synced_before_later_group(file.as_mut(), entry_end, length, next)? {
                     break;
                 }
                 return Err(Error::corrupt(
@@ -261,9 +280,16 @@ impl Journal {
         Ok((Journal { file, end }, OpenReport { end, torn_bytes }))
     }
 
-    /// Whether a valid entry header of op `op` or later starts anywhere in
-    /// `[from, length)`: if one does, damage before it is not a torn tail.
-    fn valid_entry_after(file: &mut dyn File, from: u64, length: u64, op: u64) -> Result<bool> {
+    /// Whether the damaged entry of op `op` must have been synced: a valid entry of a
+    /// later group starts somewhere in `[from, length)` (a group is written only once
+    /// the one before it is durable). Otherwise the damage is a torn tail, or a torn
+    /// last group: never synced, never acknowledged.
+    fn synced_before_later_group(
+        file: &mut dyn File,
+        from: u64,
+        length: u64,
+        op: u64,
+    ) -> Result<bool> {
         // In windows of bounded size, each overlapping the next by a header, so that a
         // long journal damaged near its start costs time, not memory. A read error is
         // an error: guessing "torn tail" would cut acknowledged entries.
@@ -293,7 +319,7 @@ impl Journal {
                 }
                 let mut body = vec![0; header.body_size as usize];
                 file.read_at(body_start, &mut body).map_err(io("reading"))?;
-                if checksum(&body) == header.checksum_body {
+                if checksum(&body) == header.checksum_body && header.group_first_op() > op {
                     return Ok(true);
                 }
             }
@@ -307,26 +333,46 @@ impl Journal {
         self.end
     }
 
-    /// Append `entry` (the next op) and sync: once this returns, the op is durable. A
-    /// body the reader would refuse is refused here, before anything is written.
+    /// Append `entry` (the next op) and sync: once this returns, the op is durable.
     pub fn append(&mut self, entry: &Entry) -> Result<()> {
-        assert_eq!(entry.request.op, self.end.op + 1);
-        if entry.request.body.len() > BODY_SIZE_MAX as usize {
+        self.append_group(std::slice::from_ref(entry))
+    }
+
+    /// Refuse a body the reader would refuse, before anything is written.
+    pub fn check_body_size(size: usize) -> Result<()> {
+        if size > BODY_SIZE_MAX as usize {
             return Err(Error::Refused(format!(
-                "a body of {} bytes is over the journal's {BODY_SIZE_MAX}",
-                entry.request.body.len()
+                "a body of {size} bytes is over the journal's {BODY_SIZE_MAX}"
             )));
         }
-        let bytes = encode(entry, self.end.checksum);
+        Ok(())
+    }
+
+    /// Append `entries` (the next ops, in order) with one write and one sync: once this
+    /// returns, every one of them is durable (group commit).
+    pub fn append_group(&mut self, entries: &[Entry]) -> Result<()> {
+        assert!(entries.len() <= GROUP_SIZE_MAX);
+        let mut bytes = Vec::new();
+        let mut end = self.end;
+        for (index, entry) in entries.iter().enumerate() {
+            assert_eq!(entry.request.op, end.op + 1);
+            Self::check_body_size(entry.request.body.len())?;
+            let start = bytes.len();
+            encode(entry, end.checksum, index as u32, &mut bytes);
+            end = Position {
+                offset: end.offset + (bytes.len() - start) as u64,
+                op: entry.request.op,
+                checksum: u128_at(&bytes, start),
+            };
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
         self.file
             .write_at(self.end.offset, &bytes)
             .map_err(io("appending to"))?;
         self.file.sync().map_err(io("syncing"))?;
-        self.end = Position {
-            offset: self.end.offset + bytes.len() as u64,
-            op: entry.request.op,
-            checksum: u128_at(&bytes, 0),
-        };
+        self.end = end;
         Ok(())
     }
 
@@ -446,6 +492,66 @@ mod tests {
         let length = disk.durable_len("journal");
         disk.corrupt("journal", length - 1, 0x01);
         assert_eq!(read(&disk).unwrap().0.len(), 4);
+    }
+
+    /// Ops 1..=5 appended one by one, then ops 6..=11 as one group.
+    fn write_with_a_group(disk: &SimDisk) {
+        let (mut journal, _) = Journal::open(Box::new(disk.file("journal")), DIRECTORY_ID).unwrap();
+        for op in 1..=5 {
+            journal.append(&entry(op)).unwrap();
+        }
+        let group: Vec<Entry> = (6..=11).map(entry).collect();
+        journal.append_group(&group).unwrap();
+    }
+
+    fn offset_of(op: u64) -> u64 {
+        (1..op)
+            .map(|op| (HEADER_SIZE + entry(op).request.body.len()) as u64)
+            .sum()
+    }
+
+    #[test]
+    fn a_group_round_trips_like_single_appends() {
+        let grouped = SimDisk::new();
+        write_with_a_group(&grouped);
+        let single = SimDisk::new();
+        write(&single, 11);
+        let (entries, report) = read(&grouped).unwrap();
+        assert_eq!(entries, (1..=11).map(entry).collect::<Vec<_>>());
+        assert_eq!(report.torn_bytes, 0);
+        // Only the group index differs from entries appended one by one.
+        assert_eq!(
+            grouped.durable_len("journal"),
+            single.durable_len("journal")
+        );
+    }
+
+    #[test]
+    fn damage_inside_the_last_group_is_a_torn_tail_cut_at_the_damage() {
+        // The group's write was never synced: a crash may land its later pages and not
+        // an earlier one. Damage to op 8's header, then to its body.
+        for offset in [offset_of(8) + 40, offset_of(8) + HEADER_SIZE as u64] {
+            let disk = SimDisk::new();
+            write_with_a_group(&disk);
+            disk.corrupt("journal", offset as usize, 0x10);
+            let length = disk.durable_len("journal") as u64;
+            let (entries, report) = read(&disk).unwrap();
+            assert_eq!(entries.len(), 7, "damage at byte {offset}");
+            assert_eq!(report.torn_bytes, length - offset_of(8));
+            assert_eq!(disk.durable_len("journal") as u64, offset_of(8));
+        }
+    }
+
+    #[test]
+    fn damage_to_an_entry_before_a_later_group_is_an_error_naming_the_op() {
+        // Op 4 was synced before the group of ops 6..=11 was written.
+        let disk = SimDisk::new();
+        write_with_a_group(&disk);
+        disk.corrupt("journal", offset_of(4) as usize + 40, 0x10);
+        match read(&disk).unwrap_err() {
+            Error::Corrupt { detail, .. } => assert!(detail.contains("op 4"), "{detail}"),
+            error => panic!("expected a corrupt journal, got {error}"),
+        }
     }
 
     #[test]

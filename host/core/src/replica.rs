@@ -410,6 +410,36 @@ pub trait Committer {
     fn last_timestamp(&self) -> u64;
     /// Commit `request` (the next op) and return its reply.
     fn commit_request(&mut self, request: &Request) -> Result<Vec<u8>>;
+    /// Commit `requests` (the next ops, in order): the replies of those that
+    /// committed, a prefix, and the error that stopped the next one if any. A durable
+    /// replica makes the group durable at once (group commit); by default, one by one.
+    fn commit_group(&mut self, requests: &[Request]) -> Committed {
+        let mut replies = Vec::with_capacity(requests.len());
+        for request in requests {
+            match self.commit_request(request) {
+                Ok(reply) => replies.push(reply),
+                Err(error) => {
+                    return Committed {
+                        replies,
+                        stopped: Some(error),
+                    };
+                }
+            }
+        }
+        Committed {
+            replies,
+            stopped: None,
+        }
+    }
+}
+
+/// What [`Committer::commit_group`] committed.
+#[derive(Debug)]
+pub struct Committed {
+    /// The replies of the first `replies.len()` requests, in order.
+    pub replies: Vec<Vec<u8>>,
+    /// Why the next request did not commit, if one did not.
+    pub stopped: Option<Error>,
 }
 
 impl Committer for Replica {

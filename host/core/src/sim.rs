@@ -73,6 +73,9 @@ pub struct SimConfig {
     /// The host syncs the journal. `false` is a deliberately broken host (a journal
     /// append acknowledged before it is durable), for testing the checkers.
     pub journal_sync: bool,
+    /// Requests handed to the replica at a time: it commits them with one journal
+    /// write and sync (group commit).
+    pub group_size: u64,
 }
 
 /// Pick one of `choices`.
@@ -106,7 +109,7 @@ impl SimConfig {
         let batch_size_limit = pick(&mut prng, &[128, 512, 2048]);
         let scrub_interval = pick(&mut prng, &[0, 2_000, 20_000]);
         let scrub_blocks = pick(&mut prng, &[1, 8, 64]);
-        let settings = [
+        let mut settings = vec![
             ("lsm-profile", "test".to_string()),
             ("bar-ops", bar_ops.to_string()),
             ("scrub-interval", scrub_interval.to_string()),
@@ -118,10 +121,7 @@ impl SimConfig {
             checkpoint_interval_ops,
             block_size,
             block_count: 1 << 14,
-            settings: settings
-                .into_iter()
-                .map(|(name, value)| (name.to_string(), value))
-                .collect(),
+            settings: Vec::new(),
         };
         let io_errors = [100, 1_000, 5_000];
         let grid_faults = FileFaults {
@@ -142,17 +142,33 @@ impl SimConfig {
             sync_error: chance(&mut prng, &io_errors),
             ..FileFaults::default()
         };
+        let latency_max = pick(&mut prng, &[1, 4, 16, 64]);
+        let crash_mean_operations = pick(&mut prng, &[0, 200, 2_000, 20_000]);
+        let superblock_damage = chance(&mut prng, &[100_000, 500_000]);
+        // Drawn after the others, so that those stay what they were for each seed.
+        let group_size = pick(&mut prng, &[1, 4, 16, 64]);
+        // 0: the immutable table absorbs bars until it holds a table's worth.
+        let flush_bars_max = pick(&mut prng, &[0, 1, 2]);
+        settings.push(("flush-bars-max", flush_bars_max.to_string()));
+        let options = Options {
+            settings: settings
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), value))
+                .collect(),
+            ..options
+        };
         SimConfig {
             seed,
             machine: machine.to_string(),
             ops,
             options,
-            latency_max: pick(&mut prng, &[1, 4, 16, 64]),
+            latency_max,
             grid_faults,
             log_faults,
-            crash_mean_operations: pick(&mut prng, &[0, 200, 2_000, 20_000]),
-            superblock_damage: chance(&mut prng, &[100_000, 500_000]),
+            crash_mean_operations,
+            superblock_damage,
             journal_sync: true,
+            group_size,
         }
     }
 
@@ -175,6 +191,7 @@ impl SimConfig {
         ];
         pairs.extend(options.settings.iter().cloned());
         pairs.push(("latency-max".into(), self.latency_max.to_string()));
+        pairs.push(("group-size".into(), self.group_size.to_string()));
         pairs.push((
             "crash-every".into(),
             match self.crash_mean_operations {
@@ -330,9 +347,9 @@ struct Simulation<'c, 'm> {
     reference_checkpoints: BTreeMap<u64, u128>,
     /// Ops committed, in order (acknowledged, or found durable after a crash).
     acknowledged: Vec<Committed>,
-    /// The request in flight when the replica stopped, not acknowledged: it is retried
-    /// unless recovery finds it durable.
-    pending: Option<Request>,
+    /// The requests in flight when the replica stopped, not acknowledged: they are
+    /// retried, but for those recovery finds durable.
+    pending: Vec<Request>,
     steps: u64,
     crashes: u64,
     restarts_after_errors: u64,
@@ -379,7 +396,7 @@ impl<'c, 'm> Simulation<'c, 'm> {
             reference,
             reference_checkpoints: BTreeMap::new(),
             acknowledged: Vec::new(),
-            pending: None,
+            pending: Vec::new(),
             steps: 0,
             crashes: 0,
             restarts_after_errors: 0,
@@ -496,28 +513,34 @@ impl<'c, 'm> Simulation<'c, 'm> {
     fn commit_until_error(&mut self, durable: &mut Durable<'_>) -> Checked<Option<Error>> {
         while (self.acknowledged.len() as u64) < self.config.ops {
             self.step()?;
-            let request = match self.pending.take() {
-                Some(request) => request,
-                None => self
-                    .workload
-                    .next_request(durable.replica().op(), durable.replica().timestamp()),
-            };
-            let reply = match durable.commit(&request) {
-                Ok(reply) => reply,
-                Err(error) => {
-                    self.pending = Some(request);
-                    return Ok(Some(error));
-                }
-            };
-            self.workload
-                .check_reply(&request, &reply)
-                .map_err(|detail| failed("reply", format!("op {}: {detail}", request.op)))?;
-            let checkpoint = durable
-                .replica()
-                .checkpoint_taken_at(request.op)
-                .map(|checkpoint| checkpoint.id());
-            self.trace(format!("ack {} {:x}", request.op, reply_checksum(&reply)).as_bytes());
-            self.commit_reference(&request, reply_checksum(&reply), checkpoint)?;
+            // The requests in flight at the last stop first, then new ones.
+            let mut group = std::mem::take(&mut self.pending);
+            let left = self.config.ops - self.acknowledged.len() as u64;
+            let size = self.config.group_size.min(left) as usize;
+            while group.len() < size {
+                let (op, timestamp) = match group.last() {
+                    Some(request) => (request.op, request.timestamp),
+                    None => (durable.replica().op(), durable.replica().timestamp()),
+                };
+                group.push(self.workload.next_request(op, timestamp));
+            }
+            let committed = durable.commit_group(&group);
+            for (request, reply) in group.iter().zip(&committed.replies) {
+                self.workload
+                    .check_reply(request, reply)
+                    .map_err(|detail| failed("reply", format!("op {}: {detail}", request.op)))?;
+                let checkpoint = durable
+                    .group_checkpoints()
+                    .iter()
+                    .find(|&&(op, _)| op == request.op)
+                    .map(|&(_, id)| id);
+                self.trace(format!("ack {} {:x}", request.op, reply_checksum(reply)).as_bytes());
+                self.commit_reference(request, reply_checksum(reply), checkpoint)?;
+            }
+            if let Some(error) = committed.stopped {
+                self.pending = group.split_off(committed.replies.len());
+                return Ok(Some(error));
+            }
         }
         Ok(None)
     }
@@ -584,19 +607,19 @@ impl<'c, 'm> Simulation<'c, 'm> {
     fn check_recovery(&mut self, durable: &mut Durable<'_>) -> Checked {
         let acknowledged = self.acknowledged.len() as u64;
         let recovered = durable.replica().op();
-        let in_flight = self.pending.as_ref().map(|request| request.op);
+        let in_flight = self.pending.len() as u64;
         if recovered < acknowledged {
             return Err(failed(
                 "recovery",
                 format!("recovered to op {recovered}: acknowledged op {acknowledged} is missing"),
             ));
         }
-        if recovered > acknowledged && in_flight != Some(recovered) {
+        if recovered > acknowledged + in_flight {
             return Err(failed(
                 "recovery",
                 format!(
                     "recovered to op {recovered}, past the last acknowledged op \
-                     {acknowledged} and the op in flight {in_flight:?}"
+                     {acknowledged} and the {in_flight} ops in flight"
                 ),
             ));
         }
@@ -631,20 +654,23 @@ impl<'c, 'm> Simulation<'c, 'm> {
                 ));
             }
         }
-        if recovered > acknowledged {
-            // The op in flight became durable before the crash: it committed.
-            let request = self.pending.take().expect("an op was in flight");
-            let entry = entries.last().expect("the journal holds it");
+        // Ops in flight that became durable before the crash committed.
+        let durable_in_flight = (recovered - acknowledged) as usize;
+        let rest = self.pending.split_off(durable_in_flight);
+        let taken = std::mem::replace(&mut self.pending, rest);
+        for (request, entry) in taken.into_iter().zip(&entries[acknowledged as usize..]) {
             if entry.request != request {
                 return Err(failed(
                     "recovery",
-                    format!("the journal's op {recovered} is not the request in flight"),
+                    format!(
+                        "the journal's op {} is not the request in flight",
+                        request.op
+                    ),
                 ));
             }
             self.workload.observe(&request);
-            self.trace(format!("durable in flight {recovered}").as_bytes());
-            let checkpoint = entry.checkpoint_id;
-            self.commit_reference(&request, entry.reply_checksum, checkpoint)?;
+            self.trace(format!("durable in flight {}", request.op).as_bytes());
+            self.commit_reference(&request, entry.reply_checksum, entry.checkpoint_id)?;
         }
         if let Some(checkpoint) = durable.replica().checkpoint().cloned() {
             self.compare_checkpoint(checkpoint.op, checkpoint.id())?;

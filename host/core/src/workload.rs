@@ -68,19 +68,44 @@ pub fn run(
     workload: &mut dyn Workload,
     ops: u64,
 ) -> Result<RunReport> {
+    run_in_groups(replica, workload, ops, 1)
+}
+
+/// [`run`], handing the replica `group_size` requests at a time (a durable replica
+/// commits each group with one journal write and sync). The requests are the same as
+/// one at a time: a workload draws each from its seed and the previous request.
+pub fn run_in_groups(
+    replica: &mut impl Committer,
+    workload: &mut dyn Workload,
+    ops: u64,
+    group_size: u64,
+) -> Result<RunReport> {
+    assert!(group_size > 0);
     let mut report = RunReport::default();
-    for _ in 0..ops {
-        let request = workload.next_request(replica.last_op(), replica.last_timestamp());
-        let reply = replica.commit_request(&request)?;
-        workload
-            .check_reply(&request, &reply)
-            .map_err(|detail| Error::Divergence {
-                op: request.op,
-                detail: format!("the reply is wrong: {detail}"),
-            })?;
-        report.ops += 1;
-        report.request_bytes += request.body.len() as u64;
-        report.reply_bytes += reply.len() as u64;
+    let mut requests = Vec::new();
+    while report.ops < ops {
+        requests.clear();
+        let (mut op, mut timestamp) = (replica.last_op(), replica.last_timestamp());
+        for _ in 0..group_size.min(ops - report.ops) {
+            let request = workload.next_request(op, timestamp);
+            (op, timestamp) = (request.op, request.timestamp);
+            requests.push(request);
+        }
+        let committed = replica.commit_group(&requests);
+        for (request, reply) in requests.iter().zip(&committed.replies) {
+            workload
+                .check_reply(request, reply)
+                .map_err(|detail| Error::Divergence {
+                    op: request.op,
+                    detail: format!("the reply is wrong: {detail}"),
+                })?;
+            report.ops += 1;
+            report.request_bytes += request.body.len() as u64;
+            report.reply_bytes += reply.len() as u64;
+        }
+        if let Some(error) = committed.stopped {
+            return Err(error);
+        }
     }
     Ok(report)
 }

@@ -276,6 +276,7 @@ impl WorkloadArgs {
                 workload.as_mut(),
                 stop,
                 &bar,
+                1,
             )?);
             let took = start.elapsed();
             elapsed += took;
@@ -297,18 +298,22 @@ impl WorkloadArgs {
     }
 }
 
-/// Commit `workload`'s requests until op `stop`, in slices, moving `bar` after each.
+/// Commit `workload`'s requests until op `stop`, `group_size` at a time, in slices,
+/// moving `bar` after each.
 fn run_with_progress(
     replica: &mut impl Committer,
     workload: &mut dyn Workload,
     stop: u64,
     bar: &indicatif::ProgressBar,
+    group_size: u64,
 ) -> crate::Result<RunReport> {
-    let slice = bar.length().unwrap_or(0).div_ceil(200).max(1);
+    let slice = bar.length().unwrap_or(0).div_ceil(200).max(group_size);
     let mut report = RunReport::default();
     while replica.last_op() < stop {
         let ops = slice.min(stop - replica.last_op());
-        report.add(&workload::run(replica, workload, ops)?);
+        report.add(&workload::run_in_groups(
+            replica, workload, ops, group_size,
+        )?);
         bar.inc(ops);
     }
     Ok(report)
@@ -366,6 +371,11 @@ pub struct RunCommand {
     /// machine it was written by (`--machine`, `--module` must be that machine).
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    /// With `--data`: ops committed per journal write and sync (group commit); each
+    /// reply is released only once its op is durable. 1 syncs after every op.
+    #[arg(long, value_name = "OPS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    group_size: u64,
 }
 
 impl RunCommand {
@@ -401,7 +411,7 @@ impl RunCommand {
                         IoOrder::Seeded(self.workload.seed),
                     );
                     let mut replica = Replica::open(factory.instance(imports)?, options, None)?;
-                    let outcome = commit_requests(&mut replica, path, out)?;
+                    let outcome = commit_requests(&mut replica, path, 1, out)?;
                     Outcome {
                         checkpoint: last_checkpoint(&replica),
                         ..outcome
@@ -447,7 +457,7 @@ impl RunCommand {
         print_recovery(out, path, &recovery)?;
         let start_op = durable.replica().op();
         let outcome = match &self.requests {
-            Some(requests) => commit_requests(&mut durable, requests, out)?,
+            Some(requests) => commit_requests(&mut durable, requests, self.group_size, out)?,
             None => {
                 // A continuing run must not repeat the bodies of the first: seed by where
                 // it starts.
@@ -464,7 +474,8 @@ impl RunCommand {
                 let start = Instant::now();
                 let bar = super::progress_bar(self.workload.ops, "ops");
                 let end = start_op + self.workload.ops;
-                let report = run_with_progress(&mut durable, workload.as_mut(), end, &bar)?;
+                let report =
+                    run_with_progress(&mut durable, workload.as_mut(), end, &bar, self.group_size)?;
                 bar.finish_and_clear();
                 Outcome {
                     report,
@@ -553,11 +564,14 @@ fn decode_hex(text: &str) -> Result<Vec<u8>> {
 /// The timestamp step between the requests of a file: one logical unit per op.
 const REQUEST_FILE_TIMESTAMP_STEP: u64 = 1;
 
-/// Commit the requests of the file at `path`, printing each reply in hex. A request the
-/// machine refuses is reported and skipped; any other error stops the run.
+/// Commit the requests of the file at `path`, `group_size` at a time, printing each
+/// reply in hex once the committer returns it (a durable one: once its op is durable).
+/// A request the machine refuses is reported and skipped (the next takes its op
+/// number); any other error stops the run.
 fn commit_requests(
     committer: &mut impl Committer,
     path: &Path,
+    group_size: u64,
     out: &mut dyn std::io::Write,
 ) -> Result<Outcome> {
     let size = std::fs::metadata(path)
@@ -574,31 +588,45 @@ fn commit_requests(
     let requests = parse_requests(&text).with_context(|| format!("in `{}`", path.display()))?;
     let mut report = RunReport::default();
     let start = Instant::now();
-    for (client, operation, body) in requests {
-        let request = Request {
-            client,
-            op: committer.last_op() + 1,
-            timestamp: committer.last_timestamp() + REQUEST_FILE_TIMESTAMP_STEP,
-            operation,
-            body,
-        };
-        match committer.commit_request(&request) {
-            Ok(reply) => {
-                let hex: String = reply.iter().map(|byte| format!("{byte:02x}")).collect();
-                say!(
-                    out,
-                    "reply       op {} {}",
-                    request.op,
-                    if hex.is_empty() { "-" } else { &hex }
-                )?;
-                report.ops += 1;
-                report.request_bytes += request.body.len() as u64;
-                report.reply_bytes += reply.len() as u64;
+    let mut left = requests.as_slice();
+    let mut group = Vec::new();
+    while !left.is_empty() {
+        // Numbered from the last committed op: a refused request gives its number to
+        // the next.
+        group.clear();
+        let (mut op, mut timestamp) = (committer.last_op(), committer.last_timestamp());
+        for (client, operation, body) in left.iter().take(group_size as usize) {
+            op += 1;
+            timestamp += REQUEST_FILE_TIMESTAMP_STEP;
+            group.push(Request {
+                client: *client,
+                op,
+                timestamp,
+                operation: *operation,
+                body: body.clone(),
+            });
+        }
+        let committed = committer.commit_group(&group);
+        for (request, reply) in group.iter().zip(&committed.replies) {
+            let hex: String = reply.iter().map(|byte| format!("{byte:02x}")).collect();
+            say!(
+                out,
+                "reply       op {} {}",
+                request.op,
+                if hex.is_empty() { "-" } else { &hex }
+            )?;
+            report.ops += 1;
+            report.request_bytes += request.body.len() as u64;
+            report.reply_bytes += reply.len() as u64;
+        }
+        left = &left[committed.replies.len()..];
+        match committed.stopped {
+            None => {}
+            Some(error @ (crate::Error::Refused(_) | crate::Error::Poison { .. })) => {
+                say!(out, "refused     {error}")?;
+                left = &left[1..];
             }
-            Err(error @ (crate::Error::Refused(_) | crate::Error::Poison { .. })) => {
-                say!(out, "refused     {error}")?
-            }
-            Err(error) => return Err(error.into()),
+            Some(error) => return Err(error.into()),
         }
     }
     Ok(Outcome {
