@@ -38,6 +38,8 @@ pub mod cache;
 pub mod cli;
 pub mod machines;
 pub mod os;
+#[cfg(feature = "peer")]
+pub mod peer;
 pub mod wasm;
 
 #[cfg(feature = "native")]

@@ -436,3 +436,52 @@ fn bench_scale_times_each_power_of_ten_and_reports_the_space_used() {
     let ratio = space["grid_over_values"].as_f64().unwrap();
     assert!((1.0..2.5).contains(&ratio), "{report}");
 }
+
+#[test]
+fn bench_matrix_quick_runs_every_cell_and_writes_a_chart() {
+    let chart = std::env::temp_dir().join(format!("carapace-chart-{}.svg", std::process::id()));
+    let cli = Cli::try_parse_from([
+        "carapace",
+        "bench",
+        "--matrix",
+        "--quick",
+        "--json",
+        "--chart",
+        chart.to_str().unwrap(),
+    ])
+    .unwrap();
+    let mut out = Vec::new();
+    cli.execute_to(&mut out).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let cells = report["cells"].as_array().unwrap();
+    // Five body sizes, each by native and wasm over memory and a data directory, and
+    // by fjall.
+    assert_eq!(cells.len(), 25, "{report}");
+    for cell in cells {
+        assert!(cell["ops"].as_u64().unwrap() > 0, "{cell}");
+        assert!(cell["ops_per_second"].as_f64().unwrap() > 0.0, "{cell}");
+        assert!(cell["latency_p99_us"].as_f64() >= cell["latency_p50_us"].as_f64());
+    }
+    for ratios in report["ratios"].as_array().unwrap() {
+        assert!(
+            ratios["wasm_over_native"].as_f64().unwrap() > 0.0,
+            "{ratios}"
+        );
+        assert!(
+            ratios["wasm_over_fjall"].as_f64().unwrap() > 0.0,
+            "{ratios}"
+        );
+    }
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("fjall (files, no fsync)"));
+    assert_eq!(svg.matches("<polyline").count(), 5);
+    std::fs::remove_file(&chart).unwrap();
+
+    let error = error_of(&["bench", "--quick"]);
+    assert!(error.contains("--matrix"), "{error}");
+    let error = error_of(&["bench", "--matrix", "--machine", "kv"]);
+    assert!(
+        error.contains("--matrix measures the echo machine"),
+        "{error}"
+    );
+}

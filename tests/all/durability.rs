@@ -594,3 +594,38 @@ fn a_journal_of_another_directory_is_refused_by_every_command() {
     }
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn a_group_of_large_bodies_is_made_durable_in_bounded_writes() {
+    let body_size = carapace_echo::BATCH_SIZE_LIMIT_MAX;
+    let options = carapace::Options {
+        batch_size_limit: body_size,
+        reply_size_limit: body_size,
+        ..config()
+    };
+    let mut workload = EchoWorkload::with_body_size(3, body_size);
+    let (mut op, mut timestamp) = (0, 0);
+    let requests: Vec<Request> = (0..10)
+        .map(|_| {
+            let request = workload.next_request(op, timestamp);
+            (op, timestamp) = (request.op, request.timestamp);
+            request
+        })
+        .collect();
+    let disk = SimDisk::new();
+    let (mut durable, _) = Durable::open(
+        DataDir::simulated(&disk),
+        Some(options),
+        IoOrder::Seeded(4),
+        native,
+    )
+    .unwrap();
+    let syncs = disk.syncs();
+    let committed = durable.commit_group(&requests);
+    assert!(committed.stopped.is_none());
+    assert_eq!(committed.replies.len(), 10);
+    // Ten bodies of ~1 MiB: a write is made once the group holds 4 MiB, that is after
+    // five entries; two writes, each synced, rather than one of 10 MiB.
+    assert_eq!(disk.syncs() - syncs, 2);
+    assert_eq!(durable.journal_end().op, 10);
+}

@@ -27,9 +27,11 @@ fn main() -> Result<()> {
         Some("memory") => memory(),
         Some("fuzz") => fuzz(&args[1..]),
         Some("sim") => sim(&args[1..]),
+        Some("scale") => scale(&args[1..]),
         Some("web") => web::command(&args[1..]),
         _ => bail!(
             "usage: cargo xtask <ci | bench [carapace bench options] | memory | \
+             scale [carapace bench --scale options] | \
              sim [--seeds N] [--from S] [--ops N] | web [--serve] [--port N] | \
              fuzz [--seconds N] [TARGET ...]>"
         ),
@@ -72,6 +74,22 @@ fn carapace_release<'a>(args: impl IntoIterator<Item = &'a str>) -> Vec<&'a str>
 fn bench(extra: &[String]) -> Result<()> {
     cargo(&carapace_release(
         std::iter::once("bench").chain(extra.iter().map(String::as_str)),
+    ))
+}
+
+/// The scale test: 10^7 echo ops of 64-byte bodies, native and in wasm, timed between
+/// powers of ten, and the space the grid takes for them (`carapace bench --scale`).
+fn scale(extra: &[String]) -> Result<()> {
+    let has = |flag: &str| extra.iter().any(|arg| arg == flag);
+    let mut args = vec!["bench", "--scale"];
+    if !has("--ops") {
+        args.extend(["--ops", "10000000"]);
+    }
+    if !has("--body-size") {
+        args.extend(["--body-size", "64"]);
+    }
+    cargo(&carapace_release(
+        args.into_iter().chain(extra.iter().map(String::as_str)),
     ))
 }
 

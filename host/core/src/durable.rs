@@ -414,9 +414,11 @@ impl<'a> Durable<'a> {
                 checkpoint_id,
             });
             group.replies.push(reply);
+            group.bytes += crate::journal::HEADER_SIZE + request.body.len();
             // A checkpoint is published before the next op: from then on the machine
-            // may reuse blocks only older checkpoints need.
-            if checkpoint_id.is_some() {
+            // may reuse blocks only older checkpoints need. A group of large bodies is
+            // written in parts, so that one write stays bounded.
+            if checkpoint_id.is_some() || group.bytes >= JOURNAL_WRITE_BYTES_MAX {
                 self.make_durable(group)?;
             }
         }
@@ -431,6 +433,7 @@ impl<'a> Durable<'a> {
         // group is acknowledged.
         let entries = std::mem::take(&mut group.entries);
         let replies = std::mem::take(&mut group.replies);
+        group.bytes = 0;
         let Some(last) = entries.last() else {
             return Ok(());
         };
@@ -452,9 +455,15 @@ impl<'a> Durable<'a> {
 #[derive(Debug, Default)]
 struct Group {
     entries: Vec<Entry>,
+    /// Bytes the entries take in the journal.
+    bytes: usize,
     replies: Vec<Vec<u8>>,
     acknowledged: Vec<Vec<u8>>,
 }
+
+/// A group commit's journal write is at most about this many bytes (one entry more):
+/// a group of large bodies is made durable in parts.
+pub const JOURNAL_WRITE_BYTES_MAX: usize = 4 << 20;
 
 /// Whether a fault ends only this instance, which the host rebuilds: a trap (a panic,
 /// fuel or memory run out) or a broken contract. A failure the guest reports (a corrupt

@@ -25,6 +25,22 @@ pub struct BenchCommand {
     /// space against the values stored. Give it many ops (`cargo xtask scale` runs 10^7).
     #[arg(long)]
     scale: bool,
+    /// Echo at bodies of 0, 64 B, 1 KiB, 64 KiB and ~1 MiB: native and wasm over memory
+    /// and over a data directory, and fjall doing the same work; ops/s, MB/s, p50 and
+    /// p99 latency, the ratios, and a chart (`--chart`).
+    #[arg(long, conflicts_with = "scale")]
+    matrix: bool,
+    /// With `--matrix`: few ops per cell, to show it works (no figure is meaningful).
+    #[arg(long, requires = "matrix")]
+    quick: bool,
+    /// With `--matrix`: where to write the SVG chart of ops/s against body size.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "carapace-bench.svg",
+        requires = "matrix"
+    )]
+    chart: std::path::PathBuf,
 }
 
 /// The first op count of a `--scale` run's stops: segments before it are warm-up.
@@ -96,6 +112,9 @@ impl BenchCommand {
     pub fn execute(self, out: &mut dyn std::io::Write) -> Result<()> {
         if self.scale {
             return self.execute_scale(out);
+        }
+        if self.matrix {
+            return self.execute_matrix(out);
         }
         let source = Source::Embedded(self.machine.clone());
         let native = Factory::load(&Source::Native(self.machine.clone()), Limits::default())?;
@@ -173,6 +192,35 @@ impl BenchCommand {
             100.0 * fuel_cost
         )?;
         Ok(())
+    }
+
+    /// `--matrix`: every body size, engine and storage; then the chart.
+    #[cfg(feature = "peer")]
+    fn execute_matrix(self, out: &mut dyn std::io::Write) -> Result<()> {
+        use super::matrix;
+        ensure!(
+            self.machine == "echo",
+            "--matrix measures the echo machine (fjall does echo's work), not `{}`",
+            self.machine
+        );
+        let runs = (matrix::BODY_SIZES.len() * matrix::SUBJECTS.len()) as u64;
+        let bar = super::progress_bar(runs, "runs");
+        let cells = matrix::run_matrix(self.quick, &bar)?;
+        bar.finish_and_clear();
+        let memcpy = matrix::memcpy_rate(*matrix::BODY_SIZES.last().unwrap() as usize);
+        matrix::write_chart(&self.chart, &cells)?;
+        if self.json {
+            say!(out, "{}", matrix::json(&cells, memcpy))?;
+        } else {
+            matrix::print(out, &cells, memcpy)?;
+            say!(out, "== chart written to {}", self.chart.display())?;
+        }
+        Ok(())
+    }
+
+    #[cfg(not(feature = "peer"))]
+    fn execute_matrix(self, _: &mut dyn std::io::Write) -> Result<()> {
+        anyhow::bail!("this build of carapace has no peer to measure against (feature `peer`)")
     }
 
     /// `--scale`: native, then wasm, each stopping at every power of ten of ops.

@@ -17,6 +17,8 @@ pub mod bench;
 pub mod compile;
 pub mod component;
 pub mod inspect;
+#[cfg(feature = "peer")]
+pub mod matrix;
 pub mod replay;
 pub mod run;
 pub mod sim;
