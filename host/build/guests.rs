@@ -110,7 +110,7 @@ fn build_guest(workspace: &Path, out_dir: &Path, guest: &Guest) -> Result<PathBu
         .env("CARGO_TARGET_DIR", &target_dir)
         // The outer build's flags are for the host target, not wasm.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env("RUSTFLAGS", "")
+        .env("RUSTFLAGS", "-C target-feature=+simd128")
         // A small module: no debug info, no panic strings beyond what std keeps.
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
         .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")

@@ -1,5 +1,7 @@
 //! The block cache: set-associative, CLOCK replacement, keyed by address, with all of its
-//! memory allocated at init.
+//! memory allocated at init. Its blocks' memory is reserved then, and written only as
+//! ways are first used: a machine that opens does not pay for touching megabytes of
+//! cache it has not filled yet (in wasm, zeroing them was most of `init`).
 //!
 //! A hit is only as good as its checksum: the grid checks that the cached block's header
 //! names the checksum its referrer expects before using it (a block rewritten at the
@@ -24,9 +26,15 @@ pub struct BlockCache {
     referenced: Vec<bool>,
     /// The CLOCK hand of each set.
     hands: Vec<u8>,
-    /// `ways * sets` blocks.
+    /// Where each way's block sits in `blocks`, once the way has held one.
+    slots: Vec<u32>,
+    /// The blocks of the ways used so far, in the order they were first used; its
+    /// capacity (`ways * sets` blocks) is reserved at init.
     blocks: Vec<u8>,
 }
+
+/// A way that has not held a block yet.
+const NO_SLOT: u32 = u32::MAX;
 
 impl BlockCache {
     /// A cache of at most `capacity_blocks` blocks (rounded down to whole sets; zero
@@ -41,7 +49,8 @@ impl BlockCache {
             tags: vec![EMPTY; ways * sets],
             referenced: vec![false; ways * sets],
             hands: vec![0; sets],
-            blocks: vec![0; ways * sets * block_size],
+            slots: vec![NO_SLOT; ways * sets],
+            blocks: Vec::with_capacity(ways * sets * block_size),
         }
     }
 
@@ -65,7 +74,8 @@ impl BlockCache {
     }
 
     fn block(&self, way: usize) -> &[u8] {
-        &self.blocks[way * self.block_size..(way + 1) * self.block_size]
+        let start = self.slots[way] as usize * self.block_size;
+        &self.blocks[start..start + self.block_size]
     }
 
     /// The cached block at `address`, marked recently used.
@@ -89,7 +99,15 @@ impl BlockCache {
         };
         self.tags[way] = address;
         self.referenced[way] = false;
-        self.blocks[way * self.block_size..(way + 1) * self.block_size].copy_from_slice(block);
+        if self.slots[way] == NO_SLOT {
+            self.slots[way] = (self.blocks.len() / self.block_size) as u32;
+            // Within the capacity reserved at init: no allocation.
+            assert!(self.blocks.len() + self.block_size <= self.blocks.capacity());
+            self.blocks.extend_from_slice(block);
+        } else {
+            let start = self.slots[way] as usize * self.block_size;
+            self.blocks[start..start + self.block_size].copy_from_slice(block);
+        }
     }
 
     /// Forget the block at `address`, if cached.
@@ -124,6 +142,22 @@ mod tests {
 
     fn block(fill: u8) -> Vec<u8> {
         vec![fill; 64]
+    }
+
+    #[test]
+    fn block_memory_is_written_as_ways_are_first_used_and_never_reallocated() {
+        let mut cache = BlockCache::new(64, 32);
+        let reserved = cache.blocks.as_ptr();
+        assert!(cache.blocks.is_empty() && cache.blocks.capacity() >= 32 * 64);
+        for round in 0..3u8 {
+            for address in 1..=200 {
+                cache.insert(address, &block(address as u8 ^ round));
+                assert_eq!(cache.get(address), Some(&block(address as u8 ^ round)[..]));
+            }
+        }
+        // Every way was used, each once given its slot; the buffer never moved.
+        assert_eq!(cache.blocks.len(), 32 * 64);
+        assert_eq!(cache.blocks.as_ptr(), reserved);
     }
 
     #[test]
