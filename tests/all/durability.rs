@@ -10,7 +10,7 @@ use carapace::durable::{DataDir, Durable, GRID_FILE, JOURNAL_FILE, Recovery, SUP
 use carapace::imports::{HostImports, IoOrder};
 use carapace::native::NativeInstance;
 use carapace::replica::Request;
-use carapace::workload::{EchoWorkload, Workload};
+use carapace::workload::{EchoWorkload, first_requests};
 use carapace_echo::{Operation, Thing, thing_value};
 use carapace_lsm::table::Value;
 
@@ -19,15 +19,7 @@ use crate::support::*;
 const OPS: usize = 40;
 
 fn requests() -> Vec<Request> {
-    let mut workload = EchoWorkload::new(31, BATCH_SIZE_LIMIT);
-    let (mut op, mut timestamp) = (0, 0);
-    (0..OPS)
-        .map(|_| {
-            let request = workload.next_request(op, timestamp);
-            (op, timestamp) = (request.op, request.timestamp);
-            request
-        })
-        .collect()
+    first_requests(&mut EchoWorkload::new(31, BATCH_SIZE_LIMIT), OPS as u64)
 }
 
 fn native(context: HostImports) -> carapace::Result<Box<dyn carapace::Instance>> {
@@ -68,15 +60,10 @@ fn kv_subject() -> Subject {
         reply_size_limit: 1 << 16,
         ..config()
     };
-    let mut workload = carapace::workload::KvWorkload::new(5, options.batch_size_limit);
-    let (mut op, mut timestamp) = (0, 0);
-    let requests = (0..OPS)
-        .map(|_| {
-            let request = workload.next_request(op, timestamp);
-            (op, timestamp) = (request.op, request.timestamp);
-            request
-        })
-        .collect();
+    let requests = first_requests(
+        &mut carapace::workload::KvWorkload::new(5, options.batch_size_limit),
+        OPS as u64,
+    );
     Subject {
         make: kv_component(),
         options,
@@ -603,15 +590,7 @@ fn a_group_of_large_bodies_is_made_durable_in_bounded_writes() {
         reply_size_limit: body_size,
         ..config()
     };
-    let mut workload = EchoWorkload::with_body_size(3, body_size);
-    let (mut op, mut timestamp) = (0, 0);
-    let requests: Vec<Request> = (0..10)
-        .map(|_| {
-            let request = workload.next_request(op, timestamp);
-            (op, timestamp) = (request.op, request.timestamp);
-            request
-        })
-        .collect();
+    let requests = first_requests(&mut EchoWorkload::with_body_size(3, body_size), 10);
     let disk = SimDisk::new();
     let (mut durable, _) = Durable::open(
         DataDir::simulated(&disk),
@@ -627,5 +606,41 @@ fn a_group_of_large_bodies_is_made_durable_in_bounded_writes() {
     // Ten bodies of ~1 MiB: a write is made once the group holds 4 MiB, that is after
     // five entries; two writes, each synced, rather than one of 10 MiB.
     assert_eq!(disk.syncs() - syncs, 2);
+    assert_eq!(durable.journal_writes(), 2);
     assert_eq!(durable.journal_end().op, 10);
+}
+
+#[test]
+fn recovery_reads_the_journal_from_the_checkpoint_and_replay_reads_it_all() {
+    let requests = requests();
+    let disk = full_disk(&requests);
+    // Damage op 5's body, long before the published checkpoint at op 32.
+    let offset: usize = requests[..4]
+        .iter()
+        .map(|request| carapace::journal::HEADER_SIZE + request.body.len())
+        .sum();
+    disk.corrupt(
+        JOURNAL_FILE,
+        offset + carapace::journal::HEADER_SIZE + requests[4].body.len() / 2,
+        0x01,
+    );
+    // Recovery opens the checkpoint and verifies its entry and what follows: it never
+    // reads op 5, so it takes time in proportion to the journal's tail.
+    let (durable, recovery) = open(&disk).unwrap();
+    assert_eq!((recovery.checkpoint_op, recovery.replayed_ops), (32, 8));
+    assert_eq!(durable.replica().op(), OPS as u64);
+    drop(durable);
+    // A full verification (what `carapace replay` does) finds the damage.
+    let directory_id = carapace::durable::read_superblock(&mut disk.file(SUPERBLOCK_FILE))
+        .unwrap()
+        .directory_id;
+    match carapace::journal::Journal::open_read_only(
+        Box::new(disk.file(JOURNAL_FILE)),
+        directory_id,
+    ) {
+        Err(carapace::Error::Corrupt { detail, .. }) => {
+            assert!(detail.contains("op 5"), "{detail}")
+        }
+        other => panic!("expected the damage at op 5, got {other:?}"),
+    }
 }

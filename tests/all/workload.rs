@@ -43,17 +43,13 @@ fn guest_memory_does_not_grow_with_the_number_of_ops() {
 /// made puts anyway, and every run was refused at its first put.
 #[test]
 fn the_kv_workload_keeps_to_a_batch_size_limit_smaller_than_a_put() {
-    use carapace::workload::{KvWorkload, Workload as _};
+    use carapace::workload::{KvWorkload, first_requests};
     for limit in [16, 40, 64, 79] {
-        let mut workload = KvWorkload::new(1, limit);
-        let (mut op, mut timestamp) = (0, 0);
-        for _ in 0..500 {
-            let request = workload.next_request(op, timestamp);
+        for request in first_requests(&mut KvWorkload::new(1, limit), 500) {
             assert!(
                 request.body.len() <= limit as usize,
                 "limit {limit}: {request:?}"
             );
-            (op, timestamp) = (request.op, request.timestamp);
         }
     }
     let runtime = carapace::wasm::Runtime::new(carapace::wasm::Limits::default()).unwrap();

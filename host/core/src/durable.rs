@@ -98,6 +98,8 @@ pub struct Durable<'a> {
     poisoned: u64,
     /// `(op, id)` of each checkpoint published during the last group commit.
     group_checkpoints: Vec<(u64, u128)>,
+    /// Journal writes made, each followed by a sync.
+    journal_writes: u64,
 }
 
 impl std::fmt::Debug for Durable<'_> {
@@ -195,8 +197,20 @@ impl<'a> Durable<'a> {
             )));
         }
         // Check the journal against the superblock before cutting anything: damage where
-        // acknowledged entries should be must stay on disk for whoever looks next.
-        let (mut journal, journal_report) = Journal::open_read_only(journal, stored.directory_id)?;
+        // acknowledged entries should be must stay on disk for whoever looks next. Only
+        // the entries after the published checkpoint are read: recovery takes time in
+        // proportion to the journal's tail.
+        let (mut journal, journal_report) = match &stored.checkpoint {
+            Some(_) if stored.journal_entry_size > 0 => Journal::open_after(
+                journal,
+                stored.directory_id,
+                stored.journal,
+                stored.journal_entry_size,
+            )?,
+            // No checkpoint yet, or one published before the superblock recorded its
+            // entry's size: the whole journal.
+            _ => Journal::open_read_only(journal, stored.directory_id)?,
+        };
         replay::check_journal_covers(&stored, &journal)?;
         journal.cut_torn_tail()?;
         // A copy left damaged or behind (a crash mid-publication, or a bad sector) is
@@ -225,6 +239,7 @@ impl<'a> Durable<'a> {
             rebuilds: 0,
             poisoned: 0,
             group_checkpoints: Vec::new(),
+            journal_writes: 0,
         };
         Ok((durable, recovery))
     }
@@ -251,16 +266,20 @@ impl<'a> Durable<'a> {
         );
         let mut replica =
             Replica::open(make(imports)?, options.clone(), stored.checkpoint.clone())?;
-        let report =
-            replay::replay_journal(&mut replica, journal, &stored, |replica, _, position| {
+        let report = replay::replay_journal(
+            &mut replica,
+            journal,
+            &stored,
+            |replica, entry, position| {
                 // The machine reuses blocks that only older checkpoints need once it has
                 // taken a new one: publish it before the next op, as in `commit`.
                 if let Some(checkpoint) = replica.checkpoint_taken_at(position.op) {
                     let version = replica.identity().version.clone();
-                    superblock.publish(checkpoint, position, &version)?;
+                    superblock.publish(checkpoint, position, entry_size(entry), &version)?;
                 }
                 Ok(())
-            });
+            },
+        );
         let ReplayReport {
             checkpoint_op,
             identical_through,
@@ -293,6 +312,12 @@ impl<'a> Durable<'a> {
     /// Requests refused as poison ops.
     pub fn poisoned(&self) -> u64 {
         self.poisoned
+    }
+
+    /// Journal writes this replica made (each synced): with group commit, fewer than
+    /// the ops it committed.
+    pub fn journal_writes(&self) -> u64 {
+        self.journal_writes
     }
 
     /// `(op, id)` of each checkpoint the last [`Durable::commit_group`] published, in
@@ -438,16 +463,22 @@ impl<'a> Durable<'a> {
             return Ok(());
         };
         self.journal.append_group(&entries)?;
+        self.journal_writes += 1;
         if let Some(checkpoint) = self.replica.checkpoint_taken_at(last.request.op).cloned() {
             let version = self.replica.identity().version.clone();
             self.superblock
-                .publish(&checkpoint, self.journal.end(), &version)?;
+                .publish(&checkpoint, self.journal.end(), entry_size(last), &version)?;
             self.group_checkpoints
                 .push((checkpoint.op, checkpoint.id()));
         }
         group.acknowledged.extend(replies);
         Ok(())
     }
+}
+
+/// Bytes `entry` takes in the journal.
+fn entry_size(entry: &Entry) -> u32 {
+    (crate::journal::HEADER_SIZE + entry.request.body.len()) as u32
 }
 
 /// Ops of a group commit: committed by the machine and not yet durable (`entries`,

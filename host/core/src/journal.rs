@@ -147,6 +147,8 @@ fn decode_header(bytes: &[u8]) -> Option<Header> {
 /// The journal file.
 pub struct Journal {
     file: Box<dyn File>,
+    /// Where verification began: the start, or a published checkpoint's entry's end.
+    start: Position,
     end: Position,
 }
 
@@ -182,6 +184,66 @@ impl Journal {
         Self::open_with(file, directory_id, false)
     }
 
+    /// Open without changing the file, verifying the entry of a published checkpoint
+    /// (`entry_size` bytes ending at `after`, as the superblock records them) and the
+    /// entries after it: what recovery needs, in time bounded by the journal's tail, not
+    /// its length. The entries before are not read; `carapace replay` verifies them all.
+    pub fn open_after(
+        mut file: Box<dyn File>,
+        directory_id: u128,
+        after: Position,
+        entry_size: u32,
+    ) -> Result<(Journal, OpenReport)> {
+        let length = file.length().map_err(io("reading the length of"))?;
+        let lost = |what: String| {
+            Error::corrupt(
+                "journal",
+                format!(
+                    "{what}: it lost an acknowledged entry before the checkpoint at op {}",
+                    after.op
+                ),
+            )
+        };
+        if length < after.offset {
+            return Err(lost(format!(
+                "it ends at byte {length}; the checkpoint's entry ends at byte {}",
+                after.offset
+            )));
+        }
+        let start = after
+            .offset
+            .checked_sub(u64::from(entry_size))
+            .filter(|_| entry_size as usize >= HEADER_SIZE)
+            .ok_or_else(|| {
+                lost(format!(
+                    "the superblock names an entry of {entry_size} bytes"
+                ))
+            })?;
+        let mut header = [0; HEADER_SIZE];
+        file.read_at(start, &mut header).map_err(io("reading"))?;
+        let decoded = decode_header(&header).filter(|decoded| {
+            decoded.checksum == after.checksum
+                && decoded.op == after.op
+                && HEADER_SIZE as u64 + u64::from(decoded.body_size) == u64::from(entry_size)
+        });
+        let Some(decoded) = decoded else {
+            return Err(lost(format!(
+                "the entry of checkpoint op {} at byte {start} is damaged",
+                after.op
+            )));
+        };
+        let mut body = vec![0; decoded.body_size as usize];
+        file.read_at(start + HEADER_SIZE as u64, &mut body)
+            .map_err(io("reading"))?;
+        if checksum(&body) != decoded.checksum_body {
+            return Err(lost(format!(
+                "the entry of checkpoint op {} at byte {start} has a damaged body",
+                after.op
+            )));
+        }
+        Self::scan(file, directory_id, after, false)
+    }
+
     /// Cut what follows the last valid entry, durably.
     pub fn cut_torn_tail(&mut self) -> Result<()> {
         if self.file.length().map_err(io("reading the length of"))? > self.end.offset {
@@ -194,12 +256,27 @@ impl Journal {
     }
 
     fn open_with(
-        mut file: Box<dyn File>,
+        file: Box<dyn File>,
         directory_id: u128,
         cut_torn_tail: bool,
     ) -> Result<(Journal, OpenReport)> {
+        Self::scan(
+            file,
+            directory_id,
+            Position::start(directory_id),
+            cut_torn_tail,
+        )
+    }
+
+    /// Verify every entry from `start` on: headers, bodies, the chain.
+    fn scan(
+        mut file: Box<dyn File>,
+        directory_id: u128,
+        start: Position,
+        cut_torn_tail: bool,
+    ) -> Result<(Journal, OpenReport)> {
         let length = file.length().map_err(io("reading the length of"))?;
-        let mut end = Position::start(directory_id);
+        let mut end = start;
         let mut header = [0; HEADER_SIZE];
         while end.offset < length {
             let next = end.op + 1;
@@ -277,7 +354,7 @@ impl Journal {
                 .map_err(io("cutting the torn tail of"))?;
             file.sync().map_err(io("syncing"))?;
         }
-        Ok((Journal { file, end }, OpenReport { end, torn_bytes }))
+        Ok((Journal { file, start, end }, OpenReport { end, torn_bytes }))
     }
 
     /// Whether the damaged entry of op `op` must have been synced: a valid entry of a
@@ -333,6 +410,12 @@ impl Journal {
         self.end
     }
 
+    /// Where opening began to verify: the start, or the position given to
+    /// [`Journal::open_after`].
+    pub fn verified_from(&self) -> Position {
+        self.start
+    }
+
     /// Append `entry` (the next op) and sync: once this returns, the op is durable.
     pub fn append(&mut self, entry: &Entry) -> Result<()> {
         self.append_group(std::slice::from_ref(entry))
@@ -377,8 +460,25 @@ impl Journal {
     }
 
     /// Read every entry from the start, calling `visit` on each, in op order.
-    pub fn read_all(&mut self, mut visit: impl FnMut(Entry, Position) -> Result<()>) -> Result<()> {
-        let mut offset = 0;
+    pub fn read_all(&mut self, visit: impl FnMut(Entry, Position) -> Result<()>) -> Result<()> {
+        self.read_from(0, visit)
+    }
+
+    /// Read the entries that follow `position` (an entry's end), in op order.
+    pub fn read_after(
+        &mut self,
+        position: Position,
+        visit: impl FnMut(Entry, Position) -> Result<()>,
+    ) -> Result<()> {
+        self.read_from(position.offset, visit)
+    }
+
+    fn read_from(
+        &mut self,
+        offset: u64,
+        mut visit: impl FnMut(Entry, Position) -> Result<()>,
+    ) -> Result<()> {
+        let mut offset = offset;
         let mut header = [0; HEADER_SIZE];
         while offset < self.end.offset {
             self.file

@@ -42,6 +42,10 @@ pub struct SuperblockState {
     pub checkpoint: Option<Checkpoint>,
     /// The journal position right after the checkpoint op's entry.
     pub journal: Position,
+    /// Bytes of the checkpoint op's journal entry, so that recovery finds its start and
+    /// verifies it without reading the journal before it; 0 before the first
+    /// checkpoint, and in copies written before it was recorded.
+    pub journal_entry_size: u32,
     /// The options the data directory was created with.
     pub options: Options,
     /// The machine that wrote the directory: its name and state format never change;
@@ -144,6 +148,7 @@ fn encode_copy(state: &SuperblockState, copy: usize) -> Result<Vec<u8>> {
     bytes[80..96].copy_from_slice(&state.journal.checksum.to_le_bytes());
     bytes[104..108].copy_from_slice(&state.identity.state_format.to_le_bytes());
     bytes[108..124].copy_from_slice(&state.directory_id.to_le_bytes());
+    bytes[124..128].copy_from_slice(&state.journal_entry_size.to_le_bytes());
     let (name, version) =
         bytes[IDENTITY_OFFSET..OPTIONS_OFFSET].split_at_mut(IDENTITY_TEXT_SIZE_MAX);
     encode_text(&state.identity.name, name);
@@ -197,6 +202,7 @@ fn decode_copy(bytes: &[u8]) -> Option<SuperblockState> {
             op,
             checksum: u128_at(80),
         },
+        journal_entry_size: u32_at(124),
         options: decode_options(&bytes[OPTIONS_OFFSET..OPTIONS_OFFSET + config_size])?,
         identity,
         directory_id: u128_at(108),
@@ -234,6 +240,7 @@ impl Superblock {
                 sequence: 0,
                 checkpoint: None,
                 journal: Position::start(directory_id),
+                journal_entry_size: 0,
                 options,
                 identity,
                 directory_id,
@@ -322,12 +329,14 @@ impl Superblock {
         &self.state
     }
 
-    /// Publish `checkpoint`, whose op's journal entry ends at `journal`, written by
-    /// machine version `version`. The grid and the journal must be durable already.
+    /// Publish `checkpoint`, whose op's journal entry (of `journal_entry_size` bytes)
+    /// ends at `journal`, written by machine version `version`. The grid and the journal
+    /// must be durable already.
     pub fn publish(
         &mut self,
         checkpoint: &Checkpoint,
         journal: Position,
+        journal_entry_size: u32,
         version: &str,
     ) -> Result<()> {
         assert_eq!(journal.op, checkpoint.op);
@@ -335,6 +344,7 @@ impl Superblock {
             sequence: self.state.sequence + 1,
             checkpoint: Some(checkpoint.clone()),
             journal,
+            journal_entry_size,
             options: self.state.options.clone(),
             identity: Identity {
                 version: version.to_string(),
@@ -418,10 +428,10 @@ mod tests {
         )
         .unwrap();
         superblock
-            .publish(&checkpoint(16), position(16), "1.0.0")
+            .publish(&checkpoint(16), position(16), 200, "1.0.0")
             .unwrap();
         superblock
-            .publish(&checkpoint(32), position(32), "1.1.0")
+            .publish(&checkpoint(32), position(32), 200, "1.1.0")
             .unwrap();
         let (reopened, valid) = Superblock::open(Box::new(disk.file("superblock"))).unwrap();
         assert_eq!(valid, [true; COPIES]);
@@ -452,12 +462,12 @@ mod tests {
                 )
                 .unwrap();
                 superblock
-                    .publish(&checkpoint(16), position(16), "1.0.0")
+                    .publish(&checkpoint(16), position(16), 200, "1.0.0")
                     .unwrap();
                 disk.crash_at_sync(disk.syncs() + crash_at);
                 assert!(
                     superblock
-                        .publish(&checkpoint(32), position(32), "1.1.0")
+                        .publish(&checkpoint(32), position(32), 200, "1.1.0")
                         .is_err()
                 );
                 disk.crash(mode);
@@ -485,7 +495,7 @@ mod tests {
         )
         .unwrap();
         superblock
-            .publish(&checkpoint(16), position(16), "1.0.0")
+            .publish(&checkpoint(16), position(16), 200, "1.0.0")
             .unwrap();
         disk.corrupt("superblock", 200, 1);
         disk.corrupt("superblock", COPY_SIZE + 40, 1);

@@ -110,6 +110,18 @@ pub fn run_in_groups(
     Ok(report)
 }
 
+/// The first `ops` requests of `workload`, as a replica starting empty is given them.
+pub fn first_requests(workload: &mut dyn Workload, ops: u64) -> Vec<Request> {
+    let (mut op, mut timestamp) = (0, 0);
+    (0..ops)
+        .map(|_| {
+            let request = workload.next_request(op, timestamp);
+            (op, timestamp) = (request.op, request.timestamp);
+            request
+        })
+        .collect()
+}
+
 /// The client and timestamp of the next request. (Echo's workload draws its own, in
 /// an order its recorded seeds fix: the body's size comes between them.)
 fn next_client_and_timestamp(prng: &mut Prng, previous_timestamp: u64) -> (u128, u64) {

@@ -43,6 +43,14 @@ pub struct BenchCommand {
     chart: std::path::PathBuf,
 }
 
+/// A run's last checkpoint in `--json` output: `{"op", "id"}` (hex), or null.
+pub fn checkpoint_json(checkpoint: Option<(u64, u128)>) -> serde_json::Value {
+    checkpoint.map_or(
+        serde_json::Value::Null,
+        |(op, id)| serde_json::json!({"op": op, "id": format!("{id:032x}")}),
+    )
+}
+
 /// The first op count of a `--scale` run's stops: segments before it are warm-up.
 const SCALE_FIRST_STOP: u64 = 10_000;
 
@@ -158,9 +166,7 @@ impl BenchCommand {
                         "ops_per_second": outcome.ops_per_second(),
                         "request_megabytes_per_second":
                             outcome.report.request_bytes as f64 / seconds / 1e6,
-                        "checkpoint": outcome.checkpoint.map(|(op, id)| {
-                            serde_json::json!({"op": op, "id": format!("{id:032x}")})
-                        }),
+                        "checkpoint": checkpoint_json(outcome.checkpoint),
                     })
                 })
                 .collect();
@@ -259,9 +265,7 @@ impl BenchCommand {
                             serde_json::json!({"from_op": start, "to_op": end, "ops_per_second": rate})
                         }).collect::<Vec<_>>(),
                         "flatness": run.flatness(),
-                        "checkpoint": run.outcome.checkpoint.map(|(op, id)| {
-                            serde_json::json!({"op": op, "id": format!("{id:032x}")})
-                        }),
+                        "checkpoint": checkpoint_json(run.outcome.checkpoint),
                     })
                 })
                 .collect();

@@ -21,7 +21,7 @@ use crate::machines::{Factory, Source, default_options};
 use crate::replica::{Replica, Request};
 use crate::storage::MemoryStorage;
 use crate::wasm::Limits;
-use crate::workload::{EchoWorkload, Workload};
+use crate::workload::{EchoWorkload, first_requests};
 
 /// Body sizes of the matrix: the largest is echo's largest body.
 pub const BODY_SIZES: [u32; 5] = [0, 64, 1024, 64 * 1024, 1024 * 1024 - 256];
@@ -126,9 +126,7 @@ impl Cell {
             "megabytes_per_second": self.megabytes_per_second(),
             "latency_p50_us": self.latency_p50.as_secs_f64() * 1e6,
             "latency_p99_us": self.latency_p99.as_secs_f64() * 1e6,
-            "checkpoint": self.checkpoint.map(|(op, id)| {
-                serde_json::json!({"op": op, "id": format!("{id:032x}")})
-            }),
+            "checkpoint": super::bench::checkpoint_json(self.checkpoint),
         })
     }
 }
@@ -146,15 +144,7 @@ pub fn ops_for(body_size: u32, quick: bool) -> u64 {
 
 /// The requests every engine of one body size commits.
 fn requests(body_size: u32, ops: u64) -> Vec<Request> {
-    let mut workload = EchoWorkload::with_body_size(7, body_size);
-    let (mut op, mut timestamp) = (0, 0);
-    (0..ops)
-        .map(|_| {
-            let request = workload.next_request(op, timestamp);
-            (op, timestamp) = (request.op, request.timestamp);
-            request
-        })
-        .collect()
+    first_requests(&mut EchoWorkload::with_body_size(7, body_size), ops)
 }
 
 /// The options of a run of `body_size`: the default grid and checkpoints, and limits

@@ -497,6 +497,15 @@ impl RunCommand {
             durable.rebuilds(),
             durable.poisoned()
         )?;
+        let writes = durable.journal_writes();
+        if writes > 0 {
+            say!(
+                out,
+                "journal     {writes} writes, each synced: {:.1} ops a write, {:.0} syncs/s",
+                outcome.report.ops as f64 / writes as f64,
+                writes as f64 / outcome.elapsed.as_secs_f64().max(1e-9)
+            )?;
+        }
         let op = durable.replica().op();
         let memory = durable.replica_mut().instance_mut().memory_bytes();
         Ok(Outcome {

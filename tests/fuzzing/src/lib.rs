@@ -141,7 +141,7 @@ pub fn superblock(data: &[u8]) {
             op,
             checksum: op.into(),
         };
-        superblock.publish(&checkpoint, position, "1").unwrap();
+        superblock.publish(&checkpoint, position, 100, "1").unwrap();
         published.push(superblock.state().clone());
     }
     for _ in 0..input.byte() % 16 {
