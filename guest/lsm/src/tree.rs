@@ -444,6 +444,9 @@ impl Tree {
                 .enumerate()
                 .map(|(index, value)| ((layout.key_of)(value), index as u32)),
         );
+        if self.sort_scratch.is_empty() {
+            return;
+        }
         // Stable: arrival order within a key is kept, so the last of a run is newest.
         self.sort_scratch.sort_by_key(|&(key, _)| key);
         let newest = |position: usize| {
