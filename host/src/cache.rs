@@ -4,8 +4,11 @@
 //! An entry is named by the checksum of the component's bytes and of the engine's
 //! compatibility hash (wasmtime's `precompile_compatibility_hash`: its version and every
 //! setting that changes code), so another component, another configuration (fuel,
-//! deadlines, stack) or another wasmtime never finds it. Its contents are ours: a magic,
-//! the checksum of the payload, then wasmtime's serialized component. A damaged entry
+//! deadlines, stack) or another wasmtime never finds it. Its contents: wasmtime's
+//! serialized component, then a trailer of a magic and the checksum of what precedes it.
+//! The trailer comes last so that wasmtime maps the file itself (`deserialize_file`)
+//! rather than copying it into memory: a start reads the entry once, in small pieces,
+//! to check it, and the code pages come from the page cache. A damaged entry
 //! (checksum), a stale one (wasmtime refuses it) or one that others may write is
 //! rebuilt, never loaded.
 //!
@@ -17,13 +20,14 @@ use std::hash::{Hash as _, Hasher as _};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use carapace_core::checksum::checksum;
+use carapace_core::checksum::{Checksummer, checksum};
 use carapace_core::error::{Error, Result};
 
 use crate::wasm::{Component, Runtime};
 
-const MAGIC: &[u8; 16] = b"carapace cwasm 1";
-const HEADER_SIZE: usize = 32;
+const MAGIC: &[u8; 16] = b"carapace cwasm 2";
+/// The trailer: the magic, then the checksum of the serialized component before it.
+const TRAILER_SIZE: u64 = 32;
 
 /// What loading through the cache did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,22 +97,55 @@ fn read_entry(runtime: &Runtime, path: &Path) -> std::result::Result<Option<Comp
             return Err("may be written by others than its owner".into());
         }
     }
-    let bytes = std::fs::read(path).map_err(|error| format!("cannot be read: {error}"))?;
-    if bytes.len() < HEADER_SIZE || &bytes[..16] != MAGIC {
+    let length = metadata.len();
+    if length < TRAILER_SIZE {
         return Err("is not a carapace cache entry".into());
     }
-    let payload = &bytes[HEADER_SIZE..];
-    let stored = u128::from_le_bytes(bytes[16..32].try_into().expect("16 bytes"));
-    if checksum(payload) != stored {
+    let checked = payload_checksum(path, length - TRAILER_SIZE)
+        .map_err(|error| format!("cannot be read: {error}"))?;
+    let (magic, stored) = checked.trailer.split_at(16);
+    if magic != MAGIC {
+        return Err("is not a carapace cache entry".into());
+    }
+    if checked.checksum.to_le_bytes() != stored {
         return Err("is damaged (checksum mismatch)".into());
     }
     // SAFETY: the payload is what `Engine::precompile_component` of an engine with the
     // same compatibility hash produced (the entry's name says so) and wrote here, intact
-    // (its checksum matches); the directory is trusted like the binary, and entries
-    // others may write are refused above. wasmtime checks its version and settings.
-    unsafe { Component::deserialize(runtime.engine(), payload) }
+    // (its checksum matches); the directory is trusted like the binary, entries others
+    // may write are refused above, and writers replace an entry only by a rename (a
+    // concurrent writer of the same name writes the same bytes). wasmtime checks its
+    // version and settings, and ignores the trailer past its image.
+    unsafe { Component::deserialize_file(runtime.engine(), path) }
         .map(Some)
         .map_err(|error| format!("was refused by wasmtime: {error:#}"))
+}
+
+/// The checksum of an entry's first `payload_size` bytes, read in pieces, and the
+/// trailer after them.
+struct Checked {
+    checksum: u128,
+    trailer: [u8; TRAILER_SIZE as usize],
+}
+
+fn payload_checksum(path: &Path, payload_size: u64) -> std::io::Result<Checked> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    let mut checksummer = Checksummer::default();
+    let mut piece = vec![0; 64 << 10];
+    let mut left = payload_size;
+    while left > 0 {
+        let size = piece.len().min(left as usize);
+        file.read_exact(&mut piece[..size])?;
+        checksummer.update(&piece[..size]);
+        left -= size as u64;
+    }
+    let mut trailer = [0; TRAILER_SIZE as usize];
+    file.read_exact(&mut trailer)?;
+    Ok(Checked {
+        checksum: checksummer.finish(),
+        trailer,
+    })
 }
 
 /// Compile `bytes`, write the entry (through a temporary file and a rename, so that a
@@ -130,9 +167,9 @@ fn store(runtime: &Runtime, bytes: &[u8], path: &Path) -> Result<Component> {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(&temporary)?;
+        file.write_all(&payload)?;
         file.write_all(MAGIC)?;
         file.write_all(&checksum(&payload).to_le_bytes())?;
-        file.write_all(&payload)?;
         file.sync_all()?;
         std::fs::rename(&temporary, path)
     };

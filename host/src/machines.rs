@@ -124,9 +124,10 @@ impl Factory {
     /// [`Factory::load`], through the precompiled components in `cache` if given.
     pub fn load_cached(source: &Source, limits: Limits, cache: Option<&Path>) -> Result<Factory> {
         let started = std::time::Instant::now();
-        let bytes = match source {
-            Source::Embedded(name) => embedded(name)?.to_vec(),
-            Source::File(path) => read_component(path)?,
+        // An embedded component is used where it lies in the binary, not copied.
+        let bytes: std::borrow::Cow<'static, [u8]> = match source {
+            Source::Embedded(name) => embedded(name)?.into(),
+            Source::File(path) => read_component(path)?.into(),
             Source::Native(name) => return native(name),
         };
         let runtime = Runtime::new(limits)?;
