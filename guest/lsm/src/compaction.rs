@@ -223,6 +223,9 @@ impl Compaction {
         let size = layout.value_size;
         let immutable_count = immutable.len() / size;
         let mut consumed = 0;
+        // The keys of the current values, decoded once per value rather than once per
+        // turn (a turn takes one input; the other waits): `None` once its input moves.
+        let (mut a_key, mut b_key) = (None, None);
         while last || consumed < quota {
             // The cursors' I/O is awaited only when a block runs out: this loop runs once
             // per value, and a future per value would cost more than the merge itself.
@@ -243,33 +246,38 @@ impl Compaction {
                 }
             });
             let b_value = b_has.then(|| self.b.current(layout));
-            let a_key = a_value.map(layout.key_of);
-            let b_key = b_value.map(layout.key_of);
-            let take_a = match (a_key, b_key) {
+            let a_current =
+                a_value.map(|value| *a_key.get_or_insert_with(|| (layout.key_of)(value)));
+            let b_current =
+                b_value.map(|value| *b_key.get_or_insert_with(|| (layout.key_of)(value)));
+            let take_a = match (a_current, b_current) {
                 (Some(a), Some(b)) => a <= b,
                 (a, _) => a.is_some(),
             };
-            let (value, drop_b) = if take_a {
-                (a_value.unwrap(), a_key == b_key)
+            let (value, key, drop_b) = if take_a {
+                (a_value.unwrap(), a_current.unwrap(), a_current == b_current)
             } else {
-                (b_value.unwrap(), false)
+                (b_value.unwrap(), b_current.unwrap(), false)
             };
             let keep = !(self.drop_tombstones && (layout.is_tombstone)(value));
             // Adding is synchronous and the builder is apart from the cursors, so the
             // value goes straight from the input block into the output block.
-            let block_full = keep && self.builder.add(value);
+            let block_full = keep && self.builder.add_keyed(value, key);
             if take_a {
                 if self.from_immutable {
                     self.immutable_position += 1;
                 } else {
                     self.a.value += 1;
                 }
+                a_key = None;
             } else {
                 self.b.value += 1;
+                b_key = None;
             }
             if drop_b {
                 // The older value of the same key is superseded.
                 self.b.value += 1;
+                b_key = None;
                 consumed += 1;
             }
             consumed += 1;

@@ -283,7 +283,12 @@ impl TableBuilder {
     /// value; returns whether the value block is now full, in which case the caller
     /// must [`TableBuilder::write_full_block`] before adding more.
     pub fn add(&mut self, value: &[u8]) -> bool {
-        let key = (self.layout.key_of)(value);
+        self.add_keyed(value, (self.layout.key_of)(value))
+    }
+
+    /// [`TableBuilder::add`] of a value whose key the caller has decoded already.
+    pub fn add_keyed(&mut self, value: &[u8], key: u128) -> bool {
+        debug_assert_eq!(key, (self.layout.key_of)(value));
         assert!(
             self.last_key.is_none_or(|last| last < key),
             "values out of order"
