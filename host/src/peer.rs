@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, ensure};
 
 use crate::checksum::checksum;
-use crate::replica::Request;
+use crate::replica::{Committer, Request};
 
 /// Echo's work over fjall, in a temporary directory removed when it is dropped.
 pub struct FjallEcho {
@@ -22,6 +22,8 @@ pub struct FjallEcho {
     objects: fjall::Keyspace,
     ids: fjall::Keyspace,
     values: fjall::Keyspace,
+    /// The last op committed and its timestamp.
+    last: (u64, u64),
 }
 
 impl std::fmt::Debug for FjallEcho {
@@ -55,6 +57,7 @@ impl FjallEcho {
             ids: keyspace("ids")?,
             values: keyspace("values")?,
             _database: database,
+            last: (0, 0),
         })
     }
 
@@ -78,7 +81,23 @@ impl FjallEcho {
         composite[0..8].copy_from_slice(&value.to_be_bytes());
         composite[8..16].copy_from_slice(&timestamp);
         self.values.insert(composite, [])?;
+        self.last = (request.op, request.timestamp);
         Ok(request.body.clone())
+    }
+}
+
+impl Committer for FjallEcho {
+    fn last_op(&self) -> u64 {
+        self.last.0
+    }
+
+    fn last_timestamp(&self) -> u64 {
+        self.last.1
+    }
+
+    fn commit_request(&mut self, request: &Request) -> crate::Result<Vec<u8>> {
+        self.commit(request)
+            .map_err(|error| crate::Error::Refused(format!("fjall: {error:#}")))
     }
 }
 

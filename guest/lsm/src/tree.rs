@@ -100,9 +100,9 @@ pub struct Tree {
     /// are disjoint. Deepest first because the deep levels hold nearly all tables and
     /// change least: a flush into level 0 appends, a move shifts only shallow levels.
     tables: Vec<Table>,
-    /// `level_starts[LEVELS_MAX - level]..level_starts[LEVELS_MAX - level + 1]` are the
-    /// positions of `level`'s tables: kept with `tables`, so that a lookup finds each
-    /// level without searching for it.
+    /// `level_starts[LEVELS_MAX - 1 - level]..level_starts[LEVELS_MAX - level]` are the
+    /// positions of `level`'s tables: recomputed whenever `tables` changes (a half-bar's
+    /// end, an open), so that a lookup finds each level without searching for it.
     level_starts: [usize; LEVELS_MAX as usize + 1],
     /// One compaction per target level, allocated at init.
     compactions: Vec<Compaction>,
@@ -465,8 +465,8 @@ impl Tree {
             .len()
             .checked_sub(size)
             .map(|last| (layout.key_of)(&self.immutable[last..]));
-        let bar_key_min = self.sort_scratch.first().map(|&(key, _)| key);
-        if immutable_key_max.is_none() || bar_key_min > immutable_key_max {
+        let bar_key_min = self.sort_scratch[0].0;
+        if immutable_key_max.is_none_or(|key_max| bar_key_min > key_max) {
             // Keys that only grow (timestamps, sequential ids): an append.
             for position in 0..self.sort_scratch.len() {
                 if let Some((_, value)) = newest(position) {
@@ -920,13 +920,8 @@ mod tests {
         let host = MemoryHost::new(BLOCK_SIZE);
         let (context, mut forest) = forest(&host);
         let mut model = BTreeMap::new();
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move |bound: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % bound
-        };
+        let mut prng = carapace_sdk::testing::SplitMix64::new(0x9e37_79b9_7f4a_7c15);
+        let mut next = move |bound: u64| prng.below(bound);
         let mut flushes = 0;
         for op in 1..=600 {
             for _ in 0..PUTS_PER_OP {

@@ -7,9 +7,10 @@
 //! superblock then publishes the checkpoint. Group commit does the same for many ops
 //! at once: they commit one after another, their entries are appended with one write
 //! and one sync, and only then are their replies released. A group ends at a
-//! checkpoint op, so that its checkpoint is published before any later op runs. Recovery opens the machine at the
-//! superblock's checkpoint and replays the journal after it through the same
-//! lifecycle, checking every reply and checkpoint id against what was recorded.
+//! checkpoint op, so that its checkpoint is published before any later op runs.
+//! Recovery opens the machine at the superblock's checkpoint and replays the journal
+//! after it through the same lifecycle, checking every reply and checkpoint id against
+//! what was recorded.
 //! `docs/design.md` argues each crash point.
 
 use crate::checksum::checksum;
@@ -98,8 +99,6 @@ pub struct Durable<'a> {
     poisoned: u64,
     /// `(op, id)` of each checkpoint published during the last group commit.
     group_checkpoints: Vec<(u64, u128)>,
-    /// Journal writes made, each followed by a sync.
-    journal_writes: u64,
 }
 
 impl std::fmt::Debug for Durable<'_> {
@@ -239,7 +238,6 @@ impl<'a> Durable<'a> {
             rebuilds: 0,
             poisoned: 0,
             group_checkpoints: Vec::new(),
-            journal_writes: 0,
         };
         Ok((durable, recovery))
     }
@@ -317,7 +315,7 @@ impl<'a> Durable<'a> {
     /// Journal writes this replica made (each synced): with group commit, fewer than
     /// the ops it committed.
     pub fn journal_writes(&self) -> u64 {
-        self.journal_writes
+        self.journal.writes()
     }
 
     /// `(op, id)` of each checkpoint the last [`Durable::commit_group`] published, in
@@ -433,13 +431,14 @@ impl<'a> Durable<'a> {
                 .replica
                 .checkpoint_taken_at(request.op)
                 .map(Checkpoint::id);
-            group.entries.push(Entry {
+            let entry = Entry {
                 request: request.clone(),
                 reply_checksum: reply_checksum(&reply),
                 checkpoint_id,
-            });
+            };
+            group.bytes += entry_size(&entry) as usize;
+            group.entries.push(entry);
             group.replies.push(reply);
-            group.bytes += crate::journal::HEADER_SIZE + request.body.len();
             // A checkpoint is published before the next op: from then on the machine
             // may reuse blocks only older checkpoints need. A group of large bodies is
             // written in parts, so that one write stays bounded.
@@ -463,7 +462,6 @@ impl<'a> Durable<'a> {
             return Ok(());
         };
         self.journal.append_group(&entries)?;
-        self.journal_writes += 1;
         if let Some(checkpoint) = self.replica.checkpoint_taken_at(last.request.op).cloned() {
             let version = self.replica.identity().version.clone();
             self.superblock

@@ -147,9 +147,11 @@ fn decode_header(bytes: &[u8]) -> Option<Header> {
 /// The journal file.
 pub struct Journal {
     file: Box<dyn File>,
-    /// Where verification began: the start, or a published checkpoint's entry's end.
+    /// Where verification began: the start, or a published checkpoint's entry's start.
     start: Position,
     end: Position,
+    /// Group writes appended since opening, each synced.
+    writes: u64,
 }
 
 impl std::fmt::Debug for Journal {
@@ -188,6 +190,8 @@ impl Journal {
     /// (`entry_size` bytes ending at `after`, as the superblock records them) and the
     /// entries after it: what recovery needs, in time bounded by the journal's tail, not
     /// its length. The entries before are not read; `carapace replay` verifies them all.
+    /// A damaged checkpoint entry ends the verified journal before the checkpoint, which
+    /// recovery reports as lost.
     pub fn open_after(
         mut file: Box<dyn File>,
         directory_id: u128,
@@ -195,53 +199,43 @@ impl Journal {
         entry_size: u32,
     ) -> Result<(Journal, OpenReport)> {
         let length = file.length().map_err(io("reading the length of"))?;
-        let lost = |what: String| {
-            Error::corrupt(
-                "journal",
-                format!(
-                    "{what}: it lost an acknowledged entry before the checkpoint at op {}",
-                    after.op
-                ),
-            )
-        };
-        if length < after.offset {
-            return Err(lost(format!(
-                "it ends at byte {length}; the checkpoint's entry ends at byte {}",
-                after.offset
-            )));
-        }
         let start = after
             .offset
             .checked_sub(u64::from(entry_size))
-            .filter(|_| entry_size as usize >= HEADER_SIZE)
-            .ok_or_else(|| {
-                lost(format!(
-                    "the superblock names an entry of {entry_size} bytes"
-                ))
-            })?;
+            .filter(|&start| {
+                entry_size as usize >= HEADER_SIZE && start + HEADER_SIZE as u64 <= length
+            });
         let mut header = [0; HEADER_SIZE];
-        file.read_at(start, &mut header).map_err(io("reading"))?;
-        let decoded = decode_header(&header).filter(|decoded| {
-            decoded.checksum == after.checksum
-                && decoded.op == after.op
-                && HEADER_SIZE as u64 + u64::from(decoded.body_size) == u64::from(entry_size)
-        });
-        let Some(decoded) = decoded else {
-            return Err(lost(format!(
-                "the entry of checkpoint op {} at byte {start} is damaged",
-                after.op
-            )));
+        let decoded = match start {
+            Some(start) => {
+                file.read_at(start, &mut header).map_err(io("reading"))?;
+                decode_header(&header)
+            }
+            None => None,
         };
-        let mut body = vec![0; decoded.body_size as usize];
-        file.read_at(start + HEADER_SIZE as u64, &mut body)
-            .map_err(io("reading"))?;
-        if checksum(&body) != decoded.checksum_body {
-            return Err(lost(format!(
-                "the entry of checkpoint op {} at byte {start} has a damaged body",
-                after.op
-            )));
+        // The header the superblock names gives the chain before it: the scan then
+        // verifies that entry's body and everything after, as a whole open would.
+        match (start, decoded) {
+            (Some(start), Some(decoded))
+                if decoded.checksum == after.checksum && decoded.op == after.op =>
+            {
+                let before = Position {
+                    offset: start,
+                    op: after.op - 1,
+                    checksum: decoded.parent,
+                };
+                Self::scan(file, directory_id, before, false)
+            }
+            _ => Err(Error::corrupt(
+                "journal",
+                format!(
+                    "the entry of checkpoint op {} is not where the superblock says (its \
+                     {entry_size} bytes end at byte {}; the journal has {length}): it lost \
+                     an acknowledged entry before the checkpoint at op {}",
+                    after.op, after.offset, after.op
+                ),
+            )),
         }
-        Self::scan(file, directory_id, after, false)
     }
 
     /// Cut what follows the last valid entry, durably.
@@ -354,7 +348,13 @@ impl Journal {
                 .map_err(io("cutting the torn tail of"))?;
             file.sync().map_err(io("syncing"))?;
         }
-        Ok((Journal { file, start, end }, OpenReport { end, torn_bytes }))
+        let journal = Journal {
+            file,
+            start,
+            end,
+            writes: 0,
+        };
+        Ok((journal, OpenReport { end, torn_bytes }))
     }
 
     /// Whether the damaged entry of op `op` must have been synced: a valid entry of a
@@ -410,10 +410,9 @@ impl Journal {
         self.end
     }
 
-    /// Where opening began to verify: the start, or the position given to
-    /// [`Journal::open_after`].
-    pub fn verified_from(&self) -> Position {
-        self.start
+    /// Group writes appended since opening, each synced.
+    pub fn writes(&self) -> u64 {
+        self.writes
     }
 
     /// Append `entry` (the next op) and sync: once this returns, the op is durable.
@@ -435,6 +434,9 @@ impl Journal {
     /// returns, every one of them is durable (group commit).
     pub fn append_group(&mut self, entries: &[Entry]) -> Result<()> {
         assert!(entries.len() <= GROUP_SIZE_MAX);
+        if entries.is_empty() {
+            return Ok(());
+        }
         let mut bytes = Vec::new();
         let mut end = self.end;
         for (index, entry) in entries.iter().enumerate() {
@@ -448,14 +450,12 @@ impl Journal {
                 checksum: u128_at(&bytes, start),
             };
         }
-        if entries.is_empty() {
-            return Ok(());
-        }
         self.file
             .write_at(self.end.offset, &bytes)
             .map_err(io("appending to"))?;
         self.file.sync().map_err(io("syncing"))?;
         self.end = end;
+        self.writes += 1;
         Ok(())
     }
 
@@ -464,13 +464,13 @@ impl Journal {
         self.read_from(0, visit)
     }
 
-    /// Read the entries that follow `position` (an entry's end), in op order.
-    pub fn read_after(
+    /// Read the entries opening verified (all of them, or from the checkpoint entry
+    /// that [`Journal::open_after`] started at), in op order.
+    pub fn read_verified(
         &mut self,
-        position: Position,
         visit: impl FnMut(Entry, Position) -> Result<()>,
     ) -> Result<()> {
-        self.read_from(position.offset, visit)
+        self.read_from(self.start.offset, visit)
     }
 
     fn read_from(

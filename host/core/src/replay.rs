@@ -94,58 +94,36 @@ pub fn replay_journal(
         checkpoints_verified: 0,
         outcome: Ok(()),
     };
-    let outcome = match published {
-        // A journal opened after the checkpoint verified its tail's chain from the
-        // superblock's position: only the entries after it are read.
-        Some(published) if journal.verified_from() == published => {
-            journal.read_after(published, |entry, position| {
-                replay_entry(replica, &mut report, &entry, position, &mut after_entry)
-            })
+    // The entries opening verified: from op 1, or (recovery) from the checkpoint's own
+    // entry, which ties the journal to the superblock either way.
+    report.outcome = journal.read_verified(|entry, position| {
+        let op = entry.request.op;
+        if op < start {
+            return Ok(());
         }
-        _ => journal.read_all(|entry, position| {
-            let op = entry.request.op;
-            if op < start {
-                return Ok(());
+        if op == start {
+            // The chain up to here was verified on open; this ties it to the
+            // superblock before anything is replayed on top.
+            if let Some(published) = published
+                && position != published
+            {
+                return Err(Error::corrupt(
+                    JOURNAL_FILE,
+                    format!(
+                        "the entry of checkpoint op {start} ends at byte {} with checksum \
+                         {:032x}; the superblock says byte {} with checksum {:032x}",
+                        position.offset, position.checksum, published.offset, published.checksum
+                    ),
+                ));
             }
-            if op == start {
-                // The chain up to here was verified on open; this ties it to the
-                // superblock before anything is replayed on top.
-                if let Some(published) = published
-                    && position != published
-                {
-                    return Err(Error::corrupt(
-                        JOURNAL_FILE,
-                        format!(
-                            "the entry of checkpoint op {start} ends at byte {} with checksum \
-                             {:032x}; the superblock says byte {} with checksum {:032x}",
-                            position.offset,
-                            position.checksum,
-                            published.offset,
-                            published.checksum
-                        ),
-                    ));
-                }
-                return Ok(());
-            }
-            replay_entry(replica, &mut report, &entry, position, &mut after_entry)
-        }),
-    };
-    report.outcome = outcome;
+            return Ok(());
+        }
+        replay_one(replica, &entry)?;
+        report.identical_through = op;
+        report.checkpoints_verified += u64::from(entry.checkpoint_id.is_some());
+        after_entry(replica, &entry, position)
+    });
     report
-}
-
-/// Replay one entry and count it in `report`; then `after_entry`.
-fn replay_entry(
-    replica: &mut Replica,
-    report: &mut ReplayReport,
-    entry: &Entry,
-    position: Position,
-    after_entry: &mut impl FnMut(&mut Replica, &Entry, Position) -> Result<()>,
-) -> Result<()> {
-    replay_one(replica, entry)?;
-    report.identical_through = entry.request.op;
-    report.checkpoints_verified += u64::from(entry.checkpoint_id.is_some());
-    after_entry(replica, entry, position)
 }
 
 /// Re-execute one journal entry and check it against what was recorded. A different

@@ -516,14 +516,21 @@ impl<'c, 'm> Simulation<'c, 'm> {
             // The requests in flight at the last stop first, then new ones.
             let mut group = std::mem::take(&mut self.pending);
             let left = self.config.ops - self.acknowledged.len() as u64;
-            let size = self.config.group_size.min(left) as usize;
-            while group.len() < size {
-                let (op, timestamp) = match group.last() {
-                    Some(request) => (request.op, request.timestamp),
-                    None => (durable.replica().op(), durable.replica().timestamp()),
-                };
-                group.push(self.workload.next_request(op, timestamp));
-            }
+            let wanted = self
+                .config
+                .group_size
+                .min(left)
+                .saturating_sub(group.len() as u64);
+            let (op, timestamp) = match group.last() {
+                Some(request) => (request.op, request.timestamp),
+                None => (durable.replica().op(), durable.replica().timestamp()),
+            };
+            group.extend(workload::requests_after(
+                self.workload.as_mut(),
+                op,
+                timestamp,
+                wanted,
+            ));
             let committed = durable.commit_group(&group);
             for (request, reply) in group.iter().zip(&committed.replies) {
                 self.workload

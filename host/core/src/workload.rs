@@ -53,6 +53,13 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// Count one committed request and its reply.
+    pub fn record(&mut self, request: &Request, reply: &[u8]) {
+        self.ops += 1;
+        self.request_bytes += request.body.len() as u64;
+        self.reply_bytes += reply.len() as u64;
+    }
+
     /// Add a later part of the same run.
     pub fn add(&mut self, other: &RunReport) {
         self.ops += other.ops;
@@ -82,15 +89,13 @@ pub fn run_in_groups(
 ) -> Result<RunReport> {
     assert!(group_size > 0);
     let mut report = RunReport::default();
-    let mut requests = Vec::new();
     while report.ops < ops {
-        requests.clear();
-        let (mut op, mut timestamp) = (replica.last_op(), replica.last_timestamp());
-        for _ in 0..group_size.min(ops - report.ops) {
-            let request = workload.next_request(op, timestamp);
-            (op, timestamp) = (request.op, request.timestamp);
-            requests.push(request);
-        }
+        let requests = requests_after(
+            workload,
+            replica.last_op(),
+            replica.last_timestamp(),
+            group_size.min(ops - report.ops),
+        );
         let committed = replica.commit_group(&requests);
         for (request, reply) in requests.iter().zip(&committed.replies) {
             workload
@@ -99,9 +104,7 @@ pub fn run_in_groups(
                     op: request.op,
                     detail: format!("the reply is wrong: {detail}"),
                 })?;
-            report.ops += 1;
-            report.request_bytes += request.body.len() as u64;
-            report.reply_bytes += reply.len() as u64;
+            report.record(request, reply);
         }
         if let Some(error) = committed.stopped {
             return Err(error);
@@ -112,8 +115,18 @@ pub fn run_in_groups(
 
 /// The first `ops` requests of `workload`, as a replica starting empty is given them.
 pub fn first_requests(workload: &mut dyn Workload, ops: u64) -> Vec<Request> {
-    let (mut op, mut timestamp) = (0, 0);
-    (0..ops)
+    requests_after(workload, 0, 0, ops)
+}
+
+/// The next `count` requests of `workload` after op `op` at `timestamp`, each following
+/// the one before.
+pub fn requests_after(
+    workload: &mut dyn Workload,
+    mut op: u64,
+    mut timestamp: u64,
+    count: u64,
+) -> Vec<Request> {
+    (0..count)
         .map(|_| {
             let request = workload.next_request(op, timestamp);
             (op, timestamp) = (request.op, request.timestamp);

@@ -18,10 +18,10 @@ use crate::durable::Durable;
 use crate::imports::{HostImports, IoOrder};
 use crate::instance::Options;
 use crate::machines::{Factory, Source, default_options};
-use crate::replica::{Replica, Request};
+use crate::replica::{Committer, Replica, Request};
 use crate::storage::MemoryStorage;
 use crate::wasm::Limits;
-use crate::workload::{EchoWorkload, first_requests};
+use crate::workload::{EchoWorkload, Workload as _, first_requests};
 
 /// Body sizes of the matrix: the largest is echo's largest body.
 pub const BODY_SIZES: [u32; 5] = [0, 64, 1024, 64 * 1024, 1024 * 1024 - 256];
@@ -221,14 +221,13 @@ impl Engines {
         body_size: u32,
         requests: &[Request],
     ) -> Result<Cell> {
-        let mut latencies = Vec::with_capacity(requests.len());
-        let (elapsed, checkpoint) = match (engine, storage) {
+        let mut timed = Timed::default();
+        let checkpoint = match (engine, storage) {
             (Engine::Fjall, _) => {
                 let scratch = Scratch::new("fjall");
                 let mut peer = crate::peer::FjallEcho::create(scratch.path())?;
-                let elapsed =
-                    commit_each(requests, &mut latencies, |request| peer.commit(request))?;
-                (elapsed, None)
+                timed.commit(&mut peer, requests, 1)?;
+                None
             }
             (_, Storage::Memory) => {
                 let options = options(body_size);
@@ -240,11 +239,8 @@ impl Engines {
                 );
                 let mut replica =
                     Replica::open(self.factory(engine).instance(imports)?, options, None)?;
-                let elapsed = commit_each(requests, &mut latencies, |request| {
-                    Ok(replica.commit(request)?)
-                })?;
-                let checkpoint = replica.checkpoint().map(|c| (c.op, c.id()));
-                (elapsed, checkpoint)
+                timed.commit(&mut replica, requests, 1)?;
+                replica.checkpoint().map(|c| (c.op, c.id()))
             }
             (_, _) => {
                 let scratch = Scratch::new("data");
@@ -256,29 +252,17 @@ impl Engines {
                     IoOrder::Seeded(7),
                     |imports| factory.instance(imports),
                 )?;
-                let mut elapsed = Duration::ZERO;
-                for group in requests.chunks(group_size(body_size)) {
-                    let start = Instant::now();
-                    let committed = durable.commit_group(group);
-                    let took = start.elapsed();
-                    if let Some(error) = committed.stopped {
-                        return Err(error.into());
-                    }
-                    check_replies(group, &committed.replies)?;
-                    elapsed += took;
-                    latencies.extend(std::iter::repeat_n(took, group.len()));
-                }
-                let checkpoint = durable.replica().checkpoint().map(|c| (c.op, c.id()));
-                (elapsed, checkpoint)
+                timed.commit(&mut durable, requests, group_size(body_size))?;
+                durable.replica().checkpoint().map(|c| (c.op, c.id()))
             }
         };
-        let (latency_p50, latency_p99) = percentiles(&mut latencies);
+        let (latency_p50, latency_p99) = percentiles(&mut timed.latencies);
         Ok(Cell {
             engine,
             storage,
             body_size,
             ops: requests.len() as u64,
-            elapsed,
+            elapsed: timed.elapsed,
             latency_p50,
             latency_p99,
             checkpoint,
@@ -293,35 +277,42 @@ impl Engines {
     }
 }
 
-/// Commit each request with `commit`, timing each; check every reply (untimed).
-fn commit_each(
-    requests: &[Request],
-    latencies: &mut Vec<Duration>,
-    mut commit: impl FnMut(&Request) -> Result<Vec<u8>>,
-) -> Result<Duration> {
-    let mut elapsed = Duration::ZERO;
-    for request in requests {
-        let start = Instant::now();
-        let reply = commit(request)?;
-        let took = start.elapsed();
-        check_replies(std::slice::from_ref(request), std::slice::from_ref(&reply))?;
-        elapsed += took;
-        latencies.push(took);
-    }
-    Ok(elapsed)
+/// Time spent in commits, and each op's latency.
+#[derive(Default)]
+struct Timed {
+    elapsed: Duration,
+    latencies: Vec<Duration>,
 }
 
-/// Echo's replies are their requests' bodies.
-fn check_replies(requests: &[Request], replies: &[Vec<u8>]) -> Result<()> {
-    ensure!(requests.len() == replies.len(), "a reply is missing");
-    for (request, reply) in requests.iter().zip(replies) {
-        ensure!(
-            *reply == request.body,
-            "op {}: the reply is not the request's body",
-            request.op
-        );
+impl Timed {
+    /// Commit `requests` `group_size` at a time, timing each group (an op's latency is
+    /// its group's: its reply comes with the group's); check every reply by the echo
+    /// workload's rule, untimed.
+    fn commit(
+        &mut self,
+        committer: &mut impl Committer,
+        requests: &[Request],
+        group_size: usize,
+    ) -> Result<()> {
+        let mut checker = EchoWorkload::with_body_size(0, 0);
+        for group in requests.chunks(group_size) {
+            let start = Instant::now();
+            let committed = committer.commit_group(group);
+            let took = start.elapsed();
+            if let Some(error) = committed.stopped {
+                return Err(error.into());
+            }
+            for (request, reply) in group.iter().zip(&committed.replies) {
+                checker
+                    .check_reply(request, reply)
+                    .map_err(|detail| anyhow::anyhow!("op {}: {detail}", request.op))?;
+            }
+            self.elapsed += took;
+            self.latencies
+                .extend(std::iter::repeat_n(took, group.len()));
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Run the whole matrix, moving `bar` after each cell.

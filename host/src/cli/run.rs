@@ -241,6 +241,27 @@ impl WorkloadArgs {
         Ok(())
     }
 
+    /// The workload of the machine `replica` runs, chosen by its name.
+    fn workload_for(&self, replica: &Replica) -> Result<Box<dyn Workload>> {
+        let name = &replica.identity().name;
+        if let Some(body_size) = self.body_size {
+            ensure!(
+                name == "echo",
+                "--body-size is for the echo workload; machine `{name}` has its own request sizes"
+            );
+            return Ok(Box::new(workload::EchoWorkload::with_body_size(
+                self.seed, body_size,
+            )));
+        }
+        workload::for_machine(name, self.seed, replica.options().batch_size_limit).with_context(
+            || {
+                format!(
+                    "carapace has no workload for machine `{name}`: drive it with `--requests FILE`"
+                )
+            },
+        )
+    }
+
     /// Run the machine's workload in memory with `factory`'s instances.
     pub fn execute(&self, factory: &Factory, echo_log: bool) -> Result<Outcome> {
         let options = self.options()?;
@@ -323,29 +344,6 @@ fn last_checkpoint(replica: &Replica) -> Option<(u64, u128)> {
     replica
         .checkpoint()
         .map(|checkpoint| (checkpoint.op, checkpoint.id()))
-}
-
-impl WorkloadArgs {
-    /// The workload of the machine `replica` runs, chosen by its name.
-    fn workload_for(&self, replica: &Replica) -> Result<Box<dyn Workload>> {
-        let name = &replica.identity().name;
-        if let Some(body_size) = self.body_size {
-            ensure!(
-                name == "echo",
-                "--body-size is for the echo workload; machine `{name}` has its own request sizes"
-            );
-            return Ok(Box::new(workload::EchoWorkload::with_body_size(
-                self.seed, body_size,
-            )));
-        }
-        workload::for_machine(name, self.seed, replica.options().batch_size_limit).with_context(
-            || {
-                format!(
-                    "carapace has no workload for machine `{name}`: drive it with `--requests FILE`"
-                )
-            },
-        )
-    }
 }
 
 /// Run a machine: its seeded workload (every reply checked; the last checkpoint id is
@@ -624,9 +622,7 @@ fn commit_requests(
                 request.op,
                 if hex.is_empty() { "-" } else { &hex }
             )?;
-            report.ops += 1;
-            report.request_bytes += request.body.len() as u64;
-            report.reply_bytes += reply.len() as u64;
+            report.record(request, reply);
         }
         left = &left[committed.replies.len()..];
         match committed.stopped {
