@@ -39,12 +39,17 @@ function factory(name) {
         setTimer: (id, at) => imports.setTimer(id, at),
         cancelTimer: (id) => imports.cancelTimer(id),
       },
+      delivery: {
+        dueTimer: (op) => imports.dueTimer(op),
+        prefetched: (op) => imports.prefetched(op),
+        committed: (op, reply) => imports.committed(op, reply),
+      },
       log: { log: (level, message) => imports.log(level, message) },
       types: {},
     };
     const importObject = {};
     for (const [key, value] of Object.entries(interfaces)) {
-      importObject[`carapace:state-machine/${key}@0.2.0`] = value;
+      importObject[`carapace:state-machine/${key}@0.3.0`] = value;
       importObject[`carapace:state-machine/${key}`] = value;
     }
     return glue[name].instantiate((path) => compiled[name][path], importObject).machine;

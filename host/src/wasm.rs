@@ -4,10 +4,10 @@
 
 use carapace_core::error::{Error, FailureKind, Fault, Result};
 use carapace_core::imports::{HostImports, Level, Violation};
-use carapace_core::instance::{Identity, Instance, Options, Statistic, Step};
+use carapace_core::instance::{Identity, Instance, Options, Request, Statistic, Step};
 pub use wasmtime::component::Component;
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine, ResourceLimiter, Store};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreContextMut};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -21,19 +21,39 @@ use bindings::carapace::state_machine::{clock, grid, log, types};
 use bindings::exports::carapace::state_machine::machine::Guest as MachineExports;
 
 /// The interfaces a component may import: the world's, and nothing else.
-pub const WORLD_IMPORTS: [&str; 4] = [
-    "carapace:state-machine/types@0.2.0",
-    "carapace:state-machine/grid@0.2.0",
-    "carapace:state-machine/clock@0.2.0",
-    "carapace:state-machine/log@0.2.0",
+pub const WORLD_IMPORTS: [&str; 5] = [
+    "carapace:state-machine/types@0.3.0",
+    "carapace:state-machine/grid@0.3.0",
+    "carapace:state-machine/clock@0.3.0",
+    "carapace:state-machine/delivery@0.3.0",
+    "carapace:state-machine/log@0.3.0",
 ];
+
+/// The world's `delivery` interface, which the host links by hand: beginning an op
+/// refills the fuel, which needs the store.
+const DELIVERY_INTERFACE: &str = "carapace:state-machine/delivery@0.3.0";
+
+/// The interface a machine exports.
+const MACHINE_INTERFACE: &str = "carapace:state-machine/machine@0.3.0";
+
+/// The contract's `request`, lowered from a borrowed body.
+#[derive(wasmtime::component::ComponentType, wasmtime::component::Lower)]
+#[component(record)]
+struct RequestRef<'a> {
+    client: types::U128,
+    op: u64,
+    timestamp: u64,
+    operation: u8,
+    body: &'a [u8],
+}
 
 /// Limits on one guest instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Fuel for one export call, or for one asynchronous step with all the completion
     /// callbacks that finish it (they do not refill it, so a step that keeps asking for
-    /// I/O runs out). Deterministic: the same call on the same state uses the same
+    /// I/O runs out); in a delivery, for each op from its first `due-timer` on, so that
+    /// a batch of ops has as much per op as one op alone. Deterministic: the same call on the same state uses the same
     /// fuel, so running out is reproducible, unlike a wall-clock timeout. 0 turns fuel
     /// metering off: faster (`carapace bench` measures by how much), but a guest that
     /// loops is then stopped only by the deadline, a host fault, never as a poison op.
@@ -179,6 +199,40 @@ impl ResourceLimiter for GuestLimiter {
     }
 }
 
+/// A linker with the world's imports over [`WasmState`]: the generated ones, and
+/// `delivery` by hand.
+fn link_imports(engine: &Engine, fuel_per_op: u64) -> wasmtime::Result<Linker<WasmState>> {
+    let mut linker = Linker::new(engine);
+    types::add_to_linker::<WasmState, HasSelf<WasmState>>(&mut linker, |state| state)?;
+    grid::add_to_linker::<WasmState, HasSelf<WasmState>>(&mut linker, |state| state)?;
+    clock::add_to_linker::<WasmState, HasSelf<WasmState>>(&mut linker, |state| state)?;
+    log::add_to_linker::<WasmState, HasSelf<WasmState>>(&mut linker, |state| state)?;
+    let mut delivery = linker.instance(DELIVERY_INTERFACE)?;
+    delivery.func_wrap(
+        "due-timer",
+        move |mut store: StoreContextMut<'_, WasmState>, (op,): (u64,)| {
+            let due = store.data_mut().imports.due_timer(op).map_err(trap)?;
+            if due.began && fuel_per_op > 0 {
+                store.set_fuel(fuel_per_op)?;
+            }
+            Ok((due.id,))
+        },
+    )?;
+    delivery.func_wrap(
+        "prefetched",
+        |mut store: StoreContextMut<'_, WasmState>, (op,): (u64,)| {
+            store.data_mut().imports.prefetched(op).map_err(trap)
+        },
+    )?;
+    delivery.func_wrap(
+        "committed",
+        |mut store: StoreContextMut<'_, WasmState>, (op, reply): (u64, Vec<u8>)| {
+            store.data_mut().imports.committed(op, reply).map_err(trap)
+        },
+    )?;
+    Ok(linker)
+}
+
 impl Runtime {
     /// An engine configured for deterministic execution.
     pub fn new(limits: Limits) -> Result<Runtime> {
@@ -199,12 +253,8 @@ impl Runtime {
         config.epoch_interruption(limits.deadline_ms > 0);
         let engine =
             Engine::new(&config).map_err(|error| refused("configuring the engine", error))?;
-        let mut linker = Linker::new(&engine);
-        bindings::StateMachine::add_to_linker::<WasmState, HasSelf<WasmState>>(
-            &mut linker,
-            |state| state,
-        )
-        .map_err(|error| refused("linking the host imports", error))?;
+        let linker = link_imports(&engine, limits.fuel_per_call)
+            .map_err(|error| refused("linking the host imports", error))?;
         let clock_stop = (limits.deadline_ms > 0).then(|| start_epoch_clock(&engine));
         Ok(Runtime {
             engine,
@@ -259,11 +309,21 @@ impl Runtime {
         if self.limits.deadline_ms > 0 {
             store.set_epoch_deadline(self.limits.deadline_ms.div_ceil(EPOCH_TICK_MS));
         }
-        let bindings = bindings::StateMachine::instantiate(&mut store, component, &self.linker)
+        let instance = self
+            .linker
+            .instantiate(&mut store, component)
             .map_err(|error| refused("instantiating the component", error))?;
+        let bindings = bindings::StateMachine::new(&mut store, &instance)
+            .map_err(|error| refused("instantiating the component", error))?;
+        let deliver = instance
+            .get_export_index(&mut store, None, MACHINE_INTERFACE)
+            .and_then(|machine| instance.get_export_index(&mut store, Some(&machine), "deliver"))
+            .and_then(|index| instance.get_func(&mut store, index))
+            .expect("the bindings found every export of `machine`");
         Ok(WasmInstance {
             store,
             bindings,
+            deliver,
             fuel_per_call: self.limits.fuel_per_call,
             deadline_ticks: self.limits.deadline_ms.div_ceil(EPOCH_TICK_MS),
         })
@@ -274,6 +334,9 @@ impl Runtime {
 pub struct WasmInstance {
     store: Store<WasmState>,
     bindings: bindings::StateMachine,
+    /// `machine.deliver`, called with [`RequestRef`]s rather than through the bindings,
+    /// whose requests own their bodies: lowering borrowed ones saves a copy of each.
+    deliver: wasmtime::component::Func,
     fuel_per_call: u64,
     /// Epoch ticks each export call may take (0: no deadline).
     deadline_ticks: u64,
@@ -388,32 +451,28 @@ impl Instance for WasmInstance {
         })
     }
 
-    fn prefetch(&mut self, op: u64, operation: u8, body: &[u8]) -> Result<Step, Fault> {
-        self.step("prefetch", |exports, store| {
-            exports.call_prefetch(store, op, operation, body)
+    fn deliver(&mut self, requests: &[Request]) -> Result<Step, Fault> {
+        // Lowered straight from the host's requests: each body is copied once, into
+        // the guest's memory.
+        let requests: Vec<_> = requests
+            .iter()
+            .map(|request| RequestRef {
+                client: types::U128 {
+                    high: (request.client >> 64) as u64,
+                    low: request.client as u64,
+                },
+                op: request.op,
+                timestamp: request.timestamp,
+                operation: request.operation,
+                body: &request.body,
+            })
+            .collect();
+        let deliver = self.deliver;
+        self.step("deliver", |_, store| {
+            let deliver = deliver
+                .typed::<(&[RequestRef<'_>],), (Result<types::Step, types::Failure>,)>(&*store)?;
+            Ok(deliver.call(store, (&requests,))?.0)
         })
-    }
-
-    fn commit(
-        &mut self,
-        client: u128,
-        op: u64,
-        timestamp: u64,
-        operation: u8,
-        body: &[u8],
-    ) -> Result<Vec<u8>, Fault> {
-        let client = types::U128 {
-            high: (client >> 64) as u64,
-            low: client as u64,
-        };
-        self.call("commit", |exports, store| {
-            exports.call_commit(store, client, op, timestamp, operation, body)
-        })?
-        .map_err(wasm_failure)
-    }
-
-    fn compact(&mut self, op: u64) -> Result<Step, Fault> {
-        self.step("compact", |exports, store| exports.call_compact(store, op))
     }
 
     fn checkpoint(&mut self, op: u64) -> Result<Step, Fault> {
@@ -438,10 +497,6 @@ impl Instance for WasmInstance {
         self.step("write-done", |exports, store| {
             exports.call_write_done(store, address)
         })
-    }
-
-    fn timer(&mut self, id: u64) -> Result<Step, Fault> {
-        self.step("timer", |exports, store| exports.call_timer(store, id))
     }
 
     fn describe(&mut self) -> Result<Vec<Statistic>, Fault> {

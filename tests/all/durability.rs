@@ -502,7 +502,7 @@ fn a_request_that_traps_the_guest_is_refused_as_poison_and_nothing_acknowledged_
     match durable.commit(&poison).unwrap_err() {
         carapace::Error::Poison { op, guest } => {
             assert_eq!(op, 21);
-            assert_eq!(guest.export, "commit");
+            assert_eq!((guest.export, guest.step), ("deliver", Some("commit")));
             assert!(matches!(guest.fault, carapace::Fault::Trap(_)), "{guest}");
         }
         error => panic!("expected a poison op, got {error}"),

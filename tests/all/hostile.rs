@@ -93,12 +93,13 @@ fn misbehave(body: &str, good_before: u64) -> Result<Vec<u8>, Error> {
     outcome
 }
 
-/// The export and fault of a poison op; panics on any other outcome.
+/// Where a poison op stopped the guest (the step of its delivery, or the export) and
+/// the fault; panics on any other outcome.
 fn poison(body: &str, good_before: u64) -> (&'static str, Fault) {
     match misbehave(body, good_before) {
         Err(Error::Poison { op, guest }) => {
             assert_eq!(op, good_before + 1, "{body}");
-            (guest.export, guest.fault)
+            (guest.step.unwrap_or(guest.export), guest.fault)
         }
         Err(error) => panic!("{body}: expected a poison op, got {error}"),
         Ok(_) => panic!("{body}: the request was acknowledged"),
@@ -149,7 +150,8 @@ fn deep_recursion_exhausts_the_stack() {
 #[test]
 fn traps_in_commit_and_in_a_completion_are_caught() {
     assert_trap("trap-in-commit", "commit", "unreachable");
-    assert_trap("trap-in-read-done", "read-done", "unreachable");
+    // The read was the prefetch's: the trap is in `read-done`, during the prefetch.
+    assert_trap("trap-in-read-done", "prefetch", "unreachable");
 }
 
 #[test]
@@ -232,7 +234,7 @@ fn files_that_are_not_components_are_refused_at_load() {
             (core instance $i (instantiate $m))
             (func $f (canon lift (core func $i "f")))
             (instance $machine (export "init" (func $f)))
-            (export "carapace:state-machine/machine@0.2.0" (instance $machine))
+            (export "carapace:state-machine/machine@0.3.0" (instance $machine))
         )"#,
     )
     .unwrap();

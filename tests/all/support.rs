@@ -88,10 +88,11 @@ pub fn refused(error: carapace::Error) -> String {
     }
 }
 
-/// The export and fault of an [`carapace::Error::Guest`]; panics on any other error.
+/// Where an [`carapace::Error::Guest`] happened (the step of a delivery it happened
+/// in, or else the export) and its fault; panics on any other error.
 pub fn guest_fault(error: carapace::Error) -> (&'static str, carapace::Fault) {
     match error {
-        carapace::Error::Guest(guest) => (guest.export, guest.fault),
+        carapace::Error::Guest(guest) => (guest.step.unwrap_or(guest.export), guest.fault),
         error => panic!("expected a guest error, got {error}"),
     }
 }

@@ -10,7 +10,7 @@ use carapace_kv::{
     VALUE_SIZE,
 };
 use carapace_sdk::testing::MemoryHost;
-use carapace_sdk::{Failure, Options, Runner, StateMachine};
+use carapace_sdk::{Failure, Options, Request, Runner, StateMachine};
 
 type Host = MemoryHost;
 
@@ -46,21 +46,23 @@ impl Machine {
         }
     }
 
-    /// Prefetch, commit and compact the next op, and checkpoint at the interval;
+    /// Deliver the next op (prefetch, commit, compact), and checkpoint at the interval;
     /// returns the reply.
     fn execute(&mut self, operation: u8, body: &[u8]) -> Vec<u8> {
         self.runner.input_valid(operation, body).unwrap();
         let op = self.op + 1;
         let timestamp = 1_000 * op;
-        let step = self.runner.prefetch(op, operation, body.to_vec());
-        self.host.drive(&mut self.runner, step).unwrap();
-        let reply = self
-            .runner
-            .commit(7, op, timestamp, operation, body)
-            .unwrap();
+        let request = Request {
+            client: 7,
+            op,
+            timestamp,
+            operation,
+            body: body.to_vec(),
+        };
+        let mut replies = self.host.deliver(&mut self.runner, vec![request]).unwrap();
+        assert_eq!(replies.len(), 1);
+        let reply = replies.pop().unwrap();
         assert!(reply.len() <= self.options.reply_size_limit as usize);
-        let step = self.runner.compact(op);
-        self.host.drive(&mut self.runner, step).unwrap();
         if op.is_multiple_of(self.options.checkpoint_interval_ops) {
             let step = self.runner.checkpoint(op);
             self.host.drive(&mut self.runner, step).unwrap();
@@ -402,26 +404,18 @@ fn input_valid_gives_the_reason() {
 }
 
 #[test]
-fn commit_refuses_ops_out_of_order_and_timestamps_past_2_63() {
+fn commit_refuses_timestamps_past_2_63() {
     let mut machine = Machine::new(options(&[]));
-    let body = 5u128.to_le_bytes();
+    let request = Request {
+        client: 7,
+        op: 1,
+        timestamp: 1 << 63,
+        operation: Operation::Get as u8,
+        body: 5u128.to_le_bytes().to_vec(),
+    };
     let error = machine
-        .runner
-        .commit(7, 1, 1_000, Operation::Get as u8, &body)
-        .unwrap_err();
-    assert_eq!(
-        error,
-        Failure::Protocol("commit of op 1, but op 0 was prefetched and op 0 committed last".into())
-    );
-
-    let mut machine = Machine::new(options(&[]));
-    let step = machine
-        .runner
-        .prefetch(1, Operation::Get as u8, body.to_vec());
-    machine.host.drive(&mut machine.runner, step).unwrap();
-    let error = machine
-        .runner
-        .commit(7, 1, 1 << 63, Operation::Get as u8, &body)
+        .host
+        .deliver(&mut machine.runner, vec![request])
         .unwrap_err();
     assert_eq!(
         error,

@@ -14,7 +14,7 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::marker::PhantomData;
 
-use crate::{Context, Failure, Imports, Level, Options, Runner, StateMachine, Step};
+use crate::{Context, Failure, Imports, Level, Options, Request, Runner, StateMachine, Step};
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -27,7 +27,7 @@ wit_bindgen::generate!({
 });
 
 use carapace::state_machine::types as wit;
-use carapace::state_machine::{clock, grid, log};
+use carapace::state_machine::{clock, delivery, grid, log};
 use exports::carapace::state_machine::machine::Guest;
 
 /// Turn a [`StateMachine`] into a component: expands to the world's exported functions,
@@ -68,6 +68,18 @@ impl Imports for WitImports {
 
     fn cancel_timer(&self, id: u64) {
         clock::cancel_timer(id);
+    }
+
+    fn due_timer(&self, op: u64) -> Option<u64> {
+        delivery::due_timer(op)
+    }
+
+    fn prefetched(&self, op: u64) {
+        delivery::prefetched(op);
+    }
+
+    fn committed(&self, op: u64, reply: &[u8]) {
+        delivery::committed(op, reply);
     }
 
     fn log(&self, level: Level, message: &str) {
@@ -179,23 +191,18 @@ impl<M: StateMachine> Guest for Component<M> {
         })
     }
 
-    fn prefetch(op: u64, operation: u8, body: Vec<u8>) -> Result<wit::Step, wit::Failure> {
-        step::<M>(|runner| runner.prefetch(op, operation, body))
-    }
-
-    fn commit(
-        client: wit::U128,
-        op: u64,
-        timestamp: u64,
-        operation: u8,
-        body: Vec<u8>,
-    ) -> Result<Vec<u8>, wit::Failure> {
-        let client = (u128::from(client.high) << 64) | u128::from(client.low);
-        with_runner::<M, _>(|runner| runner.commit(client, op, timestamp, operation, &body))
-    }
-
-    fn compact(op: u64) -> Result<wit::Step, wit::Failure> {
-        step::<M>(|runner| runner.compact(op))
+    fn deliver(requests: Vec<wit::Request>) -> Result<wit::Step, wit::Failure> {
+        let requests = requests
+            .into_iter()
+            .map(|request| Request {
+                client: (u128::from(request.client.high) << 64) | u128::from(request.client.low),
+                op: request.op,
+                timestamp: request.timestamp,
+                operation: request.operation,
+                body: request.body,
+            })
+            .collect();
+        step::<M>(|runner| runner.deliver(requests))
     }
 
     fn checkpoint(op: u64) -> Result<wit::Step, wit::Failure> {
@@ -212,10 +219,6 @@ impl<M: StateMachine> Guest for Component<M> {
 
     fn write_done(address: u64) -> Result<wit::Step, wit::Failure> {
         step::<M>(|runner| runner.write_done(address))
-    }
-
-    fn timer(id: u64) -> Result<wit::Step, wit::Failure> {
-        step::<M>(|runner| runner.timer(id))
     }
 
     fn describe() -> Vec<wit::Statistic> {

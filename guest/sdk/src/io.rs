@@ -45,6 +45,12 @@ pub trait Imports {
     fn set_timer(&self, id: u64, at: u64);
     /// `clock.cancel-timer`.
     fn cancel_timer(&self, id: u64);
+    /// `delivery.due-timer`.
+    fn due_timer(&self, op: u64) -> Option<u64>;
+    /// `delivery.prefetched`.
+    fn prefetched(&self, op: u64);
+    /// `delivery.committed`.
+    fn committed(&self, op: u64, reply: &[u8]);
     /// `log.log`.
     fn log(&self, level: Level, message: &str);
 }
@@ -108,6 +114,22 @@ impl Context {
     /// Disarm timer `id`.
     pub fn cancel_timer(&self, id: u64) {
         self.inner.imports.cancel_timer(id);
+    }
+
+    /// The next timer due before op `op`, which the runner runs first: see the
+    /// contract's `delivery` interface.
+    pub(crate) fn due_timer(&self, op: u64) -> Option<u64> {
+        self.inner.imports.due_timer(op)
+    }
+
+    /// Tell the host op `op` is prefetched.
+    pub(crate) fn prefetched(&self, op: u64) {
+        self.inner.imports.prefetched(op);
+    }
+
+    /// Hand the host op `op`'s reply.
+    pub(crate) fn committed(&self, op: u64, reply: &[u8]) {
+        self.inner.imports.committed(op, reply);
     }
 
     /// Emit a diagnostic message.

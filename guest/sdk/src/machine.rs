@@ -35,6 +35,21 @@ pub struct Options {
     pub settings: Vec<(String, String)>,
 }
 
+/// A committed request, as in the contract's `request`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// The client that sent it.
+    pub client: u128,
+    /// Its op number.
+    pub op: u64,
+    /// Its timestamp, assigned by the host.
+    pub timestamp: u64,
+    /// The machine's operation.
+    pub operation: u8,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
 /// Where an asynchronous step stands, as in the contract's `step`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -116,6 +131,41 @@ pub trait StateMachine: Sized + 'static {
     }
 }
 
+/// Commit each of `requests` by the contract's `delivery` protocol: its due timers,
+/// prefetch, commit and compact, reported to the host as they happen. Stops before a
+/// request the machine refuses: the host refuses it.
+async fn deliver<M: StateMachine>(
+    machine: &mut M,
+    context: &Context,
+    requests: &[Request],
+) -> Result<(), Failure> {
+    // One reply buffer for the batch: a commit writes into it, the host copies it out.
+    let mut reply = Vec::new();
+    for request in requests {
+        let (op, operation, body) = (request.op, request.operation, &request.body[..]);
+        if machine.input_valid(operation, body).is_err() {
+            break;
+        }
+        while let Some(id) = context.due_timer(op) {
+            machine.timer(id).await?;
+        }
+        machine.prefetch(op, operation, body).await?;
+        context.prefetched(op);
+        reply.clear();
+        machine.commit(
+            request.client,
+            op,
+            request.timestamp,
+            operation,
+            body,
+            &mut reply,
+        )?;
+        context.committed(op, &reply);
+        machine.compact(op).await?;
+    }
+    Ok(())
+}
+
 type StepFuture<M> = Pin<Box<dyn Future<Output = (M, Result<(), Failure>)>>>;
 
 enum State<M> {
@@ -172,38 +222,12 @@ impl<M: StateMachine> Runner<M> {
         }
     }
 
-    /// `prefetch`.
-    pub fn prefetch(&mut self, op: u64, operation: u8, body: Vec<u8>) -> Result<Step, Failure> {
+    /// `deliver`: commit `requests` in order as one step, each op reported to the host
+    /// through the context (`due-timer`, `prefetched`, `committed`).
+    pub fn deliver(&mut self, requests: Vec<Request>) -> Result<Step, Failure> {
+        let context = self.context.clone();
         self.start(move |mut machine| async move {
-            let result = machine.prefetch(op, operation, &body).await;
-            (machine, result)
-        })
-    }
-
-    /// `commit`.
-    pub fn commit(
-        &mut self,
-        client: u128,
-        op: u64,
-        timestamp: u64,
-        operation: u8,
-        body: &[u8],
-    ) -> Result<Vec<u8>, Failure> {
-        let machine = self.idle("commit")?;
-        let mut reply = Vec::new();
-        match machine.commit(client, op, timestamp, operation, body, &mut reply) {
-            Ok(()) => Ok(reply),
-            Err(failure) => {
-                self.state = State::Failed(failure.clone());
-                Err(failure)
-            }
-        }
-    }
-
-    /// `compact`.
-    pub fn compact(&mut self, op: u64) -> Result<Step, Failure> {
-        self.start(move |mut machine| async move {
-            let result = machine.compact(op).await;
+            let result = deliver(&mut machine, &context, &requests).await;
             (machine, result)
         })
     }
@@ -222,14 +246,6 @@ impl<M: StateMachine> Runner<M> {
             State::Idle(machine) => machine.checkpoint_state(),
             State::Busy(_) | State::Failed(_) => Vec::new(),
         }
-    }
-
-    /// `timer`.
-    pub fn timer(&mut self, id: u64) -> Result<Step, Failure> {
-        self.start(move |mut machine| async move {
-            let result = machine.timer(id).await;
-            (machine, result)
-        })
     }
 
     /// `read-done`.
@@ -307,29 +323,24 @@ impl<M: StateMachine> Runner<M> {
             };
         };
         let mut task_context = TaskContext::from_waker(Waker::noop());
-        match future.as_mut().poll(&mut task_context) {
-            Poll::Pending => {
-                // A pending step must be waiting for I/O, or no completion could ever
-                // wake it: that would be a deadlock in the guest.
-                assert!(
-                    self.context.in_flight_count() > 0,
-                    "step pending with no I/O"
-                );
-                Ok(Step::Pending)
-            }
+        let in_flight = |context: &Context| context.in_flight_count();
+        // A machine's bug, reported as a failure rather than a panic, so that a native
+        // host survives it: a pending step must be waiting for I/O (or no completion
+        // could ever wake it), and a finished one must have awaited all it submitted.
+        let result = match future.as_mut().poll(&mut task_context) {
+            Poll::Pending if in_flight(&self.context) == 0 => Err(Failure::Protocol(
+                "the step is pending with no I/O in flight".into(),
+            )),
+            Poll::Pending => return Ok(Step::Pending),
+            Poll::Ready((_, Ok(()))) if in_flight(&self.context) > 0 => Err(Failure::Protocol(
+                "the step finished with I/O in flight".into(),
+            )),
             Poll::Ready((machine, Ok(()))) => {
-                assert_eq!(
-                    self.context.in_flight_count(),
-                    0,
-                    "step done with I/O in flight"
-                );
                 self.state = State::Idle(machine);
-                Ok(Step::Done)
+                return Ok(Step::Done);
             }
-            Poll::Ready((_, Err(failure))) => {
-                self.state = State::Failed(failure.clone());
-                Err(failure)
-            }
-        }
+            Poll::Ready((_, Err(failure))) => Err(failure),
+        };
+        result.inspect_err(|failure| self.state = State::Failed(failure.clone()))
     }
 }

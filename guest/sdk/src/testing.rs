@@ -5,7 +5,8 @@
 //!
 //! Writes land in the map when submitted, so a block is readable as soon as its write is;
 //! there is no durable image apart from the live one (the carapace host's tests crash
-//! the grid), and the clock stays at 0 with timers ignored.
+//! the grid), and the clock stays at 0 with timers ignored. [`MemoryHost::deliver`]
+//! delivers ops and returns their replies.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -14,7 +15,7 @@ use std::pin::pin;
 use std::rc::Rc;
 use std::task::{Context as TaskContext, Poll, Waker};
 
-use crate::{Context, Failure, Imports, Level, Runner, StateMachine, Step};
+use crate::{Context, Failure, Imports, Level, Request, Runner, StateMachine, Step};
 
 /// SplitMix64 (Steele, Lea and Flood, 2014), for seeded test inputs: the generator the
 /// host uses for its own choices, with no dependency.
@@ -56,6 +57,8 @@ struct State {
     read_count: u64,
     /// Reads still to damage, by address: each returns the block with a bit flipped.
     damaged_reads: HashMap<u64, u32>,
+    /// Replies of delivered ops not yet taken.
+    replies: Vec<Vec<u8>>,
 }
 
 /// The blocks and the I/O queue; clones share them, so a forest reopened over a clone
@@ -89,6 +92,18 @@ impl MemoryHost {
     /// A context whose imports are this host's.
     pub fn context(&self) -> Context {
         Context::new(Box::new(self.clone()))
+    }
+
+    /// Deliver `requests` to `runner` and complete I/O until the delivery is done;
+    /// returns the replies of the ops it committed.
+    pub fn deliver<M: StateMachine>(
+        &self,
+        runner: &mut Runner<M>,
+        requests: Vec<Request>,
+    ) -> Result<Vec<Vec<u8>>, Failure> {
+        let step = runner.deliver(requests);
+        self.drive(runner, step)?;
+        Ok(std::mem::take(&mut self.state.borrow_mut().replies))
     }
 
     /// Complete I/O until the step `step` started is done.
@@ -174,6 +189,16 @@ impl Imports for MemoryHost {
     fn set_timer(&self, _: u64, _: u64) {}
 
     fn cancel_timer(&self, _: u64) {}
+
+    fn due_timer(&self, _: u64) -> Option<u64> {
+        None
+    }
+
+    fn prefetched(&self, _: u64) {}
+
+    fn committed(&self, _: u64, reply: &[u8]) {
+        self.state.borrow_mut().replies.push(reply.to_vec());
+    }
 
     fn log(&self, _: Level, _: &str) {}
 }

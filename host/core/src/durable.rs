@@ -403,48 +403,83 @@ impl<'a> Durable<'a> {
     }
 
     fn commit_each(&mut self, requests: &[Request], group: &mut Group) -> Result<()> {
-        for request in requests {
-            // A body the journal could not read back is refused before the machine
-            // runs it: afterwards, the machine would be ahead of the log.
-            Journal::check_body_size(request.body.len())?;
-            let reply = match self.replica.commit(request) {
-                Err(Error::Guest(guest)) if tears_down(&guest.fault) => {
+        let interval = self.replica.options().checkpoint_interval_ops;
+        let mut rest = requests;
+        while !rest.is_empty() {
+            // Up to the next checkpoint op, which is published before any later op runs.
+            let length = rest
+                .iter()
+                .position(|request| request.op.is_multiple_of(interval))
+                .map_or(rest.len(), |index| index + 1);
+            // A body the journal could not read back is refused before the machine runs
+            // it: afterwards, the machine would be ahead of the log.
+            let length = match rest[..length]
+                .iter()
+                .position(|request| Journal::check_body_size(request.body.len()).is_err())
+            {
+                Some(0) => return Journal::check_body_size(rest[0].body.len()),
+                Some(index) => index,
+                None => length,
+            };
+            let Committed { replies, stopped } = self.replica.commit_batch(&rest[..length]);
+            let committed = replies.len();
+            for (request, reply) in rest.iter().zip(replies) {
+                self.record(request, reply, group)?;
+            }
+            rest = &rest[committed..];
+            match stopped {
+                None => {}
+                Some(Error::Guest(guest)) if tears_down(&guest.fault) => {
                     // The rebuild replays the journal: the ops before this one must be
-                    // in it.
+                    // in it. The op is then given to the new instance alone.
                     self.make_durable(group)?;
                     self.rebuild()?;
-                    match self.replica.commit(request) {
-                        Err(Error::Guest(again)) if tears_down(&again.fault) => {
-                            self.rebuild()?;
-                            self.poisoned += 1;
-                            return Err(Error::Poison {
-                                op: request.op,
-                                guest: again,
-                            });
-                        }
-                        result => result?,
-                    }
+                    let reply = self.commit_again(&rest[0])?;
+                    self.record(&rest[0], reply, group)?;
+                    rest = &rest[1..];
                 }
-                result => result?,
-            };
-            let checkpoint_id = self
-                .replica
-                .checkpoint_taken_at(request.op)
-                .map(Checkpoint::id);
-            let entry = Entry {
-                request: request.clone(),
-                reply_checksum: reply_checksum(&reply),
-                checkpoint_id,
-            };
-            group.bytes += entry_size(&entry) as usize;
-            group.entries.push(entry);
-            group.replies.push(reply);
-            // A checkpoint is published before the next op: from then on the machine
-            // may reuse blocks only older checkpoints need. A group of large bodies is
-            // written in parts, so that one write stays bounded.
-            if checkpoint_id.is_some() || group.bytes >= JOURNAL_WRITE_BYTES_MAX {
-                self.make_durable(group)?;
+                Some(error) => return Err(error),
             }
+        }
+        Ok(())
+    }
+
+    /// Commit `request` on an instance rebuilt after it stopped the last one: if it
+    /// stops this one too, it is a poison op.
+    fn commit_again(&mut self, request: &Request) -> Result<Vec<u8>> {
+        match self.replica.commit(request) {
+            Err(Error::Guest(again)) if tears_down(&again.fault) => {
+                self.rebuild()?;
+                self.poisoned += 1;
+                Err(Error::Poison {
+                    op: request.op,
+                    guest: again,
+                })
+            }
+            result => result,
+        }
+    }
+
+    /// Add a committed op to the group, and make the group durable at a checkpoint op
+    /// or once its journal write is large.
+    fn record(&mut self, request: &Request, reply: Vec<u8>, group: &mut Group) -> Result<()> {
+        let checkpoint_id = self
+            .replica
+            .checkpoint_taken_at(request.op)
+            .map(Checkpoint::id);
+        let entry = Entry {
+            request: request.clone(),
+            reply_checksum: reply_checksum(&reply),
+            checkpoint_id,
+        };
+        group.bytes += entry_size(&entry) as usize;
+        group.entries.push(entry);
+        group.replies.push(reply);
+        // A checkpoint is published before the next op: from then on the machine may
+        // reuse blocks only older checkpoints need. A group of large bodies is written
+        // in parts, so that one write stays bounded.
+        if checkpoint_id.is_some() || group.bytes >= JOURNAL_WRITE_BYTES_MAX {
+            self.make_durable(group)?;
         }
         Ok(())
     }

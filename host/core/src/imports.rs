@@ -23,6 +23,81 @@ pub const LOG_MESSAGE_SIZE_MAX: usize = 4096;
 /// Timers a guest may have armed at once.
 pub const TIMERS_ARMED_MAX: usize = 64;
 
+/// Timers handed out before one op, at most: a guest that keeps re-arming timers in
+/// the past must not stall the host.
+pub const TIMERS_PER_OP_MAX: usize = 64;
+
+/// Where the op in progress of a delivery stands, by the guest's reports (the
+/// contract's `delivery` interface).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Not begun: no `due-timer` for it yet.
+    Waiting,
+    /// Running a timer `due-timer` handed out.
+    Timer,
+    /// No timer due: prefetching.
+    Prefetch,
+    /// Prefetched: committing, which is pure.
+    Commit,
+    /// Committed: compacting.
+    Compact,
+}
+
+impl Phase {
+    /// The step of the lifecycle the phase is, as errors name it.
+    pub fn step(self) -> &'static str {
+        match self {
+            Phase::Waiting => "deliver",
+            Phase::Timer => "timer",
+            Phase::Prefetch => "prefetch",
+            Phase::Commit => "commit",
+            Phase::Compact => "compact",
+        }
+    }
+}
+
+/// A delivery in progress, as the host follows it.
+#[derive(Debug)]
+struct Delivery {
+    /// The first op of the batch.
+    first_op: u64,
+    /// The timestamps of the batch's ops, in op order.
+    timestamps: Vec<u64>,
+    reply_size_limit: usize,
+    /// The replies of the ops committed so far, in op order.
+    replies: Vec<Vec<u8>>,
+    /// The op in progress: the last committed while compacting, the next otherwise.
+    op: u64,
+    phase: Phase,
+    /// Timers handed out before `op`.
+    timers: usize,
+    /// Where the delivery stood at the first contract violation: a native guest runs
+    /// on after one, to the end of its call.
+    violated_at: Option<(u64, Phase)>,
+}
+
+/// What a delivery did, as the host followed it: see [`HostImports::end_delivery`].
+#[derive(Debug)]
+pub struct Delivered {
+    /// The replies of the ops committed, in op order. If the delivery failed, only
+    /// those of the ops before `op` count: `op` did not finish.
+    pub replies: Vec<Vec<u8>>,
+    /// The op in progress when the delivery ended, or when it broke the contract.
+    pub op: u64,
+    /// Where it stood.
+    pub phase: Phase,
+}
+
+/// What `delivery.due-timer` answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DueTimer {
+    /// The timer to run before the op, if one is due.
+    pub id: Option<u64>,
+    /// Whether this call began the op: a component's fuel is refilled then, so that
+    /// each op of a delivery has a budget of its own.
+    pub began: bool,
+}
+
 /// A contract violation by the guest, returned by an import so that the instance can
 /// trap; [`HostImports::take_violation`] reports it once the export returns.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -193,6 +268,7 @@ pub struct HostImports {
     violation: Option<String>,
     /// Whether an asynchronous step is running: grid I/O and timers belong to steps.
     step_active: bool,
+    delivery: Option<Delivery>,
 }
 
 impl std::fmt::Debug for HostImports {
@@ -227,6 +303,7 @@ impl HostImports {
             echo_log: false,
             violation: None,
             step_active: false,
+            delivery: None,
         }
     }
 
@@ -267,6 +344,137 @@ impl HostImports {
         self.step_active = active;
     }
 
+    /// Follow a delivery of `requests` (the ops after the last committed), checking
+    /// the guest's reports against them; replies over `reply_size_limit` bytes break
+    /// the contract.
+    pub fn begin_delivery(&mut self, requests: &[crate::instance::Request], reply_size_limit: u32) {
+        let first_op = requests.first().map_or(self.op + 1, |request| request.op);
+        self.delivery = Some(Delivery {
+            first_op,
+            timestamps: requests.iter().map(|request| request.timestamp).collect(),
+            reply_size_limit: reply_size_limit as usize,
+            replies: Vec::with_capacity(requests.len()),
+            op: first_op,
+            phase: Phase::Waiting,
+            timers: 0,
+            violated_at: None,
+        });
+    }
+
+    /// Stop following the delivery and say what it did.
+    pub fn end_delivery(&mut self) -> Delivered {
+        let delivery = self.delivery.take().expect("a delivery was begun");
+        let (op, phase) = delivery
+            .violated_at
+            .unwrap_or((delivery.op, delivery.phase));
+        Delivered {
+            replies: delivery.replies,
+            op,
+            phase,
+        }
+    }
+
+    /// The delivery in progress, and the op that comes next in it.
+    fn delivery_at(&mut self, what: &str, op: u64) -> Result<&mut Delivery, Violation> {
+        let Some(delivery) = &self.delivery else {
+            return Err(self.violate(format!("`{what}` outside a delivery")));
+        };
+        if op != delivery.op {
+            let expected = delivery.op;
+            return Err(self.violate(format!(
+                "`{what}` for op {op} while op {expected} is in progress"
+            )));
+        }
+        Ok(self.delivery.as_mut().expect("checked above"))
+    }
+
+    /// `delivery.due-timer`.
+    pub fn due_timer(&mut self, op: u64) -> Result<DueTimer, Violation> {
+        let began = {
+            let delivery = self.delivery.as_mut();
+            // The op after the one compacting begins now.
+            if let Some(delivery) = delivery
+                && delivery.phase == Phase::Compact
+                && op == delivery.op + 1
+            {
+                delivery.op = op;
+                delivery.phase = Phase::Waiting;
+            }
+            let delivery = self.delivery_at("due-timer", op)?;
+            let index = (op - delivery.first_op) as usize;
+            let Some(&timestamp) = delivery.timestamps.get(index) else {
+                return Err(self.violate(format!("`due-timer` for op {op}, past the delivery")));
+            };
+            let began = delivery.phase == Phase::Waiting;
+            if !matches!(
+                delivery.phase,
+                Phase::Waiting | Phase::Timer | Phase::Prefetch
+            ) {
+                return Err(self.violate(format!("`due-timer` for op {op} after its prefetch")));
+            }
+            if began {
+                delivery.timers = 0;
+                self.set_clock(op - 1, timestamp);
+            }
+            began
+        };
+        let due = self.take_due_timer(self.now).map(|(id, _)| id);
+        let delivery = self.delivery.as_mut().expect("checked above");
+        delivery.phase = if due.is_some() {
+            Phase::Timer
+        } else {
+            Phase::Prefetch
+        };
+        if due.is_some() {
+            delivery.timers += 1;
+            if delivery.timers > TIMERS_PER_OP_MAX {
+                return Err(self.violate(format!(
+                    "more than {TIMERS_PER_OP_MAX} timers fell due before op {op}: the guest \
+                     keeps re-arming them"
+                )));
+            }
+        }
+        Ok(DueTimer { id: due, began })
+    }
+
+    /// `delivery.prefetched`: from here to `committed` the guest commits, which is pure.
+    pub fn prefetched(&mut self, op: u64) -> Result<(), Violation> {
+        let delivery = self.delivery_at("prefetched", op)?;
+        if delivery.phase != Phase::Prefetch {
+            let phase = delivery.phase.step();
+            return Err(self.violate(format!(
+                "`prefetched` for op {op} during its `{phase}`; a timer may still be due"
+            )));
+        }
+        delivery.phase = Phase::Commit;
+        self.step_active = false;
+        Ok(())
+    }
+
+    /// `delivery.committed`.
+    pub fn committed(&mut self, op: u64, reply: Vec<u8>) -> Result<(), Violation> {
+        let delivery = self.delivery_at("committed", op)?;
+        if delivery.phase != Phase::Commit {
+            let phase = delivery.phase.step();
+            return Err(self.violate(format!(
+                "`committed` for op {op} during its `{phase}`, before `prefetched`"
+            )));
+        }
+        if reply.len() > delivery.reply_size_limit {
+            let limit = delivery.reply_size_limit;
+            return Err(self.violate(format!(
+                "a reply of {} bytes to op {op} is over the reply size limit of {limit} bytes",
+                reply.len()
+            )));
+        }
+        let timestamp = delivery.timestamps[(op - delivery.first_op) as usize];
+        delivery.replies.push(reply);
+        delivery.phase = Phase::Compact;
+        self.set_clock(op, timestamp);
+        self.step_active = true;
+        Ok(())
+    }
+
     fn check_in_step(&mut self, what: &str) -> Result<(), Violation> {
         if self.step_active {
             return Ok(());
@@ -282,6 +490,11 @@ impl HostImports {
 
     /// Record a contract violation; the first one recorded is reported.
     fn violate(&mut self, what: String) -> Violation {
+        if self.violation.is_none()
+            && let Some(delivery) = &mut self.delivery
+        {
+            delivery.violated_at = Some((delivery.op, delivery.phase));
+        }
         self.violation.get_or_insert(what.clone());
         Violation(what)
     }

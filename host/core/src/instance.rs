@@ -118,6 +118,21 @@ impl Options {
     }
 }
 
+/// A committed request, as the log records it and `deliver` hands it over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// The client that sent it.
+    pub client: u128,
+    /// Its op number: one more than the previous committed op.
+    pub op: u64,
+    /// Its timestamp: greater than the previous op's.
+    pub timestamp: u64,
+    /// The state machine operation.
+    pub operation: u8,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
 /// A state machine instance, as the host drives it. Every method is one export call;
 /// an `Err` is a [`Fault`] and leaves the instance unusable.
 pub trait Instance {
@@ -129,19 +144,9 @@ pub trait Instance {
     fn open(&mut self, checkpoint: Option<&[u8]>) -> Result<Step, Fault>;
     /// `input-valid`: `Ok(Err(reason))` is a refused request, not a fault.
     fn input_valid(&mut self, operation: u8, body: &[u8]) -> Result<Result<(), String>, Fault>;
-    /// `prefetch`.
-    fn prefetch(&mut self, op: u64, operation: u8, body: &[u8]) -> Result<Step, Fault>;
-    /// `commit`.
-    fn commit(
-        &mut self,
-        client: u128,
-        op: u64,
-        timestamp: u64,
-        operation: u8,
-        body: &[u8],
-    ) -> Result<Vec<u8>, Fault>;
-    /// `compact`.
-    fn compact(&mut self, op: u64) -> Result<Step, Fault>;
+    /// `deliver`: start committing `requests` as one step (the host imports follow the
+    /// delivery, see [`HostImports::begin_delivery`]).
+    fn deliver(&mut self, requests: &[Request]) -> Result<Step, Fault>;
     /// `checkpoint`.
     fn checkpoint(&mut self, op: u64) -> Result<Step, Fault>;
     /// `checkpoint-state`.
@@ -150,8 +155,6 @@ pub trait Instance {
     fn read_done(&mut self, address: u64, block: Vec<u8>) -> Result<Step, Fault>;
     /// `write-done`.
     fn write_done(&mut self, address: u64) -> Result<Step, Fault>;
-    /// `timer`.
-    fn timer(&mut self, id: u64) -> Result<Step, Fault>;
     /// `describe`.
     fn describe(&mut self) -> Result<Vec<Statistic>, Fault>;
     /// Run `action` on the host imports the instance's guest calls.

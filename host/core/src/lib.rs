@@ -5,8 +5,8 @@
 //!   drives it (one method per export), and the contract's types on the host's side;
 //! - [`imports`]: [`HostImports`](imports::HostImports), the host's side of the
 //!   imports — grid I/O and its completion order, the logical clock, timers, the log;
-//! - [`replica`]: the lifecycle (`init`, `open`, then timers, prefetch, commit, compact
-//!   and checkpoints per op) over any instance;
+//! - [`replica`]: the lifecycle (`init`, `open`, then deliveries of ops — each op's
+//!   timers, prefetch, commit and compact — and checkpoints) over any instance;
 //! - [`storage`] and [`disk`]: where blocks and files live (memory, a file, a
 //!   simulated disk that crashes);
 //! - [`journal`], [`superblock`], [`durable`]: the data directory and its commit
@@ -37,4 +37,4 @@ pub mod superblock;
 pub mod workload;
 
 pub use error::{Error, FailureKind, Fault, GuestError, Result};
-pub use instance::{Identity, Instance, Options, Statistic, Step};
+pub use instance::{Identity, Instance, Options, Request, Statistic, Step};

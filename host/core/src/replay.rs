@@ -7,7 +7,7 @@
 use crate::durable::{JOURNAL_FILE, reply_checksum};
 use crate::error::{Error, Result};
 use crate::journal::{Entry, Journal, Position};
-use crate::replica::{Checkpoint, Replica};
+use crate::replica::{Checkpoint, Committed, DELIVERY_BYTES_MAX, DELIVERY_OPS_MAX, Replica};
 use crate::superblock::SuperblockState;
 
 /// How a replay went.
@@ -74,8 +74,10 @@ pub fn tie_journal_to_superblock(stored: &SuperblockState, journal: &mut Journal
 
 /// Replay the entries of `journal` after the replica's starting point: the checkpoint
 /// of `stored` if the replica was opened there, or genesis. The checkpoint op's entry
-/// must end where the superblock says. After each replayed entry, `after_entry` runs
-/// (recovery publishes checkpoints there; a command may show progress).
+/// must end where the superblock says. Entries are delivered in batches that end at
+/// checkpoint ops, as a live replica's group commits are; after each replayed entry,
+/// once its batch is done, `after_entry` runs (recovery publishes checkpoints there;
+/// a command may show progress).
 pub fn replay_journal(
     replica: &mut Replica,
     journal: &mut Journal,
@@ -94,9 +96,10 @@ pub fn replay_journal(
         checkpoints_verified: 0,
         outcome: Ok(()),
     };
+    let mut batch = Batch::default();
     // The entries opening verified: from op 1, or (recovery) from the checkpoint's own
     // entry, which ties the journal to the superblock either way.
-    report.outcome = journal.read_verified(|entry, position| {
+    let read = journal.read_verified(|entry, position| {
         let op = entry.request.op;
         if op < start {
             return Ok(());
@@ -118,30 +121,67 @@ pub fn replay_journal(
             }
             return Ok(());
         }
-        replay_one(replica, &entry)?;
-        report.identical_through = op;
-        report.checkpoints_verified += u64::from(entry.checkpoint_id.is_some());
-        after_entry(replica, &entry, position)
+        batch.bytes += entry.request.body.len();
+        batch.entries.push((entry, position));
+        let interval = replica.options().checkpoint_interval_ops;
+        if op.is_multiple_of(interval)
+            || batch.entries.len() == DELIVERY_OPS_MAX
+            || batch.bytes >= DELIVERY_BYTES_MAX
+        {
+            replay_batch(replica, &mut batch, &mut report, &mut after_entry)?;
+        }
+        Ok(())
     });
+    // What was read before the journal ended (or failed to read) is replayed too.
+    let replayed = replay_batch(replica, &mut batch, &mut report, &mut after_entry);
+    report.outcome = replayed.and(read);
     report
 }
 
-/// Re-execute one journal entry and check it against what was recorded. A different
-/// reply or checkpoint id is an [`Error::Divergence`]; anything else that stops the
-/// op is reported as itself.
-pub fn replay_one(replica: &mut Replica, entry: &Entry) -> Result<()> {
+/// Entries read and not yet replayed, with the bytes of their bodies.
+#[derive(Default)]
+struct Batch {
+    entries: Vec<(Entry, Position)>,
+    bytes: usize,
+}
+
+/// Deliver the batch's requests at once, then check each entry in op order.
+fn replay_batch(
+    replica: &mut Replica,
+    batch: &mut Batch,
+    report: &mut ReplayReport,
+    after_entry: &mut impl FnMut(&mut Replica, &Entry, Position) -> Result<()>,
+) -> Result<()> {
+    let entries = std::mem::take(&mut batch.entries);
+    batch.bytes = 0;
+    let requests: Vec<_> = entries
+        .iter()
+        .map(|(entry, _)| entry.request.clone())
+        .collect();
+    let Committed { replies, stopped } = replica.commit_batch(&requests);
+    let committed = replies.len();
+    for ((entry, position), reply) in entries.iter().zip(replies) {
+        check_entry(replica, entry, &reply)?;
+        report.identical_through = entry.request.op;
+        report.checkpoints_verified += u64::from(entry.checkpoint_id.is_some());
+        after_entry(replica, entry, *position)?;
+    }
+    match stopped {
+        None => Ok(()),
+        // A module that refuses a request the log's module accepted behaves differently.
+        Some(Error::Refused(reason)) => Err(Error::Divergence {
+            op: entries[committed].0.request.op,
+            detail: format!("the module refuses the request: {reason}"),
+        }),
+        Some(error) => Err(error),
+    }
+}
+
+/// Check what replaying `entry` gave against what was recorded: a different reply or
+/// checkpoint id is an [`Error::Divergence`].
+fn check_entry(replica: &Replica, entry: &Entry, reply: &[u8]) -> Result<()> {
     let op = entry.request.op;
-    // A module that refuses a request the log's module accepted behaves differently.
-    let reply = replica
-        .commit(&entry.request)
-        .map_err(|error| match error {
-            Error::Refused(reason) => Error::Divergence {
-                op,
-                detail: format!("the module refuses the request: {reason}"),
-            },
-            error => error,
-        })?;
-    let got = reply_checksum(&reply);
+    let got = reply_checksum(reply);
     if got != entry.reply_checksum {
         return Err(Error::Divergence {
             op,

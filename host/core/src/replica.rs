@@ -1,11 +1,18 @@
-//! The lifecycle, as the host drives it: `init` -> `open`, then for each committed op
-//! (due timers) -> `prefetch` -> `commit` -> `compact`, and a `checkpoint` every
-//! checkpoint interval. Every asynchronous step is run to `done` by completing the
-//! guest's I/O one operation at a time, in the host imports' deterministic order.
+//! The lifecycle, as the host drives it: `init` -> `open`, then deliveries of committed
+//! ops (each op's due timers -> prefetch -> commit -> compact, run by the guest and
+//! followed by the host imports), and a `checkpoint` every checkpoint interval. Every
+//! asynchronous step is run to `done` by completing the guest's I/O one operation at
+//! a time, in the host imports' deterministic order.
+//!
+//! A delivery carries one op or many ([`Replica::commit`], [`Replica::commit_batch`]):
+//! the guest runs the same steps for each op either way, so state, replies and
+//! checkpoint ids do not depend on how ops are batched. Batching saves the calls into
+//! the guest and the copies of each body that one delivery per op costs.
 
 use crate::checksum::checksum;
 use crate::error::{Error, Fault, GuestError, Result};
-use crate::imports::Completion;
+use crate::imports::{Completion, Delivered, Phase};
+pub use crate::instance::Request;
 use crate::instance::{Identity, Instance, Options, Step};
 
 /// Completions delivered to finish one step, at most: far above what a checkpoint of
@@ -13,28 +20,16 @@ use crate::instance::{Identity, Instance, Options, Step};
 /// (a component also runs out of the fuel its step started with).
 pub const COMPLETIONS_PER_STEP_MAX: u64 = 1 << 20;
 
-/// Timers delivered before one op, at most: a guest that keeps re-arming timers in
-/// the past must not stall the host.
-pub const TIMERS_PER_OP_MAX: usize = 64;
+/// Ops in one delivery, at most.
+pub const DELIVERY_OPS_MAX: usize = 1024;
+
+/// Request body bytes in one delivery, at most (a delivery holds at least one op):
+/// the guest holds a delivery's requests in its memory.
+pub const DELIVERY_BYTES_MAX: usize = 1 << 20;
 
 /// The largest checkpoint state a guest may return: it is published in every superblock
 /// copy (see `superblock`).
 pub const CHECKPOINT_STATE_SIZE_MAX: usize = 1024;
-
-/// A committed request, as the log records it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Request {
-    /// The client that sent it.
-    pub client: u128,
-    /// Its op number: one more than the previous committed op.
-    pub op: u64,
-    /// Its timestamp: greater than the previous op's.
-    pub timestamp: u64,
-    /// The state machine operation.
-    pub operation: u8,
-    /// The body.
-    pub body: Vec<u8>,
-}
 
 /// A checkpoint as the host keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -178,19 +173,87 @@ impl Replica {
     /// with a later timestamp, and valid (see [`Replica::input_valid`]); otherwise it
     /// is [`Error::Refused`] and the replica goes on.
     pub fn commit(&mut self, request: &Request) -> Result<Vec<u8>> {
+        let Committed {
+            mut replies,
+            stopped,
+        } = self.commit_batch(std::slice::from_ref(request));
+        match stopped {
+            Some(error) => Err(error),
+            None => Ok(replies.pop().expect("one reply per committed request")),
+        }
+    }
+
+    /// Commit `requests` (the next ops, in order) as [`Replica::commit`] would one by
+    /// one, in as few deliveries as the bounds allow: a delivery ends at a checkpoint
+    /// op and holds at most [`DELIVERY_OPS_MAX`] ops and [`DELIVERY_BYTES_MAX`] bytes
+    /// of bodies. The replies are of a prefix of `requests`; `stopped` says why the
+    /// next one did not commit, if one did not.
+    pub fn commit_batch(&mut self, requests: &[Request]) -> Committed {
+        let mut replies = Vec::with_capacity(requests.len());
+        let mut rest = requests;
+        while !rest.is_empty() {
+            let length = match self.deliverable(rest) {
+                Ok(length) => length,
+                Err(error) => {
+                    return Committed {
+                        replies,
+                        stopped: Some(error),
+                    };
+                }
+            };
+            let (batch, after) = rest.split_at(length);
+            let committed = self.deliver(batch);
+            replies.extend(committed.replies);
+            if committed.stopped.is_some() {
+                return Committed {
+                    replies,
+                    stopped: committed.stopped,
+                };
+            }
+            rest = after;
+        }
+        Committed {
+            replies,
+            stopped: None,
+        }
+    }
+
+    /// How many of `requests`, at least one, the next delivery takes; the error if the
+    /// first is refused by the host's own checks. A later request the checks refuse
+    /// ends the delivery before it, so that it is refused in turn.
+    fn deliverable(&self, requests: &[Request]) -> Result<usize> {
         if let Some(reason) = &self.failed {
             return Err(Error::Stopped(reason.clone()));
         }
-        if request.op != self.op + 1 {
+        let (mut op, mut timestamp, mut bytes) = (self.op, self.timestamp, 0);
+        for (index, request) in requests.iter().take(DELIVERY_OPS_MAX).enumerate() {
+            if let Err(error) = self.check_request(request, op, timestamp) {
+                return if index == 0 { Err(error) } else { Ok(index) };
+            }
+            bytes += request.body.len();
+            if index > 0 && bytes > DELIVERY_BYTES_MAX {
+                return Ok(index);
+            }
+            (op, timestamp) = (request.op, request.timestamp);
+            if op.is_multiple_of(self.options.checkpoint_interval_ops) {
+                return Ok(index + 1);
+            }
+        }
+        Ok(requests.len().min(DELIVERY_OPS_MAX))
+    }
+
+    /// The host's own checks of a request that follows op `op` at `timestamp`.
+    fn check_request(&self, request: &Request, op: u64, timestamp: u64) -> Result<()> {
+        if request.op != op + 1 {
             return Err(Error::Refused(format!(
-                "op {} does not follow the last committed op {}",
-                request.op, self.op
+                "op {} does not follow the last committed op {op}",
+                request.op
             )));
         }
-        if request.timestamp <= self.timestamp {
+        if request.timestamp <= timestamp {
             return Err(Error::Refused(format!(
-                "op {} has timestamp {}, not after the previous {}",
-                request.op, request.timestamp, self.timestamp
+                "op {} has timestamp {}, not after the previous {timestamp}",
+                request.op, request.timestamp
             )));
         }
         // The host's own bound, whatever the machine says: the journal keeps no more.
@@ -202,84 +265,87 @@ impl Replica {
                 self.options.batch_size_limit
             )));
         }
-        if let Err(reason) = self.input_valid(request.operation, &request.body)? {
-            return Err(Error::Refused(format!(
-                "op {} is not valid input: {reason}",
-                request.op
-            )));
-        }
-        self.execute(request)
+        Ok(())
     }
 
-    /// Everything after validation; any error leaves the instance unusable.
-    fn execute(&mut self, request: &Request) -> Result<Vec<u8>> {
-        self.deliver_due_timers(request.timestamp)?;
-
-        let op = request.op;
+    /// Deliver `requests`, which pass the host's checks and end at most at a
+    /// checkpoint op, and take the checkpoint if the last of them ends an interval.
+    /// Any error but a refused request leaves the instance unusable.
+    fn deliver(&mut self, requests: &[Request]) -> Committed {
+        let limit = self.options.reply_size_limit;
         self.instance
-            .with_imports(|imports| imports.set_clock(op - 1, request.timestamp));
-        self.run_step("prefetch", |instance| {
-            instance.prefetch(op, request.operation, &request.body)
-        })?;
-        let reply = self
-            .instance
-            .commit(
-                request.client,
-                op,
-                request.timestamp,
-                request.operation,
-                &request.body,
-            )
-            .map_err(|fault| self.stop(guest_error("commit", None, op, fault)))?;
-        if reply.len() > self.options.reply_size_limit as usize {
+            .with_imports(|imports| imports.begin_delivery(requests, limit));
+        let result = self.try_step("deliver", |instance| instance.deliver(requests));
+        let Delivered { replies, op, phase } =
+            self.instance.with_imports(|imports| imports.end_delivery());
+        let mut committed = Committed {
+            replies,
+            stopped: None,
+        };
+        if let Err(mut error) = result {
+            // The op in progress and its phase, as the guest reported them. That op
+            // did not finish (if it was compacting, it did not finish compacting): it
+            // is not counted as committed.
+            if let Error::Guest(guest) = &mut error {
+                guest.op = op;
+                guest.step = Some(phase.step());
+            }
+            let first_op = requests.first().map_or(op, |request| request.op);
+            committed
+                .replies
+                .truncate(op.saturating_sub(first_op) as usize);
+            self.advance(requests, committed.replies.len());
+            committed.stopped = Some(self.stop(error));
+            return committed;
+        }
+        self.advance(requests, committed.replies.len());
+        let Some(next) = requests.get(committed.replies.len()) else {
+            if self.op.is_multiple_of(self.options.checkpoint_interval_ops)
+                && let Err(error) = self.take_checkpoint()
+            {
+                committed.replies.pop();
+                committed.stopped = Some(error);
+            }
+            return committed;
+        };
+        // The guest stopped before `next`: it must be a request the machine refuses,
+        // and the guest must not have begun it.
+        if phase != Phase::Compact && phase != Phase::Waiting {
             let fault = Fault::Violation(format!(
-                "a reply of {} bytes to op {op} is over the reply size limit of {} bytes",
-                reply.len(),
-                self.options.reply_size_limit
+                "the delivery ended during the `{}` of op {op}",
+                phase.step()
             ));
-            return Err(self.stop(guest_error("commit", None, op, fault)));
+            committed.stopped = Some(self.stop(guest_error("deliver", None, op, fault)));
+            return committed;
         }
-        self.op = op;
-        self.timestamp = request.timestamp;
-        self.instance
-            .with_imports(|imports| imports.set_clock(op, request.timestamp));
-        self.run_step("compact", |instance| instance.compact(op))?;
-        if op.is_multiple_of(self.options.checkpoint_interval_ops) {
-            self.take_checkpoint()?;
+        committed.stopped = Some(match self.input_valid(next.operation, &next.body) {
+            Ok(Err(reason)) => {
+                Error::Refused(format!("op {} is not valid input: {reason}", next.op))
+            }
+            Ok(Ok(())) => {
+                let fault = Fault::Violation(format!(
+                    "the delivery stopped before op {}, which the machine accepts",
+                    next.op
+                ));
+                self.stop(guest_error("deliver", None, next.op, fault))
+            }
+            Err(error) => error,
+        });
+        committed
+    }
+
+    /// The first `count` of `requests` committed.
+    fn advance(&mut self, requests: &[Request], count: usize) {
+        if let Some(last) = count.checked_sub(1).map(|index| &requests[index]) {
+            self.op = last.op;
+            self.timestamp = last.timestamp;
         }
-        Ok(reply)
     }
 
     /// Record why the instance can do no more, and return the error.
     fn stop(&mut self, error: Error) -> Error {
         self.failed.get_or_insert_with(|| error.to_string());
         error
-    }
-
-    fn deliver_due_timers(&mut self, timestamp: u64) -> Result<()> {
-        let op = self.op;
-        for delivered in 0..=TIMERS_PER_OP_MAX {
-            // A due timer fires as the op that reaches its deadline arrives: the guest
-            // sees that op's timestamp, so time never goes backwards, and a periodic
-            // timer re-armed from `now` fires at most once per op.
-            let Some(id) = self.instance.with_imports(|imports| {
-                let (id, _) = imports.take_due_timer(timestamp)?;
-                imports.set_clock(op, timestamp);
-                Some(id)
-            }) else {
-                return Ok(());
-            };
-            if delivered == TIMERS_PER_OP_MAX {
-                let fault = Fault::Violation(format!(
-                    "more than {TIMERS_PER_OP_MAX} timers fell due before op {}: the guest \
-                     keeps re-arming them",
-                    op + 1
-                ));
-                return Err(self.stop(guest_error("timer", None, op, fault)));
-            }
-            self.run_step("timer", |instance| instance.timer(id))?;
-        }
-        unreachable!("the loop returns or fails by its last turn")
     }
 
     fn take_checkpoint(&mut self) -> Result<()> {
@@ -315,6 +381,15 @@ impl Replica {
         step: &'static str,
         start: impl FnOnce(&mut dyn Instance) -> Result<Step, Fault>,
     ) -> Result<()> {
+        self.try_step(step, start).map_err(|error| self.stop(error))
+    }
+
+    /// [`Replica::run_step`], leaving it to the caller to stop the replica on an error.
+    fn try_step(
+        &mut self,
+        step: &'static str,
+        start: impl FnOnce(&mut dyn Instance) -> Result<Step, Fault>,
+    ) -> Result<()> {
         if let Some(reason) = &self.failed {
             return Err(Error::Stopped(reason.clone()));
         }
@@ -324,7 +399,7 @@ impl Replica {
         let result = self.finish_step(step, first);
         self.instance
             .with_imports(|imports| imports.set_step_active(false));
-        result.map_err(|error| self.stop(error))
+        result
     }
 
     /// Deliver completions until the step in flight is done.
@@ -453,5 +528,9 @@ impl Committer for Replica {
 
     fn commit_request(&mut self, request: &Request) -> Result<Vec<u8>> {
         self.commit(request)
+    }
+
+    fn commit_group(&mut self, requests: &[Request]) -> Committed {
+        self.commit_batch(requests)
     }
 }

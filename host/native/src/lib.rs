@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use carapace_core::error::{FailureKind, Fault};
 use carapace_core::imports::{HostImports, Level};
-use carapace_core::instance::{Identity, Instance, Options, Statistic, Step};
+use carapace_core::instance::{Identity, Instance, Options, Request, Statistic, Step};
 use carapace_sdk::{Failure, Runner, StateMachine};
 
 /// The machines compiled into the host, by name.
@@ -66,6 +66,22 @@ impl carapace_sdk::Imports for NativeImports {
 
     fn cancel_timer(&self, id: u64) {
         let _ = self.0.borrow_mut().cancel_timer(id);
+    }
+
+    fn due_timer(&self, op: u64) -> Option<u64> {
+        self.0
+            .borrow_mut()
+            .due_timer(op)
+            .ok()
+            .and_then(|due| due.id)
+    }
+
+    fn prefetched(&self, op: u64) {
+        let _ = self.0.borrow_mut().prefetched(op);
+    }
+
+    fn committed(&self, op: u64, reply: &[u8]) {
+        let _ = self.0.borrow_mut().committed(op, reply.to_vec());
     }
 
     fn log(&self, level: carapace_sdk::Level, message: &str) {
@@ -165,27 +181,18 @@ impl<M: StateMachine> Instance for NativeInstance<M> {
         Ok(self.runner()?.input_valid(operation, body))
     }
 
-    fn prefetch(&mut self, op: u64, operation: u8, body: &[u8]) -> Result<Step, Fault> {
-        let result = self.runner()?.prefetch(op, operation, body.to_vec());
-        self.step(result)
-    }
-
-    fn commit(
-        &mut self,
-        client: u128,
-        op: u64,
-        timestamp: u64,
-        operation: u8,
-        body: &[u8],
-    ) -> Result<Vec<u8>, Fault> {
-        let result = self
-            .runner()?
-            .commit(client, op, timestamp, operation, body);
-        self.finish(result)
-    }
-
-    fn compact(&mut self, op: u64) -> Result<Step, Fault> {
-        let result = self.runner()?.compact(op);
+    fn deliver(&mut self, requests: &[Request]) -> Result<Step, Fault> {
+        let requests = requests
+            .iter()
+            .map(|request| carapace_sdk::Request {
+                client: request.client,
+                op: request.op,
+                timestamp: request.timestamp,
+                operation: request.operation,
+                body: request.body.clone(),
+            })
+            .collect();
+        let result = self.runner()?.deliver(requests);
         self.step(result)
     }
 
@@ -205,11 +212,6 @@ impl<M: StateMachine> Instance for NativeInstance<M> {
 
     fn write_done(&mut self, address: u64) -> Result<Step, Fault> {
         let result = self.runner()?.write_done(address);
-        self.step(result)
-    }
-
-    fn timer(&mut self, id: u64) -> Result<Step, Fault> {
-        let result = self.runner()?.timer(id);
         self.step(result)
     }
 

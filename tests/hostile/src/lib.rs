@@ -6,15 +6,16 @@
 //! the instance with the right error, refuse the request, and go on. The names are in
 //! [`Misbehaviour::from_body`].
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 
 wit_bindgen::generate!({
     path: "../../wit",
     world: "state-machine",
 });
 
-use carapace::state_machine::types::{Failure, Identity, Level, Options, Statistic, Step, U128};
-use carapace::state_machine::{clock, grid, log};
+use carapace::state_machine::types::{Failure, Identity, Level, Options, Request, Statistic, Step};
+use carapace::state_machine::{clock, delivery, grid, log};
 use exports::carapace::state_machine::machine::Guest;
 
 /// What a request asks the guest to do wrong.
@@ -84,6 +85,10 @@ thread_local! {
     static READS_IN_FLIGHT: Cell<u32> = const { Cell::new(0) };
     static TRAP_ON_READ_DONE: Cell<bool> = const { Cell::new(false) };
     static HUGE_STATE: Cell<bool> = const { Cell::new(false) };
+    /// The requests of the delivery in flight not yet begun.
+    static QUEUE: RefCell<VecDeque<Request>> = const { RefCell::new(VecDeque::new()) };
+    /// The request whose prefetch is waiting for its reads.
+    static PREFETCHING: RefCell<Option<Request>> = const { RefCell::new(None) };
 }
 
 /// Recursion without end, on purpose: the stack limit must stop it.
@@ -96,42 +101,40 @@ fn recurse(depth: u64) -> u64 {
 
 struct Hostile;
 
-impl Guest for Hostile {
-    fn identify() -> Identity {
-        Identity {
-            name: "hostile".into(),
-            version: "1.0.0".into(),
-            state_format: 1,
+/// The delivery in flight, by hand: each op is prefetched (perhaps waiting for reads),
+/// reported, committed and reported, until the queue is empty.
+impl Hostile {
+    fn run() -> Result<Step, Failure> {
+        loop {
+            if READS_IN_FLIGHT.get() > 0 {
+                return Ok(Step::Pending);
+            }
+            if let Some(request) = PREFETCHING.take() {
+                delivery::prefetched(request.op);
+                let reply = Hostile::commit(request.op, &request.body)?;
+                delivery::committed(request.op, &reply);
+                continue;
+            }
+            let Some(request) = QUEUE.with_borrow_mut(VecDeque::pop_front) else {
+                return Ok(Step::Done);
+            };
+            // It arms no timers, so none is ever due.
+            while delivery::due_timer(request.op).is_some() {}
+            let step = Hostile::prefetch(&request.body)?;
+            let pending_with_nothing = step == Step::Pending && READS_IN_FLIGHT.get() == 0;
+            PREFETCHING.set(Some(request));
+            if pending_with_nothing {
+                return Ok(Step::Pending);
+            }
         }
     }
 
-    fn init(options: Options) -> Result<(), Failure> {
-        BLOCK_SIZE.set(options.block_size);
-        BLOCK_COUNT.set(options.block_count);
-        REPLY_SIZE_LIMIT.set(options.reply_size_limit);
-        Ok(())
-    }
-
-    fn open(checkpoint: Option<Vec<u8>>) -> Result<Step, Failure> {
-        if let Some(state) = checkpoint {
-            let op = state
-                .try_into()
-                .map_err(|_| Failure::InvalidArgument("a checkpoint state of 8 bytes".into()))?;
-            OP.set(u64::from_le_bytes(op));
-        }
-        Ok(Step::Done)
-    }
-
-    fn input_valid(_: u8, _: Vec<u8>) -> Result<(), String> {
-        Ok(())
-    }
-
-    fn prefetch(_: u64, _: u8, body: Vec<u8>) -> Result<Step, Failure> {
+    fn prefetch(body: &[u8]) -> Result<Step, Failure> {
         let read = |address| {
             grid::submit_read(address);
             READS_IN_FLIGHT.set(READS_IN_FLIGHT.get() + 1);
         };
-        match Misbehaviour::from_body(&body) {
+        match Misbehaviour::from_body(body) {
             Some(Misbehaviour::TrapInReadDone) => {
                 TRAP_ON_READ_DONE.set(true);
                 read(1);
@@ -168,8 +171,8 @@ impl Guest for Hostile {
         })
     }
 
-    fn commit(_: U128, op: u64, _: u64, _: u8, body: Vec<u8>) -> Result<Vec<u8>, Failure> {
-        match Misbehaviour::from_body(&body) {
+    fn commit(op: u64, body: &[u8]) -> Result<Vec<u8>, Failure> {
+        match Misbehaviour::from_body(body) {
             Some(Misbehaviour::Loop) => loop {
                 std::hint::black_box(op);
             },
@@ -191,11 +194,43 @@ impl Guest for Hostile {
             _ => {}
         }
         OP.set(op);
-        Ok(body)
+        Ok(body.to_vec())
+    }
+}
+
+impl Guest for Hostile {
+    fn identify() -> Identity {
+        Identity {
+            name: "hostile".into(),
+            version: "1.0.0".into(),
+            state_format: 1,
+        }
     }
 
-    fn compact(_: u64) -> Result<Step, Failure> {
+    fn init(options: Options) -> Result<(), Failure> {
+        BLOCK_SIZE.set(options.block_size);
+        BLOCK_COUNT.set(options.block_count);
+        REPLY_SIZE_LIMIT.set(options.reply_size_limit);
+        Ok(())
+    }
+
+    fn open(checkpoint: Option<Vec<u8>>) -> Result<Step, Failure> {
+        if let Some(state) = checkpoint {
+            let op = state
+                .try_into()
+                .map_err(|_| Failure::InvalidArgument("a checkpoint state of 8 bytes".into()))?;
+            OP.set(u64::from_le_bytes(op));
+        }
         Ok(Step::Done)
+    }
+
+    fn input_valid(_: u8, _: Vec<u8>) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn deliver(requests: Vec<Request>) -> Result<Step, Failure> {
+        QUEUE.set(requests.into());
+        Hostile::run()
     }
 
     fn checkpoint(_: u64) -> Result<Step, Failure> {
@@ -212,19 +247,11 @@ impl Guest for Hostile {
     fn read_done(_: u64, _: Vec<u8>) -> Result<Step, Failure> {
         assert!(!TRAP_ON_READ_DONE.get(), "a trap in read-done");
         READS_IN_FLIGHT.set(READS_IN_FLIGHT.get() - 1);
-        Ok(if READS_IN_FLIGHT.get() > 0 {
-            Step::Pending
-        } else {
-            Step::Done
-        })
+        Hostile::run()
     }
 
     fn write_done(_: u64) -> Result<Step, Failure> {
         Self::read_done(0, Vec::new())
-    }
-
-    fn timer(_: u64) -> Result<Step, Failure> {
-        Ok(Step::Done)
     }
 
     fn describe() -> Vec<Statistic> {

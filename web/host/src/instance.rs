@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use carapace_core::imports::{HostImports, Level};
-use carapace_core::instance::{Identity, Instance, Options, Statistic, Step};
+use carapace_core::instance::{Identity, Instance, Options, Request, Statistic, Step};
 use carapace_core::{Error, FailureKind, Fault, Result};
 use js_sys::{Array, BigInt, Function, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
@@ -67,6 +67,26 @@ impl Imports {
         self.inner.borrow_mut().cancel_timer(id).map_err(violation)
     }
 
+    /// `delivery.due-timer`.
+    #[wasm_bindgen(js_name = dueTimer)]
+    pub fn due_timer(&self, op: u64) -> Result<Option<u64>, JsError> {
+        let due = self.inner.borrow_mut().due_timer(op).map_err(violation)?;
+        Ok(due.id)
+    }
+
+    /// `delivery.prefetched`.
+    pub fn prefetched(&self, op: u64) -> Result<(), JsError> {
+        self.inner.borrow_mut().prefetched(op).map_err(violation)
+    }
+
+    /// `delivery.committed`.
+    pub fn committed(&self, op: u64, reply: Vec<u8>) -> Result<(), JsError> {
+        self.inner
+            .borrow_mut()
+            .committed(op, reply)
+            .map_err(violation)
+    }
+
     /// `log.log`; `level` as jco spells the enum.
     pub fn log(&self, level: &str, message: String) {
         let level = match level {
@@ -88,19 +108,16 @@ pub struct JsInstance {
 }
 
 /// The `machine` interface's exports, as jco names them.
-const EXPORTS: [&str; 13] = [
+const EXPORTS: [&str; 10] = [
     "identify",
     "init",
     "open",
     "inputValid",
-    "prefetch",
-    "commit",
-    "compact",
+    "deliver",
     "checkpoint",
     "checkpointState",
     "readDone",
     "writeDone",
-    "timer",
     "describe",
 ];
 
@@ -145,6 +162,12 @@ fn big(value: u64) -> JsValue {
 
 fn bytes(value: &[u8]) -> JsValue {
     Uint8Array::from(value).into()
+}
+
+/// Set a property of an object the host made.
+fn set(object: &js_sys::Object, key: &str, value: JsValue) {
+    Reflect::set(object, &JsValue::from_str(key), &value)
+        .expect("setting a property of a new object");
 }
 
 fn get(object: &JsValue, key: &str) -> JsValue {
@@ -248,8 +271,7 @@ impl Instance for JsInstance {
             ("blockCount", big(options.block_count)),
             ("settings", settings.into()),
         ] {
-            Reflect::set(&object, &JsValue::from_str(key), &value)
-                .expect("setting a property of a new object");
+            set(&object, key, value);
         }
         self.call("init", &[object.into()]).map(|_| ())
     }
@@ -270,38 +292,23 @@ impl Instance for JsInstance {
         }
     }
 
-    fn prefetch(&mut self, op: u64, operation: u8, body: &[u8]) -> Result<Step, Fault> {
-        self.step("prefetch", &[big(op), operation.into(), bytes(body)])
-    }
-
-    fn commit(
-        &mut self,
-        client: u128,
-        op: u64,
-        timestamp: u64,
-        operation: u8,
-        body: &[u8],
-    ) -> Result<Vec<u8>, Fault> {
-        let client_record = js_sys::Object::new();
-        Reflect::set(&client_record, &"high".into(), &big((client >> 64) as u64))
-            .expect("setting a property of a new object");
-        Reflect::set(&client_record, &"low".into(), &big(client as u64))
-            .expect("setting a property of a new object");
-        let reply = self.call(
-            "commit",
-            &[
-                client_record.into(),
-                big(op),
-                big(timestamp),
-                operation.into(),
-                bytes(body),
-            ],
-        )?;
-        Self::bytes_of(reply, "the reply")
-    }
-
-    fn compact(&mut self, op: u64) -> Result<Step, Fault> {
-        self.step("compact", &[big(op)])
+    fn deliver(&mut self, requests: &[Request]) -> Result<Step, Fault> {
+        let requests: Array = requests
+            .iter()
+            .map(|request| {
+                let client = js_sys::Object::new();
+                set(&client, "high", big((request.client >> 64) as u64));
+                set(&client, "low", big(request.client as u64));
+                let record = js_sys::Object::new();
+                set(&record, "client", client.into());
+                set(&record, "op", big(request.op));
+                set(&record, "timestamp", big(request.timestamp));
+                set(&record, "operation", request.operation.into());
+                set(&record, "body", bytes(&request.body));
+                JsValue::from(record)
+            })
+            .collect();
+        self.step("deliver", &[requests.into()])
     }
 
     fn checkpoint(&mut self, op: u64) -> Result<Step, Fault> {
@@ -318,10 +325,6 @@ impl Instance for JsInstance {
 
     fn write_done(&mut self, address: u64) -> Result<Step, Fault> {
         self.step("writeDone", &[big(address)])
-    }
-
-    fn timer(&mut self, id: u64) -> Result<Step, Fault> {
-        self.step("timer", &[big(id)])
     }
 
     fn describe(&mut self) -> Result<Vec<Statistic>, Fault> {
