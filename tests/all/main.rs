@@ -6,6 +6,7 @@ mod cache;
 mod cli;
 mod components;
 mod contract;
+mod delivery;
 mod determinism;
 mod durability;
 mod fuzzing;

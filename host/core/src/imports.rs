@@ -441,9 +441,9 @@ impl HostImports {
     pub fn prefetched(&mut self, op: u64) -> Result<(), Violation> {
         let delivery = self.delivery_at("prefetched", op)?;
         if delivery.phase != Phase::Prefetch {
-            let phase = delivery.phase.step();
             return Err(self.violate(format!(
-                "`prefetched` for op {op} during its `{phase}`; a timer may still be due"
+                "`prefetched` for op {op} out of order: it comes once, after `due-timer` \
+                 answers none"
             )));
         }
         delivery.phase = Phase::Commit;
@@ -455,9 +455,8 @@ impl HostImports {
     pub fn committed(&mut self, op: u64, reply: Vec<u8>) -> Result<(), Violation> {
         let delivery = self.delivery_at("committed", op)?;
         if delivery.phase != Phase::Commit {
-            let phase = delivery.phase.step();
             return Err(self.violate(format!(
-                "`committed` for op {op} during its `{phase}`, before `prefetched`"
+                "`committed` for op {op} out of order: it comes once, after `prefetched`"
             )));
         }
         if reply.len() > delivery.reply_size_limit {

@@ -5,9 +5,10 @@
 //! Every run commits the same requests (generated before the clock starts): fixed-size
 //! bodies of 0, 64 B, 1 KiB, 64 KiB and echo's largest (1 MiB less its 256-byte
 //! header). Native and wasm runs of one body size and storage must reach the same
-//! checkpoint. A run over a data directory commits in groups (see [`group_size`]; one
-//! journal write and fdatasync each), and an op's latency is its group's: its reply is
-//! released when the group is durable.
+//! checkpoint. Native and wasm runs commit in groups (see [`group_size`]), delivered to
+//! the machine in batches; over a data directory a group is made durable with one
+//! journal write and fdatasync. An op's latency is its group's: its reply comes with
+//! the group's, once the group is durable. fjall commits op by op.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,8 +27,8 @@ use crate::workload::{EchoWorkload, Workload as _, first_requests};
 /// Body sizes of the matrix: the largest is echo's largest body.
 pub const BODY_SIZES: [u32; 5] = [0, 64, 1024, 64 * 1024, 1024 * 1024 - 256];
 
-/// Ops a data-directory run commits per group: 1,024, or fewer so that a group's bodies
-/// stay within 4 MiB (a group is acknowledged as a whole).
+/// Ops a run commits per group: 1,024, or fewer so that a group's bodies stay within
+/// 4 MiB (a group is acknowledged as a whole).
 pub fn group_size(body_size: u32) -> usize {
     ((4 << 20) / body_size.max(1) as usize).clamp(1, 1024)
 }
@@ -239,7 +240,7 @@ impl Engines {
                 );
                 let mut replica =
                     Replica::open(self.factory(engine).instance(imports)?, options, None)?;
-                timed.commit(&mut replica, requests, 1)?;
+                timed.commit(&mut replica, requests, group_size(body_size))?;
                 replica.checkpoint().map(|c| (c.op, c.id()))
             }
             (_, _) => {

@@ -137,6 +137,13 @@ pub struct WorkloadArgs {
     /// which it sets if that is not given), instead of sizes drawn up to the limit.
     #[arg(long, value_name = "BYTES")]
     pub body_size: Option<u32>,
+    /// Ops handed to the replica at a time: delivered to the machine in batches (up to
+    /// a checkpoint, 1,024 ops or 1 MiB of bodies each) and, with `--data`, made
+    /// durable with one journal write and sync, each reply released only once its op
+    /// is durable. 1 delivers and syncs op by op.
+    #[arg(long, value_name = "OPS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    pub group_size: u64,
 }
 
 /// What one run produced.
@@ -297,7 +304,7 @@ impl WorkloadArgs {
                 workload.as_mut(),
                 stop,
                 &bar,
-                1,
+                self.group_size,
             )?);
             let took = start.elapsed();
             elapsed += took;
@@ -369,11 +376,6 @@ pub struct RunCommand {
     /// machine it was written by (`--machine`, `--module` must be that machine).
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
-    /// With `--data`: ops committed per journal write and sync (group commit); each
-    /// reply is released only once its op is durable. 1 syncs after every op.
-    #[arg(long, value_name = "OPS", default_value_t = 1024,
-          value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
-    group_size: u64,
 }
 
 impl RunCommand {
@@ -409,7 +411,8 @@ impl RunCommand {
                         IoOrder::Seeded(self.workload.seed),
                     );
                     let mut replica = Replica::open(factory.instance(imports)?, options, None)?;
-                    let outcome = commit_requests(&mut replica, path, 1, out)?;
+                    let outcome =
+                        commit_requests(&mut replica, path, self.workload.group_size, out)?;
                     Outcome {
                         checkpoint: last_checkpoint(&replica),
                         ..outcome
@@ -455,7 +458,9 @@ impl RunCommand {
         print_recovery(out, path, &recovery)?;
         let start_op = durable.replica().op();
         let outcome = match &self.requests {
-            Some(requests) => commit_requests(&mut durable, requests, self.group_size, out)?,
+            Some(requests) => {
+                commit_requests(&mut durable, requests, self.workload.group_size, out)?
+            }
             None => {
                 // A continuing run must not repeat the bodies of the first: seed by where
                 // it starts.
@@ -472,8 +477,13 @@ impl RunCommand {
                 let start = Instant::now();
                 let bar = super::progress_bar(self.workload.ops, "ops");
                 let end = start_op + self.workload.ops;
-                let report =
-                    run_with_progress(&mut durable, workload.as_mut(), end, &bar, self.group_size)?;
+                let report = run_with_progress(
+                    &mut durable,
+                    workload.as_mut(),
+                    end,
+                    &bar,
+                    self.workload.group_size,
+                )?;
                 bar.finish_and_clear();
                 Outcome {
                     report,

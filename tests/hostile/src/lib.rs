@@ -51,6 +51,15 @@ enum Misbehaviour {
     HugeCheckpointState,
     /// Reply with more than the reply size limit.
     HugeReply,
+    /// Compute for a while in `commit`: tens of millions of instructions, within one
+    /// op's fuel but not within five ops'.
+    Spin,
+    /// Report the commit without reporting the prefetch first.
+    SkipPrefetched,
+    /// Prefetch without asking for due timers first.
+    SkipDueTimer,
+    /// End the delivery after this op, leaving the rest of the batch undone.
+    StopDelivery,
 }
 
 impl Misbehaviour {
@@ -71,6 +80,10 @@ impl Misbehaviour {
             b"pending-with-nothing" => Misbehaviour::PendingWithNothing,
             b"huge-checkpoint-state" => Misbehaviour::HugeCheckpointState,
             b"huge-reply" => Misbehaviour::HugeReply,
+            b"spin" => Misbehaviour::Spin,
+            b"skip-prefetched" => Misbehaviour::SkipPrefetched,
+            b"skip-due-timer" => Misbehaviour::SkipDueTimer,
+            b"stop-delivery" => Misbehaviour::StopDelivery,
             _ => return None,
         })
     }
@@ -110,16 +123,24 @@ impl Hostile {
                 return Ok(Step::Pending);
             }
             if let Some(request) = PREFETCHING.take() {
-                delivery::prefetched(request.op);
+                let misbehaviour = Misbehaviour::from_body(&request.body);
+                if misbehaviour != Some(Misbehaviour::SkipPrefetched) {
+                    delivery::prefetched(request.op);
+                }
                 let reply = Hostile::commit(request.op, &request.body)?;
                 delivery::committed(request.op, &reply);
+                if misbehaviour == Some(Misbehaviour::StopDelivery) {
+                    QUEUE.with_borrow_mut(VecDeque::clear);
+                }
                 continue;
             }
             let Some(request) = QUEUE.with_borrow_mut(VecDeque::pop_front) else {
                 return Ok(Step::Done);
             };
             // It arms no timers, so none is ever due.
-            while delivery::due_timer(request.op).is_some() {}
+            if Misbehaviour::from_body(&request.body) != Some(Misbehaviour::SkipDueTimer) {
+                while delivery::due_timer(request.op).is_some() {}
+            }
             let step = Hostile::prefetch(&request.body)?;
             let pending_with_nothing = step == Step::Pending && READS_IN_FLIGHT.get() == 0;
             PREFETCHING.set(Some(request));
@@ -190,6 +211,11 @@ impl Hostile {
             Some(Misbehaviour::IoFromCommit) => grid::submit_read(1),
             Some(Misbehaviour::HugeReply) => {
                 return Ok(vec![0; REPLY_SIZE_LIMIT.get() as usize + 1]);
+            }
+            Some(Misbehaviour::Spin) => {
+                for turn in 0..8_000_000u64 {
+                    std::hint::black_box(turn);
+                }
             }
             _ => {}
         }
