@@ -6,6 +6,7 @@
 
 use crate::durable::{JOURNAL_FILE, reply_checksum};
 use crate::error::{Error, Result};
+use crate::instance::Request;
 use crate::journal::{Entry, Journal, Position};
 use crate::replica::{Checkpoint, Committed, DELIVERY_BYTES_MAX, DELIVERY_OPS_MAX, Replica};
 use crate::superblock::SuperblockState;
@@ -121,11 +122,10 @@ pub fn replay_journal(
             }
             return Ok(());
         }
-        batch.bytes += entry.request.body.len();
-        batch.entries.push((entry, position));
+        batch.push(entry, position);
         let interval = replica.options().checkpoint_interval_ops;
         if op.is_multiple_of(interval)
-            || batch.entries.len() == DELIVERY_OPS_MAX
+            || batch.requests.len() == DELIVERY_OPS_MAX
             || batch.bytes >= DELIVERY_BYTES_MAX
         {
             replay_batch(replica, &mut batch, &mut report, &mut after_entry)?;
@@ -138,11 +138,24 @@ pub fn replay_journal(
     report
 }
 
-/// Entries read and not yet replayed, with the bytes of their bodies.
+/// Entries read and not yet replayed: their requests, apart (to be delivered as they
+/// are), and what the journal recorded of each.
 #[derive(Default)]
 struct Batch {
-    entries: Vec<(Entry, Position)>,
+    requests: Vec<Request>,
+    /// Each entry's reply checksum, checkpoint id and position.
+    recorded: Vec<(u128, Option<u128>, Position)>,
+    /// Bytes of the requests' bodies.
     bytes: usize,
+}
+
+impl Batch {
+    fn push(&mut self, entry: Entry, position: Position) {
+        self.bytes += entry.request.body.len();
+        self.recorded
+            .push((entry.reply_checksum, entry.checkpoint_id, position));
+        self.requests.push(entry.request);
+    }
 }
 
 /// Deliver the batch's requests at once, then check each entry in op order.
@@ -152,28 +165,32 @@ fn replay_batch(
     report: &mut ReplayReport,
     after_entry: &mut impl FnMut(&mut Replica, &Entry, Position) -> Result<()>,
 ) -> Result<()> {
-    let entries = std::mem::take(&mut batch.entries);
-    batch.bytes = 0;
-    let requests: Vec<_> = entries
-        .iter()
-        .map(|(entry, _)| entry.request.clone())
-        .collect();
+    let Batch {
+        requests, recorded, ..
+    } = std::mem::take(batch);
     let Committed { replies, stopped } = replica.commit_batch(&requests);
-    let committed = replies.len();
-    for ((entry, position), reply) in entries.iter().zip(replies) {
-        check_entry(replica, entry, &reply)?;
+    let refused_op = requests.get(replies.len()).map(|request| request.op);
+    for ((request, (reply_checksum, checkpoint_id, position)), reply) in
+        requests.into_iter().zip(recorded).zip(replies)
+    {
+        let entry = Entry {
+            request,
+            reply_checksum,
+            checkpoint_id,
+        };
+        check_entry(replica, &entry, &reply)?;
         report.identical_through = entry.request.op;
         report.checkpoints_verified += u64::from(entry.checkpoint_id.is_some());
-        after_entry(replica, entry, *position)?;
+        after_entry(replica, &entry, position)?;
     }
-    match stopped {
-        None => Ok(()),
+    match (stopped, refused_op) {
+        (None, _) => Ok(()),
         // A module that refuses a request the log's module accepted behaves differently.
-        Some(Error::Refused(reason)) => Err(Error::Divergence {
-            op: entries[committed].0.request.op,
+        (Some(Error::Refused(reason)), Some(op)) => Err(Error::Divergence {
+            op,
             detail: format!("the module refuses the request: {reason}"),
         }),
-        Some(error) => Err(error),
+        (Some(error), _) => Err(error),
     }
 }
 

@@ -201,18 +201,27 @@ impl Page {
         Ok(reply)
     }
 
-    /// Commit `count` requests of the machine's workload, checking every reply against
-    /// its model. Returns them as JSON: op, timestamp, operation, body and reply sizes,
-    /// and the first bytes of each in hex.
+    /// Commit `count` requests of the machine's workload as one group (delivered to the
+    /// machine in batches, made durable with one journal write), checking every reply
+    /// against its model. Returns them as JSON: op, timestamp, operation, body and
+    /// reply sizes, and the first bytes of each in hex.
     pub fn generate(&mut self, count: u32) -> Result<String, JsError> {
+        let replica = self.durable.replica();
+        let (op, timestamp) = (replica.op(), replica.timestamp());
+        let requests =
+            workload::requests_after(self.workload.as_mut(), op, timestamp, count.into());
+        let outcome = self.durable.commit_group(&requests);
+        self.checkpoints
+            .extend_from_slice(self.durable.group_checkpoints());
         let mut committed = Vec::new();
-        for _ in 0..count {
-            let request = self.next_request();
-            let reply = self.commit_request(&request)?;
+        for (request, reply) in requests.iter().zip(&outcome.replies) {
             self.workload
-                .check_reply(&request, &reply)
+                .check_reply(request, reply)
                 .map_err(|detail| JsError::new(&format!("op {}: {detail}", request.op)))?;
-            committed.push(summary(&request, &reply));
+            committed.push(summary(request, reply));
+        }
+        if let Some(error) = outcome.stopped {
+            return Err(js_error(error));
         }
         Ok(serde_json::Value::Array(committed).to_string())
     }
