@@ -487,9 +487,9 @@ impl Instance for WasmInstance {
         })
     }
 
-    fn read_done(&mut self, address: u64, block: Vec<u8>) -> Result<Step, Fault> {
+    fn read_done(&mut self, address: u64, block: &[u8]) -> Result<Step, Fault> {
         self.step("read-done", |exports, store| {
-            exports.call_read_done(store, address, &block)
+            exports.call_read_done(store, address, block)
         })
     }
 

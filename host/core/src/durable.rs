@@ -352,14 +352,7 @@ impl<'a> Durable<'a> {
     /// Commit `request` durably; when this returns the op is acknowledged. See
     /// [`Durable::commit_group`], of which this is a group of one.
     pub fn commit(&mut self, request: &Request) -> Result<Vec<u8>> {
-        let Committed {
-            mut replies,
-            stopped,
-        } = self.commit_group(std::slice::from_ref(request));
-        match stopped {
-            Some(error) => Err(error),
-            None => Ok(replies.pop().expect("one reply per committed request")),
-        }
+        self.commit_group(std::slice::from_ref(request)).into_only_reply()
     }
 
     /// Commit `requests` (the next ops, in order) durably, with one journal write and

@@ -234,12 +234,11 @@ impl Submitted {
 /// A completed grid operation, to deliver to the guest.
 #[derive(Debug)]
 pub enum Completion {
-    /// A read finished with these bytes.
+    /// A read finished; the block is in the buffer given to
+    /// [`HostImports::complete_next`].
     Read {
         /// The block's address.
         address: u64,
-        /// The block as stored.
-        block: Vec<u8>,
     },
     /// A write finished.
     Write {
@@ -503,8 +502,9 @@ impl HostImports {
         !self.in_flight.is_empty()
     }
 
-    /// Complete one operation in flight, chosen by the I/O order, against storage.
-    pub(crate) fn complete_next(&mut self) -> Result<Option<Completion>> {
+    /// Complete one operation in flight, chosen by the I/O order, against storage; a
+    /// read's block is read into `block` (one buffer serves every read of a step).
+    pub(crate) fn complete_next(&mut self, block: &mut Vec<u8>) -> Result<Option<Completion>> {
         if self.in_flight.is_empty() {
             return Ok(None);
         }
@@ -512,11 +512,11 @@ impl HostImports {
         // `remove` keeps the rest in submission order, so FIFO stays FIFO.
         Ok(Some(match self.in_flight.remove(index).1 {
             Submitted::Read { address } => {
-                let mut block = vec![0; self.block_size as usize];
-                self.storage.read(address, &mut block).map_err(|error| {
+                block.resize(self.block_size as usize, 0);
+                self.storage.read(address, block).map_err(|error| {
                     Error::io("grid", format!("reading block {address} of"), error)
                 })?;
-                Completion::Read { address, block }
+                Completion::Read { address }
             }
             Submitted::Write { address, block } => {
                 self.storage.write(address, &block).map_err(|error| {

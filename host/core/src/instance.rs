@@ -152,7 +152,7 @@ pub trait Instance {
     /// `checkpoint-state`.
     fn checkpoint_state(&mut self) -> Result<Vec<u8>, Fault>;
     /// `read-done`.
-    fn read_done(&mut self, address: u64, block: Vec<u8>) -> Result<Step, Fault>;
+    fn read_done(&mut self, address: u64, block: &[u8]) -> Result<Step, Fault>;
     /// `write-done`.
     fn write_done(&mut self, address: u64) -> Result<Step, Fault>;
     /// `describe`.

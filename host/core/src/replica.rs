@@ -62,6 +62,8 @@ pub struct Replica {
     checkpoint: Option<Checkpoint>,
     /// Why the instance stopped, once it has: it is unusable after a guest error.
     failed: Option<String>,
+    /// Where a completed read's block is put before it is handed to the instance.
+    read_buffer: Vec<u8>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -106,6 +108,7 @@ impl Replica {
             timestamp,
             checkpoint,
             failed: None,
+            read_buffer: Vec::new(),
         };
         let state = replica
             .checkpoint
@@ -173,14 +176,7 @@ impl Replica {
     /// with a later timestamp, and valid (see [`Replica::input_valid`]); otherwise it
     /// is [`Error::Refused`] and the replica goes on.
     pub fn commit(&mut self, request: &Request) -> Result<Vec<u8>> {
-        let Committed {
-            mut replies,
-            stopped,
-        } = self.commit_batch(std::slice::from_ref(request));
-        match stopped {
-            Some(error) => Err(error),
-            None => Ok(replies.pop().expect("one reply per committed request")),
-        }
+        self.commit_batch(std::slice::from_ref(request)).into_only_reply()
     }
 
     /// Commit `requests` (the next ops, in order) as [`Replica::commit`] would one by
@@ -420,17 +416,18 @@ impl Replica {
                 ));
                 return Err(fail((step, fault)));
             }
+            let block = &mut self.read_buffer;
             let completion = self
                 .instance
-                .with_imports(|imports| imports.complete_next())?;
+                .with_imports(|imports| imports.complete_next(block))?;
             state = match completion {
                 None => {
                     let fault = Fault::Violation("pending with no I/O in flight".into());
                     return Err(fail((step, fault)));
                 }
-                Some(Completion::Read { address, block }) => self
+                Some(Completion::Read { address }) => self
                     .instance
-                    .read_done(address, block)
+                    .read_done(address, &self.read_buffer)
                     .map_err(|fault| fail(("read-done", fault)))?,
                 Some(Completion::Write { address }) => self
                     .instance
@@ -515,6 +512,16 @@ pub struct Committed {
     pub replies: Vec<Vec<u8>>,
     /// Why the next request did not commit, if one did not.
     pub stopped: Option<Error>,
+}
+
+impl Committed {
+    /// The outcome of a group of one request: its reply, or why it did not commit.
+    pub fn into_only_reply(mut self) -> Result<Vec<u8>> {
+        match self.stopped {
+            Some(error) => Err(error),
+            None => Ok(self.replies.pop().expect("one reply per committed request")),
+        }
+    }
 }
 
 impl Committer for Replica {

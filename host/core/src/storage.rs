@@ -73,7 +73,14 @@ impl Storage for MemoryStorage {
     }
 
     fn write(&mut self, address: u64, block: &[u8]) -> io::Result<()> {
-        self.blocks.borrow_mut().insert(address, block.into());
+        // Blocks are rewritten in place: the grid reuses addresses all the time.
+        let mut blocks = self.blocks.borrow_mut();
+        match blocks.get_mut(&address) {
+            Some(stored) if stored.len() == block.len() => stored.copy_from_slice(block),
+            _ => {
+                blocks.insert(address, block.into());
+            }
+        }
         Ok(())
     }
 

@@ -205,8 +205,8 @@ impl<M: StateMachine> Instance for NativeInstance<M> {
         Ok(self.runner()?.checkpoint_state())
     }
 
-    fn read_done(&mut self, address: u64, block: Vec<u8>) -> Result<Step, Fault> {
-        let result = self.runner()?.read_done(address, block);
+    fn read_done(&mut self, address: u64, block: &[u8]) -> Result<Step, Fault> {
+        let result = self.runner()?.read_done(address, block.to_vec());
         self.step(result)
     }
 

@@ -319,8 +319,8 @@ impl Instance for JsInstance {
         Self::bytes_of(self.call("checkpointState", &[])?, "the checkpoint state")
     }
 
-    fn read_done(&mut self, address: u64, block: Vec<u8>) -> Result<Step, Fault> {
-        self.step("readDone", &[big(address), bytes(&block)])
+    fn read_done(&mut self, address: u64, block: &[u8]) -> Result<Step, Fault> {
+        self.step("readDone", &[big(address), bytes(block)])
     }
 
     fn write_done(&mut self, address: u64) -> Result<Step, Fault> {
