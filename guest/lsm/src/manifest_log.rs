@@ -101,7 +101,8 @@ struct LogBlock {
 /// Blocks of the log compacted per half-bar, at most: the bound on that work.
 pub const COMPACT_BLOCKS_PER_HALF_BAR_MAX: usize = 4;
 
-/// Blocks beyond those the live events need that the log may keep before compacting.
+/// Blocks beyond twice those the live events need that the log may keep before
+/// compacting.
 pub const SLACK_BLOCKS: usize = 2;
 
 const HEADER_SIZE: usize = BlockRef::SIZE + 8;
@@ -242,9 +243,16 @@ impl ManifestLog {
     }
 
     /// Whether the log holds enough blocks beyond what `live_count` events need to be
-    /// worth compacting.
+    /// worth compacting: as many of dead events as of live ones (and a little slack).
+    ///
+    /// The bound is in proportion to the live events so that compaction's cost per
+    /// dead event stays constant as the forest grows: compacting the oldest block then
+    /// re-appends about one live event for each dead one it drops. Were the garbage
+    /// held to a fixed number of blocks, the oldest block of a large log would be
+    /// nearly all live, and each dead event dropped would cost re-appending a block's
+    /// worth of live ones.
     pub fn wants_compaction(&self, live_count: usize) -> bool {
-        self.blocks.len() > live_count.div_ceil(self.entries_per_block) + SLACK_BLOCKS
+        self.blocks.len() > 2 * live_count.div_ceil(self.entries_per_block) + SLACK_BLOCKS
     }
 
     /// Read the oldest block and remove it from the log: its events and positions, for

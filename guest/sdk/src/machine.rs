@@ -65,7 +65,7 @@ pub enum Step {
 pub struct Identity {
     /// The machine's name, stable across versions (`echo`, `kv`).
     pub name: &'static str,
-    /// This build's version, for people (`0.2.0`).
+    /// This build's version, for people (`0.3.0`).
     pub version: &'static str,
     /// The version of the state's format in the grid and in checkpoint states: bump it
     /// whenever a new version could not open what an older one wrote.
