@@ -111,6 +111,10 @@ fn build_guest(workspace: &Path, out_dir: &Path, guest: &Guest) -> Result<PathBu
         // The outer build's flags are for the host target, not wasm.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env("RUSTFLAGS", "-C target-feature=+simd128")
+        // One codegen unit and link-time optimization: the storage engine's hot paths
+        // (key decoding, searches, the merge) cross crates, and only LTO inlines them.
+        .env("CARGO_PROFILE_RELEASE_LTO", "fat")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
         // A small module: no debug info, no panic strings beyond what std keeps.
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
         .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")

@@ -352,7 +352,8 @@ impl<'a> Durable<'a> {
     /// Commit `request` durably; when this returns the op is acknowledged. See
     /// [`Durable::commit_group`], of which this is a group of one.
     pub fn commit(&mut self, request: &Request) -> Result<Vec<u8>> {
-        self.commit_group(std::slice::from_ref(request)).into_only_reply()
+        self.commit_group(std::slice::from_ref(request))
+            .into_only_reply()
     }
 
     /// Commit `requests` (the next ops, in order) durably, with one journal write and

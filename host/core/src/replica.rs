@@ -176,7 +176,8 @@ impl Replica {
     /// with a later timestamp, and valid (see [`Replica::input_valid`]); otherwise it
     /// is [`Error::Refused`] and the replica goes on.
     pub fn commit(&mut self, request: &Request) -> Result<Vec<u8>> {
-        self.commit_batch(std::slice::from_ref(request)).into_only_reply()
+        self.commit_batch(std::slice::from_ref(request))
+            .into_only_reply()
     }
 
     /// Commit `requests` (the next ops, in order) as [`Replica::commit`] would one by
