@@ -76,6 +76,93 @@ struct Delivery {
     violated_at: Option<(u64, Phase)>,
 }
 
+impl Delivery {
+    /// Check a `due-timer` for `op`, moving on to it if the op before it is done:
+    /// whether `op` begins now, and its timestamp.
+    fn due_timer(&mut self, op: u64) -> Result<(bool, u64), String> {
+        // The op after the one compacting begins now: that one is done.
+        if self.phase == Phase::Compact && op == self.op + 1 {
+            self.op = op;
+            self.phase = Phase::Waiting;
+        }
+        let timestamp = self.timestamp_of(op, "due-timer")?;
+        if !matches!(self.phase, Phase::Waiting | Phase::Timer | Phase::Prefetch) {
+            return Err(format!(
+                "`due-timer` for op {op} out of order: it comes before the op's prefetch"
+            ));
+        }
+        let began = self.phase == Phase::Waiting;
+        if began {
+            self.timers = 0;
+        }
+        Ok((began, timestamp))
+    }
+
+    /// Record what `due-timer` answered for `op`: a timer to run first, or none.
+    fn timer_handed_out(&mut self, op: u64, id: Option<u64>) -> Result<(), String> {
+        if id.is_none() {
+            self.phase = Phase::Prefetch;
+            return Ok(());
+        }
+        self.phase = Phase::Timer;
+        self.timers += 1;
+        if self.timers > TIMERS_PER_OP_MAX {
+            return Err(format!(
+                "more than {TIMERS_PER_OP_MAX} timers fell due before op {op}: the guest \
+                 keeps re-arming them"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Check a `prefetched` for `op`.
+    fn prefetched(&mut self, op: u64) -> Result<(), String> {
+        self.timestamp_of(op, "prefetched")?;
+        if self.phase != Phase::Prefetch {
+            return Err(format!(
+                "`prefetched` for op {op} out of order: it comes once, after `due-timer` \
+                 answers none"
+            ));
+        }
+        self.phase = Phase::Commit;
+        Ok(())
+    }
+
+    /// Check a `committed` for `op` and keep its reply; returns the op's timestamp.
+    fn committed(&mut self, op: u64, reply: Vec<u8>) -> Result<u64, String> {
+        let timestamp = self.timestamp_of(op, "committed")?;
+        if self.phase != Phase::Commit {
+            return Err(format!(
+                "`committed` for op {op} out of order: it comes once, after `prefetched`"
+            ));
+        }
+        if reply.len() > self.reply_size_limit {
+            return Err(format!(
+                "a reply of {} bytes to op {op} is over the reply size limit of {} bytes",
+                reply.len(),
+                self.reply_size_limit
+            ));
+        }
+        self.replies.push(reply);
+        self.phase = Phase::Compact;
+        Ok(timestamp)
+    }
+
+    /// The timestamp of `op`, which must be the op in progress.
+    fn timestamp_of(&self, op: u64, what: &str) -> Result<u64, String> {
+        if op != self.op {
+            return Err(format!(
+                "`{what}` for op {op} while op {} is in progress",
+                self.op
+            ));
+        }
+        self.timestamps
+            .get((op - self.first_op) as usize)
+            .copied()
+            .ok_or_else(|| format!("`{what}` for op {op}, past the end of the delivery"))
+    }
+}
+
 /// What a delivery did, as the host followed it: see [`HostImports::end_delivery`].
 #[derive(Debug)]
 pub struct Delivered {
@@ -373,101 +460,41 @@ impl HostImports {
         }
     }
 
-    /// The delivery in progress, and the op that comes next in it.
-    fn delivery_at(&mut self, what: &str, op: u64) -> Result<&mut Delivery, Violation> {
-        let Some(delivery) = &self.delivery else {
-            return Err(self.violate(format!("`{what}` outside a delivery")));
+    /// Run `check` on the delivery in progress; what it refuses is a contract violation.
+    fn in_delivery<T>(
+        &mut self,
+        what: &str,
+        check: impl FnOnce(&mut Delivery) -> Result<T, String>,
+    ) -> Result<T, Violation> {
+        let result = match &mut self.delivery {
+            Some(delivery) => check(delivery),
+            None => Err(format!("`{what}` outside a delivery")),
         };
-        if op != delivery.op {
-            let expected = delivery.op;
-            return Err(self.violate(format!(
-                "`{what}` for op {op} while op {expected} is in progress"
-            )));
-        }
-        Ok(self.delivery.as_mut().expect("checked above"))
+        result.map_err(|violation| self.violate(violation))
     }
 
     /// `delivery.due-timer`.
     pub fn due_timer(&mut self, op: u64) -> Result<DueTimer, Violation> {
-        let began = {
-            let delivery = self.delivery.as_mut();
-            // The op after the one compacting begins now.
-            if let Some(delivery) = delivery
-                && delivery.phase == Phase::Compact
-                && op == delivery.op + 1
-            {
-                delivery.op = op;
-                delivery.phase = Phase::Waiting;
-            }
-            let delivery = self.delivery_at("due-timer", op)?;
-            let index = (op - delivery.first_op) as usize;
-            let Some(&timestamp) = delivery.timestamps.get(index) else {
-                return Err(self.violate(format!("`due-timer` for op {op}, past the delivery")));
-            };
-            let began = delivery.phase == Phase::Waiting;
-            if !matches!(
-                delivery.phase,
-                Phase::Waiting | Phase::Timer | Phase::Prefetch
-            ) {
-                return Err(self.violate(format!("`due-timer` for op {op} after its prefetch")));
-            }
-            if began {
-                delivery.timers = 0;
-                self.set_clock(op - 1, timestamp);
-            }
-            began
-        };
-        let due = self.take_due_timer(self.now).map(|(id, _)| id);
-        let delivery = self.delivery.as_mut().expect("checked above");
-        delivery.phase = if due.is_some() {
-            Phase::Timer
-        } else {
-            Phase::Prefetch
-        };
-        if due.is_some() {
-            delivery.timers += 1;
-            if delivery.timers > TIMERS_PER_OP_MAX {
-                return Err(self.violate(format!(
-                    "more than {TIMERS_PER_OP_MAX} timers fell due before op {op}: the guest \
-                     keeps re-arming them"
-                )));
-            }
+        let (began, timestamp) =
+            self.in_delivery("due-timer", |delivery| delivery.due_timer(op))?;
+        if began {
+            self.set_clock(op - 1, timestamp);
         }
-        Ok(DueTimer { id: due, began })
+        let id = self.take_due_timer(timestamp).map(|(id, _)| id);
+        self.in_delivery("due-timer", |delivery| delivery.timer_handed_out(op, id))?;
+        Ok(DueTimer { id, began })
     }
 
     /// `delivery.prefetched`: from here to `committed` the guest commits, which is pure.
     pub fn prefetched(&mut self, op: u64) -> Result<(), Violation> {
-        let delivery = self.delivery_at("prefetched", op)?;
-        if delivery.phase != Phase::Prefetch {
-            return Err(self.violate(format!(
-                "`prefetched` for op {op} out of order: it comes once, after `due-timer` \
-                 answers none"
-            )));
-        }
-        delivery.phase = Phase::Commit;
+        self.in_delivery("prefetched", |delivery| delivery.prefetched(op))?;
         self.step_active = false;
         Ok(())
     }
 
     /// `delivery.committed`.
     pub fn committed(&mut self, op: u64, reply: Vec<u8>) -> Result<(), Violation> {
-        let delivery = self.delivery_at("committed", op)?;
-        if delivery.phase != Phase::Commit {
-            return Err(self.violate(format!(
-                "`committed` for op {op} out of order: it comes once, after `prefetched`"
-            )));
-        }
-        if reply.len() > delivery.reply_size_limit {
-            let limit = delivery.reply_size_limit;
-            return Err(self.violate(format!(
-                "a reply of {} bytes to op {op} is over the reply size limit of {limit} bytes",
-                reply.len()
-            )));
-        }
-        let timestamp = delivery.timestamps[(op - delivery.first_op) as usize];
-        delivery.replies.push(reply);
-        delivery.phase = Phase::Compact;
+        let timestamp = self.in_delivery("committed", |delivery| delivery.committed(op, reply))?;
         self.set_clock(op, timestamp);
         self.step_active = true;
         Ok(())
@@ -621,5 +648,160 @@ impl HostImports {
             level,
             message,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::instance::Request;
+    use crate::storage::MemoryStorage;
+
+    fn imports() -> HostImports {
+        let mut imports = HostImports::new(Box::new(MemoryStorage::new()), 512, 64, IoOrder::Fifo);
+        imports.set_step_active(true);
+        imports
+    }
+
+    /// Requests for ops `first..first + count`, op `n` at timestamp `10 n`.
+    fn requests(first: u64, count: u64) -> Vec<Request> {
+        (first..first + count)
+            .map(|op| Request {
+                client: 1,
+                op,
+                timestamp: 10 * op,
+                operation: 0,
+                body: Vec::new(),
+            })
+            .collect()
+    }
+
+    /// Report op `op` as a well-behaved guest would, with no timer due.
+    fn deliver_op(imports: &mut HostImports, op: u64) {
+        assert_eq!(imports.due_timer(op).unwrap().id, None);
+        imports.prefetched(op).unwrap();
+        imports.committed(op, vec![op as u8]).unwrap();
+    }
+
+    #[test]
+    fn a_delivery_in_order_keeps_replies_moves_the_clock_and_hands_out_due_timers() {
+        let mut imports = imports();
+        imports.begin_delivery(&requests(1, 3), 16);
+        deliver_op(&mut imports, 1);
+        assert_eq!(imports.now(), 10);
+        // Armed while compacting op 1, due by op 2's timestamp: handed out before op 2,
+        // which begins (its fuel is refilled) at the first call only.
+        imports.set_timer(7, 15).unwrap();
+        assert_eq!(
+            imports.due_timer(2).unwrap(),
+            DueTimer {
+                id: Some(7),
+                began: true
+            }
+        );
+        assert_eq!(imports.now(), 20);
+        assert_eq!(
+            imports.due_timer(2).unwrap(),
+            DueTimer {
+                id: None,
+                began: false
+            }
+        );
+        imports.prefetched(2).unwrap();
+        imports.committed(2, vec![2]).unwrap();
+        deliver_op(&mut imports, 3);
+        let delivered = imports.end_delivery();
+        assert_eq!(delivered.replies, [vec![1], vec![2], vec![3]]);
+        assert_eq!((delivered.op, delivered.phase), (3, Phase::Compact));
+        assert_eq!(imports.take_violation(), None);
+    }
+
+    #[test]
+    fn reports_out_of_order_are_violations_naming_the_op() {
+        type Misstep = fn(&mut HostImports) -> Result<(), Violation>;
+        let cases: [(&str, Misstep, &str); 7] = [
+            (
+                "another op",
+                |imports| imports.due_timer(2).map(drop),
+                "`due-timer` for op 2 while op 1 is in progress",
+            ),
+            (
+                "committed before prefetched",
+                |imports| {
+                    imports.due_timer(1)?;
+                    imports.committed(1, Vec::new())
+                },
+                "`committed` for op 1 out of order",
+            ),
+            (
+                "prefetched before due-timer",
+                |imports| imports.prefetched(1),
+                "`prefetched` for op 1 out of order",
+            ),
+            (
+                "due-timer after the prefetch",
+                |imports| {
+                    imports.due_timer(1)?;
+                    imports.prefetched(1)?;
+                    imports.due_timer(1).map(drop)
+                },
+                "`due-timer` for op 1 out of order",
+            ),
+            (
+                "past the end",
+                |imports| {
+                    deliver_op(imports, 1);
+                    deliver_op(imports, 2);
+                    imports.due_timer(3).map(drop)
+                },
+                "`due-timer` for op 3, past the end of the delivery",
+            ),
+            (
+                "a reply over the limit",
+                |imports| {
+                    imports.due_timer(1)?;
+                    imports.prefetched(1)?;
+                    imports.committed(1, vec![0; 17])
+                },
+                "a reply of 17 bytes to op 1 is over the reply size limit of 16 bytes",
+            ),
+            (
+                "grid I/O while committing",
+                |imports| {
+                    imports.due_timer(1)?;
+                    imports.prefetched(1)?;
+                    imports.submit_read(1)
+                },
+                "grid I/O outside an asynchronous step",
+            ),
+        ];
+        for (case, misstep, says) in cases {
+            let mut imports = imports();
+            imports.begin_delivery(&requests(1, 2), 16);
+            let violation = misstep(&mut imports).expect_err(case);
+            assert!(violation.0.contains(says), "{case}: {violation}");
+            assert_eq!(imports.take_violation(), Some(violation.0), "{case}");
+        }
+        // Outside a delivery, the reports are refused too.
+        let mut imports = imports();
+        let violation = imports.due_timer(1).unwrap_err();
+        assert!(violation.0.contains("outside a delivery"), "{violation}");
+    }
+
+    #[test]
+    fn a_timer_re_armed_in_the_past_is_handed_out_at_most_64_times_before_an_op() {
+        let mut imports = imports();
+        imports.begin_delivery(&requests(1, 1), 16);
+        for _ in 0..TIMERS_PER_OP_MAX {
+            imports.set_timer(1, 0).unwrap();
+            assert_eq!(imports.due_timer(1).unwrap().id, Some(1));
+        }
+        imports.set_timer(1, 0).unwrap();
+        let violation = imports.due_timer(1).unwrap_err();
+        assert!(
+            violation
+                .0
+                .contains("more than 64 timers fell due before op 1")
+        );
     }
 }
