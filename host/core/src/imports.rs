@@ -306,8 +306,15 @@ impl Order {
 /// A submitted grid operation.
 #[derive(Debug)]
 enum Submitted {
-    Read { address: u64 },
-    Write { address: u64, block: Vec<u8> },
+    Read {
+        address: u64,
+    },
+    Write {
+        address: u64,
+        block: Vec<u8>,
+        /// Whether `block` is the host's, to be reused (see `spare_blocks`).
+        spare: bool,
+    },
 }
 
 impl Submitted {
@@ -355,6 +362,9 @@ pub struct HostImports {
     /// Whether an asynchronous step is running: grid I/O and timers belong to steps.
     step_active: bool,
     delivery: Option<Delivery>,
+    /// Block buffers of completed writes, for [`HostImports::submit_write_copy`]: never
+    /// more than were in flight at once.
+    spare_blocks: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for HostImports {
@@ -390,6 +400,7 @@ impl HostImports {
             violation: None,
             step_active: false,
             delivery: None,
+            spare_blocks: Vec::new(),
         }
     }
 
@@ -545,10 +556,17 @@ impl HostImports {
                 })?;
                 Completion::Read { address }
             }
-            Submitted::Write { address, block } => {
+            Submitted::Write {
+                address,
+                block,
+                spare,
+            } => {
                 self.storage.write(address, &block).map_err(|error| {
                     Error::io("grid", format!("writing block {address} of"), error)
                 })?;
+                if spare {
+                    self.spare_blocks.push(block);
+                }
                 Completion::Write { address }
             }
         }))
@@ -590,6 +608,25 @@ impl HostImports {
 
     /// `grid.submit-write`.
     pub fn submit_write(&mut self, address: u64, block: Vec<u8>) -> Result<(), Violation> {
+        self.submit_write_of(address, block, false)
+    }
+
+    /// `grid.submit-write` of a block the caller lends: it is copied into a buffer
+    /// of the host's, which serves again once the write completes (a native guest's
+    /// writes then allocate nothing).
+    pub fn submit_write_copy(&mut self, address: u64, block: &[u8]) -> Result<(), Violation> {
+        let mut buffer = self.spare_blocks.pop().unwrap_or_default();
+        buffer.clear();
+        buffer.extend_from_slice(block);
+        self.submit_write_of(address, buffer, true)
+    }
+
+    fn submit_write_of(
+        &mut self,
+        address: u64,
+        block: Vec<u8>,
+        spare: bool,
+    ) -> Result<(), Violation> {
         self.check_submission(address)?;
         if block.len() != self.block_size as usize {
             return Err(self.violate(format!(
@@ -599,8 +636,14 @@ impl HostImports {
             )));
         }
         let due = self.order.due();
-        self.in_flight
-            .push((due, Submitted::Write { address, block }));
+        self.in_flight.push((
+            due,
+            Submitted::Write {
+                address,
+                block,
+                spare,
+            },
+        ));
         Ok(())
     }
 
@@ -786,6 +829,24 @@ mod tests {
         let mut imports = imports();
         let violation = imports.due_timer(1).unwrap_err();
         assert!(violation.0.contains("outside a delivery"), "{violation}");
+    }
+
+    #[test]
+    fn a_lent_block_is_copied_into_a_buffer_that_serves_again_once_written() {
+        let storage = MemoryStorage::new();
+        let mut imports = HostImports::new(Box::new(storage.clone()), 512, 64, IoOrder::Fifo);
+        imports.set_step_active(true);
+        let mut read = Vec::new();
+        for round in 1..=3u8 {
+            imports.submit_write_copy(1, &[round; 512]).unwrap();
+            imports.submit_write_copy(2, &[round + 10; 512]).unwrap();
+            while imports.complete_next(&mut read).unwrap().is_some() {}
+            // No more buffers than were ever in flight at once.
+            assert_eq!(imports.spare_blocks.len(), 2);
+            let mut block = [0; 512];
+            Storage::read(&mut storage.clone(), 2, &mut block).unwrap();
+            assert_eq!(block, [round + 10; 512]);
+        }
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl carapace_sdk::Imports for NativeImports {
     }
 
     fn submit_write(&self, address: u64, block: &[u8]) {
-        let _ = self.0.borrow_mut().submit_write(address, block.to_vec());
+        let _ = self.0.borrow_mut().submit_write_copy(address, block);
     }
 
     fn now(&self) -> u64 {
