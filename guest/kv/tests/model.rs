@@ -404,6 +404,25 @@ fn input_valid_gives_the_reason() {
 }
 
 #[test]
+fn commit_refuses_an_op_it_did_not_prefetch() {
+    // The SDK's runner always prefetches first: the machine's own guard is reached
+    // only by calling the machine directly.
+    let options = options(&[]);
+    let host = Host::new(options.block_size);
+    let context = host.context();
+    let mut kv = Kv::init(context.clone(), &options).unwrap();
+    host.block_on(&context, kv.open(None)).unwrap();
+    let body = 5u128.to_le_bytes();
+    let error = kv
+        .commit(7, 1, 1_000, Operation::Get as u8, &body, &mut Vec::new())
+        .unwrap_err();
+    assert_eq!(
+        error,
+        Failure::Protocol("commit of op 1, but op 0 was prefetched and op 0 committed last".into())
+    );
+}
+
+#[test]
 fn commit_refuses_timestamps_past_2_63() {
     let mut machine = Machine::new(options(&[]));
     let request = Request {

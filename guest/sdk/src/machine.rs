@@ -323,16 +323,18 @@ impl<M: StateMachine> Runner<M> {
             };
         };
         let mut task_context = TaskContext::from_waker(Waker::noop());
-        let in_flight = |context: &Context| context.in_flight_count();
+        let polled = future.as_mut().poll(&mut task_context);
+        // What the step left in flight, once it has run as far as it can.
+        let in_flight = self.context.in_flight_count();
         // A machine's bug, reported as a failure rather than a panic, so that a native
         // host survives it: a pending step must be waiting for I/O (or no completion
         // could ever wake it), and a finished one must have awaited all it submitted.
-        let result = match future.as_mut().poll(&mut task_context) {
-            Poll::Pending if in_flight(&self.context) == 0 => Err(Failure::Protocol(
+        let result = match polled {
+            Poll::Pending if in_flight == 0 => Err(Failure::Protocol(
                 "the step is pending with no I/O in flight".into(),
             )),
             Poll::Pending => return Ok(Step::Pending),
-            Poll::Ready((_, Ok(()))) if in_flight(&self.context) > 0 => Err(Failure::Protocol(
+            Poll::Ready((_, Ok(()))) if in_flight > 0 => Err(Failure::Protocol(
                 "the step finished with I/O in flight".into(),
             )),
             Poll::Ready((machine, Ok(()))) => {

@@ -406,15 +406,8 @@ impl<'a> Durable<'a> {
                 .position(|request| request.op.is_multiple_of(interval))
                 .map_or(rest.len(), |index| index + 1);
             // A body the journal could not read back is refused before the machine runs
-            // it: afterwards, the machine would be ahead of the log.
-            let length = match rest[..length]
-                .iter()
-                .position(|request| Journal::check_body_size(request.body.len()).is_err())
-            {
-                Some(0) => return Journal::check_body_size(rest[0].body.len()),
-                Some(index) => index,
-                None => length,
-            };
+            // it, by the replica's own bound: the batch size limit is at most the
+            // journal's (`Options::validate`, `journal::BODY_SIZE_MAX`).
             let Committed { replies, stopped } = self.replica.commit_batch(&rest[..length]);
             let committed = replies.len();
             for (request, reply) in rest.iter().zip(replies) {

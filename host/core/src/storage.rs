@@ -12,7 +12,8 @@ use std::rc::Rc;
 /// Block storage for the grid. Addresses are `1..=block_count`; every block is
 /// `block_size` bytes; a block never written reads as zeros.
 pub trait Storage {
-    /// Read the block at `address` into `block` (exactly one block long).
+    /// Read the block at `address` into `block` (exactly one block long), writing every
+    /// byte of it: the host reuses one buffer for its reads.
     fn read(&mut self, address: u64, block: &mut [u8]) -> io::Result<()>;
     /// Write one whole block to `address`.
     fn write(&mut self, address: u64, block: &[u8]) -> io::Result<()>;
