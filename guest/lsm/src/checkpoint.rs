@@ -5,7 +5,7 @@
 //! | offset | size | field                                                    |
 //! |-------:|-----:|----------------------------------------------------------|
 //! |      0 |    8 | magic `b"carapace"`                                      |
-//! |      8 |    4 | format version: 2                                        |
+//! |      8 |    4 | format version: 3                                        |
 //! |     12 |    4 | reserved, zero                                           |
 //! |     16 |    8 | `op` the checkpoint is at                                |
 //! |     24 |    8 | `block_count` of the grid                                |
@@ -26,7 +26,7 @@ use crate::trailer::TrailerRef;
 use carapace_sdk::Failure;
 
 const MAGIC: &[u8; 8] = b"carapace";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 const CHECKSUM_OFFSET: usize = 176;
 
 /// The decoded checkpoint state.

@@ -105,9 +105,11 @@ impl TableCursor {
         self.entries_loaded && self.block_loaded && self.value < self.value_count
     }
 
-    fn current<'a>(&'a self, layout: &Layout) -> &'a [u8] {
-        let start = crate::block::HEADER_SIZE + self.value * layout.value_size;
-        &self.block[start..start + layout.value_size]
+    /// The values of the current block not consumed yet.
+    fn rest<'a>(&'a self, layout: &Layout) -> &'a [u8] {
+        let start = crate::block::HEADER_SIZE;
+        &self.block
+            [start + self.value * layout.value_size..start + self.value_count * layout.value_size]
     }
 }
 
@@ -221,66 +223,56 @@ impl Compaction {
             return Ok(());
         }
         let size = layout.value_size;
-        let immutable_count = immutable.len() / size;
         let mut consumed = 0;
-        // The keys of the current values, decoded once per value rather than once per
-        // turn (a turn takes one input; the other waits): `None` once its input moves.
-        let (mut a_key, mut b_key) = (None, None);
         while last || consumed < quota {
-            // The cursors' I/O is awaited only when a block runs out: this loop runs once
-            // per value, and a future per value would cost more than the merge itself.
-            let a_has = if self.from_immutable {
-                self.immutable_position < immutable_count
+            // The cursors' I/O is awaited only when a block runs out; between, the merge
+            // runs over the values in memory in one call of the layout's merge loop.
+            let a: &[u8] = if self.from_immutable {
+                &immutable[self.immutable_position * size..]
+            } else if self.a.ready() || self.a.fill(grid, layout, tables).await? {
+                self.a.rest(layout)
             } else {
-                self.a.ready() || self.a.fill(grid, layout, tables).await?
+                &[]
             };
-            let b_has = self.b.ready() || self.b.fill(grid, layout, tables).await?;
-            if !a_has && !b_has {
+            let b: &[u8] = if self.b.ready() || self.b.fill(grid, layout, tables).await? {
+                self.b.rest(layout)
+            } else {
+                &[]
+            };
+            if a.is_empty() && b.is_empty() {
                 break;
             }
-            let a_value = a_has.then(|| {
-                if self.from_immutable {
-                    &immutable[self.immutable_position * size..(self.immutable_position + 1) * size]
-                } else {
-                    self.a.current(layout)
-                }
-            });
-            let b_value = b_has.then(|| self.b.current(layout));
-            let a_current =
-                a_value.map(|value| *a_key.get_or_insert_with(|| (layout.key_of)(value)));
-            let b_current =
-                b_value.map(|value| *b_key.get_or_insert_with(|| (layout.key_of)(value)));
-            let take_a = match (a_current, b_current) {
-                (Some(a), Some(b)) => a <= b,
-                (a, _) => a.is_some(),
+            let mut run = table::Merge {
+                a,
+                b,
+                key_last: self.builder.key_last(),
+                out: self.builder.block_space(),
+                budget: if last { u64::MAX } else { quota - consumed },
+                drop_tombstones: self.drop_tombstones,
+                a_taken: 0,
+                b_taken: 0,
+                written: 0,
+                consumed: 0,
+                key_first: 0,
             };
-            let (value, key, drop_b) = if take_a {
-                (a_value.unwrap(), a_current.unwrap(), a_current == b_current)
+            (layout.merge)(&mut run);
+            let (a_taken, b_taken) = (run.a_taken, run.b_taken);
+            let (written, key_first, key_last) = (run.written, run.key_first, run.key_last);
+            consumed += run.consumed;
+            if self.from_immutable {
+                self.immutable_position += a_taken;
             } else {
-                (b_value.unwrap(), b_current.unwrap(), false)
-            };
-            let keep = !(self.drop_tombstones && (layout.is_tombstone)(value));
-            // Adding is synchronous and the builder is apart from the cursors, so the
-            // value goes straight from the input block into the output block.
-            let block_full = keep && self.builder.add_keyed(value, key);
-            if take_a {
-                if self.from_immutable {
-                    self.immutable_position += 1;
-                } else {
-                    self.a.value += 1;
-                }
-                a_key = None;
-            } else {
-                self.b.value += 1;
-                b_key = None;
+                self.a.value += a_taken;
             }
-            if drop_b {
-                // The older value of the same key is superseded.
-                self.b.value += 1;
-                b_key = None;
-                consumed += 1;
-            }
-            consumed += 1;
+            self.b.value += b_taken;
+            // Adding is synchronous and the builder is apart from the cursors, so values
+            // went straight from the input blocks into the output block.
+            let block_full = written > 0
+                && self.builder.appended(
+                    written,
+                    key_first,
+                    key_last.expect("a run that wrote values has a last key"),
+                );
             if block_full
                 && let Some(table) = self
                     .builder

@@ -308,8 +308,15 @@ impl Forest {
         let immutable_addresses = trailer::acquire(grid, immutable.len())?;
         let block_count = grid.free_set().block_count();
         // The free set's own blocks are acquired before it is encoded, so its image
-        // includes them; a reopened checkpoint finds them allocated, as here.
-        let free_set_addresses = trailer::acquire(grid, FreeSet::encoded_size(block_count))?;
+        // includes them; a reopened checkpoint finds them allocated, as here. Acquiring
+        // them may lengthen the image (it ends at the highest block in use), so they are
+        // acquired until the image fits.
+        let mut free_set_addresses = Vec::new();
+        while free_set_addresses.len()
+            < trailer::block_count_for(grid, grid.free_set().encoded_size())
+        {
+            free_set_addresses.push(grid.free_set_mut().acquire()?);
+        }
         let image = grid.free_set().encode();
         let immutable = trailer::write(
             grid,

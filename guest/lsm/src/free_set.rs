@@ -10,7 +10,7 @@
 use carapace_sdk::Failure;
 
 /// The blocks of a grid, as two bitsets over addresses `1..=block_count`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct FreeSet {
     block_count: u64,
     /// Bit `address - 1` is set while the block is allocated, released or not.
@@ -19,6 +19,9 @@ pub struct FreeSet {
     released: Vec<u64>,
     /// No word below this index has a free bit: keeps `acquire` from rescanning.
     first_candidate_word: usize,
+    /// Words that have ever held an acquired block: the ones after are all zero, so
+    /// the whole-set passes (the image, the end of a checkpoint) stop here.
+    words_used: usize,
 }
 
 impl FreeSet {
@@ -31,6 +34,7 @@ impl FreeSet {
             acquired: vec![0; words],
             released: vec![0; words],
             first_candidate_word: 0,
+            words_used: 0,
         }
     }
 
@@ -78,6 +82,7 @@ impl FreeSet {
             }
             self.acquired[word_index] |= 1 << word.trailing_ones();
             self.first_candidate_word = word_index;
+            self.words_used = self.words_used.max(word_index + 1);
             return Ok(address);
         }
         Err(Failure::OutOfSpace(format!(
@@ -102,10 +107,9 @@ impl FreeSet {
 
     /// The checkpoint written last is durable: free every released block.
     pub fn checkpoint_durable(&mut self) {
-        for (word_index, (acquired, released)) in self
-            .acquired
+        for (word_index, (acquired, released)) in self.acquired[..self.words_used]
             .iter_mut()
-            .zip(self.released.iter_mut())
+            .zip(&mut self.released[..self.words_used])
             .enumerate()
         {
             if *released != 0 {
@@ -117,30 +121,54 @@ impl FreeSet {
     }
 
     /// The image a checkpoint stores: allocated and not released, one bit per block,
-    /// little-endian words. Released blocks are free in the image because the
-    /// checkpoint that stores it no longer refers to them.
+    /// little-endian words, up to the last word with an allocated block (the words
+    /// after it are all free, so the image grows with the highest address in use, not
+    /// with the grid). Released blocks are free in the image because the checkpoint
+    /// that stores it no longer refers to them.
     pub fn encode(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(self.acquired.len() * 8);
-        for (acquired, released) in self.acquired.iter().zip(&self.released) {
+        let words = self.encoded_size() / 8;
+        let mut bytes = Vec::with_capacity(words * 8);
+        for (acquired, released) in self.image_words().take(words) {
             bytes.extend_from_slice(&(acquired & !released).to_le_bytes());
         }
         bytes
     }
 
-    /// The size of [`FreeSet::encode`]'s output for `block_count` blocks.
-    pub fn encoded_size(block_count: u64) -> usize {
+    /// The size of [`FreeSet::encode`]'s output now.
+    pub fn encoded_size(&self) -> usize {
+        let words = self
+            .image_words()
+            .rposition(|(acquired, released)| acquired & !released != 0);
+        words.map_or(0, |last| (last + 1) * 8)
+    }
+
+    fn image_words(&self) -> impl DoubleEndedIterator<Item = (u64, u64)> + ExactSizeIterator + '_ {
+        self.acquired
+            .iter()
+            .copied()
+            .zip(self.released.iter().copied())
+    }
+
+    /// The largest image of a free set of `block_count` blocks.
+    pub fn encoded_size_max(block_count: u64) -> usize {
         Self::words_for(block_count) * 8
     }
 
     /// Rebuild a free set from [`FreeSet::encode`]'s output; nothing is released.
     pub fn decode(block_count: u64, bytes: &[u8]) -> Result<FreeSet, Failure> {
         let mut free_set = FreeSet::new(block_count);
-        if bytes.len() != Self::encoded_size(block_count) {
+        let size_max = Self::encoded_size_max(block_count);
+        if bytes.len() > size_max || !bytes.len().is_multiple_of(8) {
             return Err(Failure::InvalidArgument(format!(
-                "free set image holds {} bytes, expected {} for {block_count} blocks",
+                "free set image holds {} bytes, not whole words within the {size_max} of {block_count} blocks",
                 bytes.len(),
-                Self::encoded_size(block_count)
             )));
+        }
+        if bytes.ends_with(&[0; 8]) {
+            return Err(Failure::InvalidArgument(
+                "free set image ends with a word of free blocks (an image stops at its last allocated block)"
+                    .into(),
+            ));
         }
         for (word, chunk) in free_set.acquired.iter_mut().zip(bytes.chunks_exact(8)) {
             *word = u64::from_le_bytes(chunk.try_into().unwrap());
@@ -151,6 +179,7 @@ impl FreeSet {
                 "free set image marks blocks past the end of the grid".into(),
             ));
         }
+        free_set.words_used = bytes.len() / 8;
         Ok(free_set)
     }
 
@@ -208,10 +237,36 @@ mod tests {
     }
 
     #[test]
+    fn image_ends_at_the_highest_block_in_use() {
+        let mut free_set = FreeSet::new(1 << 20);
+        assert_eq!(free_set.encode(), Vec::<u8>::new());
+        for _ in 0..70 {
+            free_set.acquire().unwrap();
+        }
+        // 70 blocks: two words of a grid of 16,384.
+        assert_eq!(free_set.encoded_size(), 16);
+        assert_eq!(free_set.encode().len(), 16);
+        for address in 65..=70 {
+            free_set.release(address);
+        }
+        assert_eq!(free_set.encode(), u64::MAX.to_le_bytes());
+        let decoded = FreeSet::decode(1 << 20, &free_set.encode()).unwrap();
+        assert_eq!(decoded.acquired_count(), 64);
+        assert_eq!(FreeSet::decode(1 << 20, &[]).unwrap().acquired_count(), 0);
+    }
+
+    #[test]
     fn bad_images_are_refused() {
-        assert!(FreeSet::decode(100, &[0; 8]).is_err());
-        let mut image = FreeSet::new(100).encode();
+        let refused = |image: &[u8]| match FreeSet::decode(100, image) {
+            Err(Failure::InvalidArgument(message)) => message,
+            other => panic!("image {image:?} decoded: {other:?}"),
+        };
+        assert!(refused(&[1; 7]).contains("not whole words"));
+        assert!(refused(&[1; 24]).contains("within the 16 of 100 blocks"));
+        assert!(refused(&[0; 8]).contains("ends with a word of free blocks"));
+        let mut image = [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert!(refused(&image).contains("ends with a word of free blocks"));
         image[15] = 0x80; // bit 127: past block 100
-        assert!(FreeSet::decode(100, &image).is_err());
+        assert!(refused(&image).contains("past the end of the grid"));
     }
 }

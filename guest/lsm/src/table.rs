@@ -24,7 +24,11 @@ pub trait Value: Copy + std::fmt::Debug + PartialEq {
     fn decode(bytes: &[u8]) -> Self;
 }
 
-/// How a tree's values are laid out in bytes.
+/// How a tree's values are laid out in bytes, and the loops that run once per value,
+/// compiled for the value type by [`Layout::of`]: a tree calls a loop once per lookup,
+/// bar or block, so no call through a pointer is made per value (through wasm, that
+/// call and the copy of a value whose size is not a constant cost more than the
+/// comparison itself).
 #[derive(Clone, Copy)]
 pub struct Layout {
     /// Bytes per value.
@@ -35,6 +39,14 @@ pub struct Layout {
     pub is_tombstone: fn(&[u8]) -> bool,
     /// Encode the tombstone of a key into `out[..value_size]`.
     pub tombstone_of: fn(u128, &mut [u8]),
+    /// The position of `key` in sorted values: `Ok` where it is, `Err` where it would go.
+    pub(crate) search: fn(&[u8], u128) -> Result<usize, usize>,
+    /// The position of the last value of `key` in values in arrival order.
+    pub(crate) find_newest: fn(&[u8], u128) -> Option<usize>,
+    /// Append `(key, position)` of each value.
+    pub(crate) keys: fn(&[u8], &mut Vec<(u128, u32)>),
+    /// One run of a compaction's merge; see [`Merge`].
+    pub(crate) merge: fn(&mut Merge<'_>),
 }
 
 impl std::fmt::Debug for Layout {
@@ -49,7 +61,7 @@ impl Layout {
     /// The layout of `V`.
     pub fn of<V: Value>() -> Layout {
         fn key_of<V: Value>(bytes: &[u8]) -> u128 {
-            V::decode(bytes).key()
+            key_at::<V>(bytes, 0)
         }
         fn is_tombstone<V: Value>(bytes: &[u8]) -> bool {
             V::decode(bytes).is_tombstone()
@@ -62,8 +74,129 @@ impl Layout {
             key_of: key_of::<V>,
             is_tombstone: is_tombstone::<V>,
             tombstone_of: tombstone_of::<V>,
+            search: search::<V>,
+            find_newest: find_newest::<V>,
+            keys: keys::<V>,
+            merge: merge::<V>,
         }
     }
+}
+
+/// The key of value `position` of `values`.
+#[inline(always)]
+fn key_at<V: Value>(values: &[u8], position: usize) -> u128 {
+    V::decode(&values[position * V::SIZE..][..V::SIZE]).key()
+}
+
+fn search<V: Value>(values: &[u8], key: u128) -> Result<usize, usize> {
+    let count = values.len() / V::SIZE;
+    let position = partition_point(count, |index| key_at::<V>(values, index) < key);
+    if position < count && key_at::<V>(values, position) == key {
+        Ok(position)
+    } else {
+        Err(position)
+    }
+}
+
+fn find_newest<V: Value>(values: &[u8], key: u128) -> Option<usize> {
+    (0..values.len() / V::SIZE)
+        .rev()
+        .find(|&index| key_at::<V>(values, index) == key)
+}
+
+fn keys<V: Value>(values: &[u8], out: &mut Vec<(u128, u32)>) {
+    out.extend(
+        values
+            .chunks_exact(V::SIZE)
+            .enumerate()
+            .map(|(index, value)| (V::decode(value).key(), index as u32)),
+    );
+}
+
+/// One run of a compaction's merge of two sorted inputs into an output block, over the
+/// values in memory now: the merge stops where an input's slice runs out (the cursor
+/// reads its next block, or the input has ended), where the output is full (the block
+/// is written), or where the budget of input values is spent.
+#[derive(Debug)]
+pub(crate) struct Merge<'a> {
+    /// The newer input's values in memory; empty once it has ended.
+    pub a: &'a [u8],
+    /// The older input's values in memory; empty once it has ended.
+    pub b: &'a [u8],
+    /// Where the output values go: the free part of the block being built.
+    pub out: &'a mut [u8],
+    /// Input values this run may consume (a value superseded by the same key in `a`
+    /// counts, as does a dropped tombstone).
+    pub budget: u64,
+    /// Drop tombstones rather than keep them (nothing deeper holds their key).
+    pub drop_tombstones: bool,
+    /// The last key written before this run, which every key written must exceed.
+    pub key_last: Option<u128>,
+    /// Values taken from `a`, from `b`, and written to `out`; input values consumed.
+    pub a_taken: usize,
+    pub b_taken: usize,
+    pub written: usize,
+    pub consumed: u64,
+    /// The first key this run wrote (when `written > 0`).
+    pub key_first: u128,
+}
+
+/// The merge: the newer input wins on equal keys, and the older value is consumed
+/// with it.
+fn merge<V: Value>(run: &mut Merge<'_>) {
+    let size = V::SIZE;
+    let (a_count, b_count) = (run.a.len() / size, run.b.len() / size);
+    let out_count = run.out.len() / size;
+    let (mut a, mut b, mut written, mut consumed) = (0, 0, 0, 0);
+    let mut key_last = run.key_last;
+    while consumed < run.budget && written < out_count {
+        let (value, key) = match (a < a_count, b < b_count) {
+            (true, true) => {
+                let (a_key, b_key) = (key_at::<V>(run.a, a), key_at::<V>(run.b, b));
+                if a_key <= b_key {
+                    a += 1;
+                    if a_key == b_key {
+                        b += 1;
+                        consumed += 1;
+                    }
+                    (&run.a[(a - 1) * size..a * size], a_key)
+                } else {
+                    b += 1;
+                    (&run.b[(b - 1) * size..b * size], b_key)
+                }
+            }
+            // The other input has ended: its slice was empty from the start.
+            (true, false) if b_count == 0 => {
+                a += 1;
+                (&run.a[(a - 1) * size..a * size], key_at::<V>(run.a, a - 1))
+            }
+            (false, true) if a_count == 0 => {
+                b += 1;
+                (&run.b[(b - 1) * size..b * size], key_at::<V>(run.b, b - 1))
+            }
+            // Both have ended, or a slice ran out and its cursor must read on.
+            _ => break,
+        };
+        consumed += 1;
+        if run.drop_tombstones && V::decode(value).is_tombstone() {
+            continue;
+        }
+        assert!(
+            key_last.is_none_or(|last| last < key),
+            "values out of order"
+        );
+        if written == 0 {
+            run.key_first = key;
+        }
+        key_last = Some(key);
+        run.out[written * size..(written + 1) * size].copy_from_slice(value);
+        written += 1;
+    }
+    run.a_taken = a;
+    run.b_taken = b;
+    run.written = written;
+    run.consumed = consumed;
+    run.key_last = key_last;
 }
 
 /// An on-disk table, as the manifest records it.
@@ -199,14 +332,12 @@ pub async fn lookup(
     };
     let block = grid.read(entry.block, BlockType::Value).await?;
     let body = values(&block, entry.block.address, layout.value_size)?;
-    let count = body.len() / layout.value_size;
-    let value_at = |index: usize| &body[index * layout.value_size..(index + 1) * layout.value_size];
-    let position = partition_point(count, |index| (layout.key_of)(value_at(index)) < key);
-    if position < count && (layout.key_of)(value_at(position)) == key {
-        out[..layout.value_size].copy_from_slice(value_at(position));
-        return Ok(true);
-    }
-    Ok(false)
+    let size = layout.value_size;
+    let Ok(position) = (layout.search)(body, key) else {
+        return Ok(false);
+    };
+    out[..size].copy_from_slice(&body[position * size..(position + 1) * size]);
+    Ok(true)
 }
 
 /// The first index in `0..count` for which `is_before` is false; `is_before` must be
@@ -231,6 +362,8 @@ pub struct TableBuilder {
     layout: Layout,
     tree_id: u16,
     value_block: Vec<u8>,
+    /// Values in the value block being filled.
+    block_value_count: usize,
     value_block_count: usize,
     index_block: Vec<u8>,
     index_size: usize,
@@ -257,6 +390,7 @@ impl TableBuilder {
             layout,
             tree_id,
             value_block: grid.new_block(),
+            block_value_count: 0,
             value_block_count: 0,
             index_block: grid.new_block(),
             index_size: 0,
@@ -279,34 +413,38 @@ impl TableBuilder {
         self.table_value_count == 0
     }
 
-    /// Add the next value (keys strictly increasing). Synchronous, as it runs once per
-    /// value; returns whether the value block is now full, in which case the caller
-    /// must [`TableBuilder::write_full_block`] before adding more.
-    pub fn add(&mut self, value: &[u8]) -> bool {
-        self.add_keyed(value, (self.layout.key_of)(value))
+    /// The free part of the value block being filled, where a merge writes values.
+    pub(crate) fn block_space(&mut self) -> &mut [u8] {
+        let size = self.layout.value_size;
+        let used = self.block_value_count * size;
+        &mut block::body_mut(&mut self.value_block)[used..self.values_per_block * size]
     }
 
-    /// [`TableBuilder::add`] of a value whose key the caller has decoded already.
-    pub fn add_keyed(&mut self, value: &[u8], key: u128) -> bool {
-        debug_assert_eq!(key, (self.layout.key_of)(value));
-        assert!(
-            self.last_key.is_none_or(|last| last < key),
-            "values out of order"
-        );
-        let size = self.layout.value_size;
-        let values_in_block = self.table_value_count as usize % self.values_per_block;
-        if values_in_block == 0 {
-            self.block_key_min = key;
+    /// The last key added, which the next must exceed.
+    pub(crate) fn key_last(&self) -> Option<u128> {
+        self.last_key
+    }
+
+    /// Account for `count` values a merge wrote into [`TableBuilder::block_space`],
+    /// keys `key_first..=key_last` increasing from [`TableBuilder::key_last`]. Returns
+    /// whether the value block is now full, in which case the caller must
+    /// [`TableBuilder::write_full_block`] before adding more.
+    pub(crate) fn appended(&mut self, count: usize, key_first: u128, key_last: u128) -> bool {
+        assert!(self.block_value_count + count <= self.values_per_block);
+        assert!(self.last_key.is_none_or(|last| last < key_first) && key_first <= key_last);
+        if count == 0 {
+            return false;
+        }
+        if self.block_value_count == 0 {
+            self.block_key_min = key_first;
             if self.table_value_count == 0 {
-                self.table_key_min = key;
+                self.table_key_min = key_first;
             }
         }
-        block::body_mut(&mut self.value_block)
-            [values_in_block * size..(values_in_block + 1) * size]
-            .copy_from_slice(value);
-        self.table_value_count += 1;
-        self.last_key = Some(key);
-        values_in_block + 1 == self.values_per_block
+        self.block_value_count += count;
+        self.table_value_count += count as u32;
+        self.last_key = Some(key_last);
+        self.block_value_count == self.values_per_block
     }
 
     /// Write the full value block, and the table if it is full too (returning it).
@@ -315,7 +453,7 @@ impl TableBuilder {
         grid: &mut Grid,
         snapshot: u64,
     ) -> Result<Option<TableInfo>, Failure> {
-        assert!((self.table_value_count as usize).is_multiple_of(self.values_per_block));
+        assert_eq!(self.block_value_count, self.values_per_block);
         self.write_value_block(grid, snapshot).await?;
         if self.value_block_count == self.value_blocks_per_table_max {
             return self.finish(grid, snapshot).await.map(Some);
@@ -324,10 +462,7 @@ impl TableBuilder {
     }
 
     async fn write_value_block(&mut self, grid: &mut Grid, snapshot: u64) -> Result<(), Failure> {
-        let values_in_block = match self.table_value_count as usize % self.values_per_block {
-            0 => self.values_per_block,
-            partial => partial,
-        };
+        let values_in_block = self.block_value_count;
         let address = grid.free_set_mut().acquire()?;
         let info = self.block_info(address, snapshot, BlockType::Value);
         let checksum = block::seal(
@@ -344,6 +479,7 @@ impl TableBuilder {
         entry.encode(&mut block::body_mut(&mut self.index_block)[self.index_size..]);
         self.index_size += IndexEntry::SIZE;
         self.value_block_count += 1;
+        self.block_value_count = 0;
         Ok(())
     }
 
@@ -356,7 +492,7 @@ impl TableBuilder {
         if self.is_empty() {
             return Ok(None);
         }
-        if !(self.table_value_count as usize).is_multiple_of(self.values_per_block) {
+        if self.block_value_count > 0 {
             self.write_value_block(grid, snapshot).await?;
         }
         self.finish(grid, snapshot).await.map(Some)

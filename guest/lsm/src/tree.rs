@@ -89,6 +89,9 @@ pub struct Tree {
     shape: Shape,
     /// Values of the current bar, in arrival order; the newest of a key wins.
     mutable: Vec<u8>,
+    /// The smallest and largest key in `mutable`, so that a lookup of a key outside
+    /// them (a new sequential id, above all) does not scan it.
+    mutable_keys: Option<(u128, u128)>,
     /// The values of the bars since the last flush, sorted with unique keys.
     immutable: Vec<u8>,
     /// Values the immutable table holds at most: a table's worth, and at least a bar.
@@ -145,6 +148,7 @@ impl Tree {
             config,
             shape,
             mutable: Vec::with_capacity(config.values_per_bar_max * layout.value_size),
+            mutable_keys: None,
             immutable: Vec::with_capacity(immutable_values_max * layout.value_size),
             immutable_values_max,
             sort_scratch: Vec::with_capacity(config.values_per_bar_max),
@@ -217,6 +221,11 @@ impl Tree {
             self.config.tree_id
         );
         self.mutable.extend_from_slice(value);
+        let key = (self.config.layout.key_of)(value);
+        self.mutable_keys = Some(match self.mutable_keys {
+            Some((min, max)) => (min.min(key), max.max(key)),
+            None => (key, key),
+        });
     }
 
     /// Delete `key` (a tombstone that compaction carries down and finally drops).
@@ -231,19 +240,23 @@ impl Tree {
     fn get_from_memory(&self, key: u128, out: &mut [u8]) -> Option<bool> {
         let layout = &self.config.layout;
         let size = layout.value_size;
-        let found = self
-            .mutable
-            .chunks_exact(size)
-            .rev()
-            .find(|value| (layout.key_of)(value) == key)
-            .or_else(|| {
-                let count = self.immutable.len() / size;
-                let value_at = |index: usize| &self.immutable[index * size..(index + 1) * size];
-                let position =
-                    table::partition_point(count, |index| (layout.key_of)(value_at(index)) < key);
-                (position < count && (layout.key_of)(value_at(position)) == key)
-                    .then(|| value_at(position))
-            })?;
+        let in_mutable = self
+            .mutable_keys
+            .is_some_and(|(min, max)| (min..=max).contains(&key));
+        let (values, position) = match in_mutable
+            .then(|| (layout.find_newest)(&self.mutable, key))
+            .flatten()
+        {
+            Some(position) => (&self.mutable, position),
+            None => {
+                let last = self.immutable.len().checked_sub(size)?;
+                if (layout.key_of)(&self.immutable[last..]) < key {
+                    return None;
+                }
+                (&self.immutable, (layout.search)(&self.immutable, key).ok()?)
+            }
+        };
+        let found = &values[position * size..(position + 1) * size];
         out[..size].copy_from_slice(found);
         Some(!(layout.is_tombstone)(found))
     }
@@ -263,6 +276,10 @@ impl Tree {
         let layout = self.config.layout;
         for level in 0..self.shape.levels {
             let tables = self.level(level);
+            // Keys that only grow are looked up past every table: no search for them.
+            if tables.last().is_none_or(|table| table.info.key_max < key) {
+                continue;
+            }
             let position = tables.partition_point(|table| table.info.key_max < key);
             let Some(table) = tables
                 .get(position)
@@ -438,12 +455,7 @@ impl Tree {
         let layout = self.config.layout;
         let size = layout.value_size;
         self.sort_scratch.clear();
-        self.sort_scratch.extend(
-            self.mutable
-                .chunks_exact(size)
-                .enumerate()
-                .map(|(index, value)| ((layout.key_of)(value), index as u32)),
-        );
+        (layout.keys)(&self.mutable, &mut self.sort_scratch);
         if self.sort_scratch.is_empty() {
             return;
         }
@@ -478,9 +490,6 @@ impl Tree {
             // search and copy the old values between them in bulk, rather than compare
             // every old value.
             let older = &self.immutable;
-            let older_count = older.len() / size;
-            let older_key =
-                |index: usize| (layout.key_of)(&older[index * size..(index + 1) * size]);
             let merged = &mut self.merge_scratch;
             merged.clear();
             let mut copied = 0;
@@ -488,20 +497,21 @@ impl Tree {
                 let Some((key, value)) = newest(position) else {
                     continue;
                 };
-                let below = copied
-                    + table::partition_point(older_count - copied, |index| {
-                        older_key(copied + index) < key
-                    });
+                let (below, superseded) = match (layout.search)(&older[copied * size..], key) {
+                    Ok(found) => (copied + found, 1),
+                    Err(below) => (copied + below, 0),
+                };
                 merged.extend_from_slice(&older[copied * size..below * size]);
                 merged.extend_from_slice(value);
                 // An older value of the same key is superseded.
-                copied = below + usize::from(below < older_count && older_key(below) == key);
+                copied = below + superseded;
             }
             merged.extend_from_slice(&older[copied * size..]);
             std::mem::swap(&mut self.immutable, &mut self.merge_scratch);
         }
         assert!(self.immutable.len() <= self.immutable_values_max * size);
         self.mutable.clear();
+        self.mutable_keys = None;
     }
 
     /// Whether the immutable table is flushed in the bar whose second half's outputs
