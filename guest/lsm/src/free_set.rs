@@ -128,25 +128,24 @@ impl FreeSet {
     pub fn encode(&self) -> Vec<u8> {
         let words = self.encoded_size() / 8;
         let mut bytes = Vec::with_capacity(words * 8);
-        for (acquired, released) in self.image_words().take(words) {
-            bytes.extend_from_slice(&(acquired & !released).to_le_bytes());
+        for word in 0..words {
+            bytes.extend_from_slice(&self.image_word(word).to_le_bytes());
         }
         bytes
     }
 
     /// The size of [`FreeSet::encode`]'s output now.
     pub fn encoded_size(&self) -> usize {
-        let words = self
-            .image_words()
-            .rposition(|(acquired, released)| acquired & !released != 0);
-        words.map_or(0, |last| (last + 1) * 8)
+        let mut words = self.words_used;
+        while words > 0 && self.image_word(words - 1) == 0 {
+            words -= 1;
+        }
+        words * 8
     }
 
-    fn image_words(&self) -> impl DoubleEndedIterator<Item = (u64, u64)> + ExactSizeIterator + '_ {
-        self.acquired
-            .iter()
-            .copied()
-            .zip(self.released.iter().copied())
+    /// Word `word` of the image: allocated and not released.
+    fn image_word(&self, word: usize) -> u64 {
+        self.acquired[word] & !self.released[word]
     }
 
     /// The largest image of a free set of `block_count` blocks.
