@@ -45,6 +45,8 @@ pub struct Layout {
     pub(crate) find_newest: fn(&[u8], u128) -> Option<usize>,
     /// Append `(key, position)` of each value.
     pub(crate) keys: fn(&[u8], &mut Vec<(u128, u32)>),
+    /// Append one value to values; returns its key.
+    pub(crate) push: fn(&mut Vec<u8>, &[u8]) -> u128,
     /// One run of a compaction's merge; see [`Merge`].
     pub(crate) merge: fn(&mut Merge<'_>),
 }
@@ -77,6 +79,7 @@ impl Layout {
             search: search::<V>,
             find_newest: find_newest::<V>,
             keys: keys::<V>,
+            push: push::<V>,
             merge: merge::<V>,
         }
     }
@@ -111,6 +114,13 @@ fn keys<V: Value>(values: &[u8], out: &mut Vec<(u128, u32)>) {
             .enumerate()
             .map(|(index, value)| (V::decode(value).key(), index as u32)),
     );
+}
+
+fn push<V: Value>(values: &mut Vec<u8>, value: &[u8]) -> u128 {
+    // A copy of a constant size: inline, rather than a call to copy memory.
+    let value = &value[..V::SIZE];
+    values.extend_from_slice(value);
+    V::decode(value).key()
 }
 
 /// One run of a compaction's merge of two sorted inputs into an output block, over the

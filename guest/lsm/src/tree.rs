@@ -26,6 +26,8 @@ use carapace_sdk::Failure;
 
 /// Levels a forest may have at most (TigerBeetle's count).
 pub const LEVELS_MAX: u8 = 7;
+// A tree keeps its compactions in flight as bits of a `u8`.
+const _: () = assert!(LEVELS_MAX <= 8);
 
 /// How a forest shapes its trees; the same for every tree of the forest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,7 +111,9 @@ pub struct Tree {
     level_starts: [usize; LEVELS_MAX as usize + 1],
     /// One compaction per target level, allocated at init.
     compactions: Vec<Compaction>,
-    active: Vec<bool>,
+    /// Bit `target` is set while the compaction into level `target` is in flight: a
+    /// beat visits only those (there are none in most beats of most trees).
+    active: u8,
     lookup_entries: RefCell<Vec<IndexEntry>>,
 }
 
@@ -156,7 +160,7 @@ impl Tree {
             tables: Vec::with_capacity(config.table_count_max),
             level_starts: [0; LEVELS_MAX as usize + 1],
             compactions,
-            active: vec![false; usize::from(shape.levels)],
+            active: 0,
             lookup_entries: RefCell::new(Vec::with_capacity(entries_max)),
         })
     }
@@ -220,8 +224,7 @@ impl Tree {
             "memory table of tree {} is full",
             self.config.tree_id
         );
-        self.mutable.extend_from_slice(value);
-        let key = (self.config.layout.key_of)(value);
+        let key = (self.config.layout.push)(&mut self.mutable, value);
         self.mutable_keys = Some(match self.mutable_keys {
             Some((min, max)) => (min.min(key), max.max(key)),
             None => (key, key),
@@ -460,7 +463,10 @@ impl Tree {
             return;
         }
         // Stable: arrival order within a key is kept, so the last of a run is newest.
-        self.sort_scratch.sort_by_key(|&(key, _)| key);
+        // Keys that only grow arrive sorted already.
+        if !self.sort_scratch.is_sorted_by_key(|&(key, _)| key) {
+            self.sort_scratch.sort_by_key(|&(key, _)| key);
+        }
         let newest = |position: usize| {
             let (key, index) = self.sort_scratch[position];
             let is_newest = self
@@ -482,7 +488,7 @@ impl Tree {
             // Keys that only grow (timestamps, sequential ids): an append.
             for position in 0..self.sort_scratch.len() {
                 if let Some((_, value)) = newest(position) {
-                    self.immutable.extend_from_slice(value);
+                    (layout.push)(&mut self.immutable, value);
                 }
             }
         } else {
@@ -626,7 +632,7 @@ impl Tree {
 
     /// Whether a compaction is in flight.
     pub fn is_compacting(&self) -> bool {
-        self.active.iter().any(|&active| active)
+        self.active != 0
     }
 
     /// Start the compactions of a half-bar: odd target levels in the first half, even
@@ -636,7 +642,9 @@ impl Tree {
         assert!(!self.is_compacting());
         let first_target = if first_half { 1 } else { 0 };
         for target in (first_target..self.shape.levels).step_by(2) {
-            self.active[usize::from(target)] = self.start_compaction(target, snapshot_output);
+            if self.start_compaction(target, snapshot_output) {
+                self.active |= 1 << target;
+            }
         }
     }
 
@@ -745,10 +753,10 @@ impl Tree {
     pub async fn beat(&mut self, grid: &mut Grid, beats_left: u64) -> Result<(), Failure> {
         assert!(beats_left > 0);
         let layout = self.config.layout;
-        for target in 0..usize::from(self.shape.levels) {
-            if !self.active[target] {
-                continue;
-            }
+        let mut active = self.active;
+        while active != 0 {
+            let target = active.trailing_zeros() as usize;
+            active &= active - 1;
             let compaction = &mut self.compactions[target];
             let quota = compaction.remaining.div_ceil(beats_left);
             compaction
@@ -774,8 +782,9 @@ impl Tree {
         log: &mut ManifestLog,
         snapshot_max: u64,
     ) -> Result<(), Failure> {
+        let active = std::mem::take(&mut self.active);
         for target in 0..usize::from(self.shape.levels) {
-            if !std::mem::take(&mut self.active[target]) {
+            if active & (1 << target) == 0 {
                 continue;
             }
             let compaction = &mut self.compactions[target];
