@@ -109,6 +109,10 @@ pub struct Tree {
     /// positions of `level`'s tables: recomputed whenever `tables` changes (a half-bar's
     /// end, an open), so that a lookup finds each level without searching for it.
     level_starts: [usize; LEVELS_MAX as usize + 1],
+    /// At least the largest key of any table the tree has held (a compaction keeps its
+    /// outputs within its inputs' keys, so it never needs to fall): a lookup of a larger
+    /// key, such as a new sequential id, looks at no level.
+    tables_key_max: Option<u128>,
     /// One compaction per target level, allocated at init.
     compactions: Vec<Compaction>,
     /// Bit `target` is set while the compaction into level `target` is in flight: a
@@ -159,6 +163,7 @@ impl Tree {
             merge_scratch: Vec::with_capacity(immutable_values_max * layout.value_size),
             tables: Vec::with_capacity(config.table_count_max),
             level_starts: [0; LEVELS_MAX as usize + 1],
+            tables_key_max: None,
             compactions,
             active: 0,
             lookup_entries: RefCell::new(Vec::with_capacity(entries_max)),
@@ -275,6 +280,9 @@ impl Tree {
     ) -> Result<bool, Failure> {
         if let Some(found) = self.get_from_memory(key, out) {
             return Ok(found);
+        }
+        if self.tables_key_max.is_none_or(|max| max < key) {
+            return Ok(false);
         }
         let layout = self.config.layout;
         for level in 0..self.shape.levels {
@@ -593,6 +601,10 @@ impl Tree {
             )));
         }
         self.tables.insert(position, table);
+        self.tables_key_max = Some(
+            self.tables_key_max
+                .map_or(info.key_max, |max| max.max(info.key_max)),
+        );
         self.index_levels();
         Ok(())
     }
