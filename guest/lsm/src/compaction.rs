@@ -293,5 +293,5 @@ impl Compaction {
     }
 }
 
-/// The largest value any tree may have, in bytes: bounds the merge's scratch copy.
+/// The largest value any tree may have, in bytes: bounds the scratch of a tombstone.
 pub const VALUE_SIZE_MAX: usize = 256;

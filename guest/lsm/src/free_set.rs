@@ -19,8 +19,9 @@ pub struct FreeSet {
     released: Vec<u64>,
     /// No word below this index has a free bit: keeps `acquire` from rescanning.
     first_candidate_word: usize,
-    /// Words that have ever held an acquired block: the ones after are all zero, so
-    /// the whole-set passes (the image, the end of a checkpoint) stop here.
+    /// At least the words that hold an acquired block (the high-water mark of
+    /// `acquire`, or the image's length after `decode`): the ones after are all zero,
+    /// so the whole-set passes (the image, the end of a checkpoint) stop here.
     words_used: usize,
 }
 

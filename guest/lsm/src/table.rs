@@ -440,11 +440,11 @@ impl TableBuilder {
     /// whether the value block is now full, in which case the caller must
     /// [`TableBuilder::write_full_block`] before adding more.
     pub(crate) fn appended(&mut self, count: usize, key_first: u128, key_last: u128) -> bool {
-        assert!(self.block_value_count + count <= self.values_per_block);
-        assert!(self.last_key.is_none_or(|last| last < key_first) && key_first <= key_last);
         if count == 0 {
             return false;
         }
+        assert!(self.block_value_count + count <= self.values_per_block);
+        assert!(self.last_key.is_none_or(|last| last < key_first) && key_first <= key_last);
         if self.block_value_count == 0 {
             self.block_key_min = key_first;
             if self.table_value_count == 0 {

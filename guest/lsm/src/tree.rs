@@ -794,11 +794,11 @@ impl Tree {
         log: &mut ManifestLog,
         snapshot_max: u64,
     ) -> Result<(), Failure> {
-        let active = std::mem::take(&mut self.active);
         for target in 0..usize::from(self.shape.levels) {
-            if active & (1 << target) == 0 {
+            if self.active & (1 << target) == 0 {
                 continue;
             }
+            self.active &= !(1 << target);
             let compaction = &mut self.compactions[target];
             assert_eq!(compaction.remaining, 0);
             match compaction.mode {

@@ -80,10 +80,12 @@ impl Pages {
     }
 
     fn read(&self, address: u64, block: &mut [u8]) -> io::Result<()> {
+        if self.block_size != 0 {
+            self.check_size(block.len())?;
+        }
         let (page, slot) = Self::position(address);
         match self.pages.get(page).and_then(Option::as_ref) {
             Some(page) => {
-                self.check_size(block.len())?;
                 let start = slot * self.block_size;
                 block.copy_from_slice(&page.bytes[start..start + self.block_size]);
             }
@@ -94,6 +96,12 @@ impl Pages {
 
     fn write(&mut self, address: u64, block: &[u8]) -> io::Result<()> {
         if self.block_size == 0 {
+            if block.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a block of 0 bytes",
+                ));
+            }
             self.block_size = block.len();
         }
         self.check_size(block.len())?;
@@ -335,6 +343,12 @@ mod tests {
                 .contains("a block of 16 bytes in storage of 8-byte blocks")
         );
         assert!(storage.read(1, &mut [0; 4]).is_err());
+        assert!(
+            storage.read(500, &mut [0; 4]).is_err(),
+            "never written, still the wrong size"
+        );
         assert_eq!(storage.addresses(), vec![1]);
+        let error = MemoryStorage::new().write(1, &[]).unwrap_err();
+        assert!(error.to_string().contains("a block of 0 bytes"));
     }
 }
