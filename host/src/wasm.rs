@@ -55,9 +55,9 @@ pub struct Limits {
     /// I/O runs out); in a delivery, for each op from its first `due-timer` on, so that
     /// a batch of ops has as much per op as one op alone. Deterministic: the same call
     /// on the same state uses the same fuel, so running out is reproducible, unlike a
-    /// wall-clock timeout. 0 turns fuel
-    /// metering off: faster (`carapace bench` measures by how much), but a guest that
-    /// loops is then stopped only by the deadline, a host fault, never as a poison op.
+    /// wall-clock timeout. 0 turns fuel metering off: faster (`carapace bench` measures
+    /// by how much), but a guest that loops is then stopped only by the deadline, a
+    /// host fault, never as a poison op.
     pub fuel_per_call: u64,
     /// Linear memory a guest may grow to, in bytes, all its memories together; a
     /// growth past it traps (deterministically: the limit is on the size asked for).

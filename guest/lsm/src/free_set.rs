@@ -50,7 +50,7 @@ impl FreeSet {
 
     /// Blocks allocated, released ones included.
     pub fn acquired_count(&self) -> u64 {
-        self.acquired
+        self.acquired[..self.words_used]
             .iter()
             .map(|word| u64::from(word.count_ones()))
             .sum()
@@ -58,7 +58,7 @@ impl FreeSet {
 
     /// Blocks released and waiting for the next durable checkpoint.
     pub fn released_count(&self) -> u64 {
-        self.released
+        self.released[..self.words_used]
             .iter()
             .map(|word| u64::from(word.count_ones()))
             .sum()

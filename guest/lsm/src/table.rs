@@ -93,6 +93,10 @@ fn key_at<V: Value>(values: &[u8], position: usize) -> u128 {
 
 fn search<V: Value>(values: &[u8], key: u128) -> Result<usize, usize> {
     let count = values.len() / V::SIZE;
+    // Keys that only grow (timestamps, sequential ids) are looked up past the last.
+    if count == 0 || key_at::<V>(values, count - 1) < key {
+        return Err(count);
+    }
     let position = partition_point(count, |index| key_at::<V>(values, index) < key);
     if position < count && key_at::<V>(values, position) == key {
         Ok(position)

@@ -109,9 +109,8 @@ pub struct Tree {
     /// positions of `level`'s tables: recomputed whenever `tables` changes (a half-bar's
     /// end, an open), so that a lookup finds each level without searching for it.
     level_starts: [usize; LEVELS_MAX as usize + 1],
-    /// At least the largest key of any table the tree has held (a compaction keeps its
-    /// outputs within its inputs' keys, so it never needs to fall): a lookup of a larger
-    /// key, such as a new sequential id, looks at no level.
+    /// The largest key in any table, recomputed with `level_starts`: a lookup of a
+    /// larger key, such as a new sequential id, looks at no level.
     tables_key_max: Option<u128>,
     /// One compaction per target level, allocated at init.
     compactions: Vec<Compaction>,
@@ -256,13 +255,7 @@ impl Tree {
             .flatten()
         {
             Some(position) => (&self.mutable, position),
-            None => {
-                let last = self.immutable.len().checked_sub(size)?;
-                if (layout.key_of)(&self.immutable[last..]) < key {
-                    return None;
-                }
-                (&self.immutable, (layout.search)(&self.immutable, key).ok()?)
-            }
+            None => (&self.immutable, (layout.search)(&self.immutable, key).ok()?),
         };
         let found = &values[position * size..(position + 1) * size];
         out[..size].copy_from_slice(found);
@@ -287,10 +280,6 @@ impl Tree {
         let layout = self.config.layout;
         for level in 0..self.shape.levels {
             let tables = self.level(level);
-            // Keys that only grow are looked up past every table: no search for them.
-            if tables.last().is_none_or(|table| table.info.key_max < key) {
-                continue;
-            }
             let position = tables.partition_point(|table| table.info.key_max < key);
             let Some(table) = tables
                 .get(position)
@@ -601,10 +590,6 @@ impl Tree {
             )));
         }
         self.tables.insert(position, table);
-        self.tables_key_max = Some(
-            self.tables_key_max
-                .map_or(info.key_max, |max| max.max(info.key_max)),
-        );
         self.index_levels();
         Ok(())
     }
@@ -749,6 +734,11 @@ impl Tree {
                 .tables
                 .partition_point(|table| usize::from(table.info.level) >= level);
         }
+        // A level's tables are disjoint and sorted, so its last holds its largest key.
+        self.tables_key_max = (0..self.shape.levels)
+            .filter_map(|level| self.level(level).last())
+            .map(|table| table.info.key_max)
+            .max();
     }
 
     /// The positions in `tables` of `level`'s tables that overlap `[key_min, key_max]`.

@@ -40,7 +40,6 @@ struct Pages {
     /// Bytes per block: fixed by the first write.
     block_size: usize,
     pages: Vec<Option<Page>>,
-    written: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -114,10 +113,7 @@ impl Pages {
             written: 0,
             bytes: vec![0; PAGE_BLOCKS * block_size].into(),
         });
-        if page.written & (1 << slot) == 0 {
-            page.written |= 1 << slot;
-            self.written += 1;
-        }
+        page.written |= 1 << slot;
         page.bytes[slot * block_size..(slot + 1) * block_size].copy_from_slice(block);
         Ok(())
     }
@@ -135,8 +131,14 @@ impl Pages {
         ))
     }
 
+    /// Blocks written so far.
+    fn written_count(&self) -> usize {
+        let pages = self.pages.iter().flatten();
+        pages.map(|page| page.written.count_ones() as usize).sum()
+    }
+
     fn addresses(&self) -> Vec<u64> {
-        let mut addresses = Vec::with_capacity(self.written);
+        let mut addresses = Vec::with_capacity(self.written_count());
         for (index, page) in self.pages.iter().enumerate() {
             let Some(page) = page else { continue };
             for slot in 0..PAGE_BLOCKS {
@@ -164,7 +166,7 @@ impl MemoryStorage {
 
     /// Blocks written so far.
     pub fn written_count(&self) -> usize {
-        self.blocks.borrow().written
+        self.blocks.borrow().written_count()
     }
 
     /// Addresses written so far, in order.
@@ -256,7 +258,7 @@ pub struct OverlayStorage {
 impl std::fmt::Debug for OverlayStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OverlayStorage")
-            .field("written", &self.written.written)
+            .field("written", &self.written.written_count())
             .finish()
     }
 }
