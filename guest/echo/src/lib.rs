@@ -16,7 +16,7 @@
 
 #![warn(missing_docs)]
 
-use carapace_lsm::checksum::{Checksummer, checksum};
+use carapace_lsm::checksum::checksum_joined;
 use carapace_lsm::forest::Forest;
 use carapace_lsm::groove::{CompositeKey, TOMBSTONE_BIT, UniqueKey};
 use carapace_lsm::table::{Layout, Value};
@@ -158,26 +158,12 @@ impl Value for Thing {
 /// The low 64 bits of the checksum over `(client, op, timestamp, operation, body)`, each
 /// field little-endian in that order.
 pub fn thing_value(client: u128, op: u64, timestamp: u64, operation: u8, body: &[u8]) -> u64 {
-    const HEADER: usize = 16 + 8 + 8 + 1;
-    // Up to 240 bytes, XXH3 hashes its whole input in one pass: such requests (most are
-    // small) are copied onto the stack and hashed in one call, which costs less than
-    // setting up the streaming state. Both give the same checksum.
-    const ONE_PASS_MAX: usize = 240;
-    let fields = |bytes: &mut [u8]| {
-        bytes[0..16].copy_from_slice(&client.to_le_bytes());
-        bytes[16..24].copy_from_slice(&op.to_le_bytes());
-        bytes[24..32].copy_from_slice(&timestamp.to_le_bytes());
-        bytes[32] = operation;
-    };
-    if HEADER + body.len() <= ONE_PASS_MAX {
-        let mut bytes = [0; ONE_PASS_MAX];
-        fields(&mut bytes);
-        bytes[HEADER..HEADER + body.len()].copy_from_slice(body);
-        return checksum(&bytes[..HEADER + body.len()]) as u64;
-    }
-    let mut header = [0; HEADER];
-    fields(&mut header);
-    Checksummer::new().update(&header).update(body).finish() as u64
+    let mut header = [0; 16 + 8 + 8 + 1];
+    header[0..16].copy_from_slice(&client.to_le_bytes());
+    header[16..24].copy_from_slice(&op.to_le_bytes());
+    header[24..32].copy_from_slice(&timestamp.to_le_bytes());
+    header[32] = operation;
+    checksum_joined(&header, body) as u64
 }
 
 /// What prefetch loaded for the op it ran for.
@@ -553,8 +539,9 @@ impl StateMachine for Echo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use carapace_lsm::checksum::checksum;
 
-    /// The value by its definition: the checksum of the fields, streamed.
+    /// The value by its definition: the checksum of the fields side by side.
     fn value_by_definition(
         client: u128,
         op: u64,
@@ -562,19 +549,19 @@ mod tests {
         operation: u8,
         body: &[u8],
     ) -> u64 {
-        Checksummer::new()
-            .update(&client.to_le_bytes())
-            .update(&op.to_le_bytes())
-            .update(&timestamp.to_le_bytes())
-            .update(&[operation])
-            .update(body)
-            .finish() as u64
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&client.to_le_bytes());
+        bytes.extend_from_slice(&op.to_le_bytes());
+        bytes.extend_from_slice(&timestamp.to_le_bytes());
+        bytes.push(operation);
+        bytes.extend_from_slice(body);
+        checksum(&bytes) as u64
     }
 
     #[test]
-    fn thing_value_is_the_same_in_one_pass_and_streamed() {
-        let body: Vec<u8> = (0..1000u32).map(|index| (index * 7 + 3) as u8).collect();
-        for size in (0..=300).chain([999, 1000]) {
+    fn thing_value_is_the_checksum_of_the_fields_side_by_side() {
+        let body: Vec<u8> = (0..3000u32).map(|index| (index * 7 + 3) as u8).collect();
+        for size in (0..=300).chain([999, 1000, 2999, 3000]) {
             let (client, op, timestamp) =
                 (0x0123_4567_89ab_cdef_u128 << 40 | 17, 7 + size as u64, 99);
             assert_eq!(

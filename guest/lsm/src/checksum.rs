@@ -4,42 +4,44 @@
 //! checksum. It detects corruption and misdirected I/O; it is not a MAC against an
 //! adversary, which the sandbox makes unnecessary (a guest only sees its own grid).
 
+// wasm hashes long inputs with a loop of its own (see the module); natively,
+// xxhash-rust's SSE2 loop is the faster, and the module's portable form is built for its
+// tests.
+#[cfg(any(target_arch = "wasm32", test))]
+mod xxh3_long;
+
+/// Up to this many bytes, XXH3 hashes its input in one pass.
+const SHORT_MAX: usize = 240;
+
 /// The 128-bit checksum of `bytes`.
 pub fn checksum(bytes: &[u8]) -> u128 {
+    #[cfg(target_arch = "wasm32")]
+    if bytes.len() > SHORT_MAX {
+        return xxh3_long::hash(xxh3_long::Joined { head: &[], tail: bytes });
+    }
     xxhash_rust::xxh3::xxh3_128(bytes)
 }
 
-/// A streaming form of [`checksum`], for values made of several fields.
-#[derive(Clone)]
-pub struct Checksummer(xxhash_rust::xxh3::Xxh3);
-
-impl std::fmt::Debug for Checksummer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Checksummer")
+/// The checksum of `head` followed by `tail`, without copying them side by side: for
+/// a header before a body of any size.
+pub fn checksum_joined(head: &[u8], tail: &[u8]) -> u128 {
+    // A short input is copied onto the stack and hashed in one pass, which costs less
+    // than setting up a streaming state.
+    let len = head.len() + tail.len();
+    if len <= SHORT_MAX {
+        let mut joined = [0; SHORT_MAX];
+        joined[..head.len()].copy_from_slice(head);
+        joined[head.len()..len].copy_from_slice(tail);
+        return xxhash_rust::xxh3::xxh3_128(&joined[..len]);
     }
-}
-
-impl Default for Checksummer {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Checksummer {
-    /// A checksummer over no bytes yet.
-    pub fn new() -> Self {
-        Self(xxhash_rust::xxh3::Xxh3::new())
-    }
-
-    /// Feed `bytes`.
-    pub fn update(&mut self, bytes: &[u8]) -> &mut Self {
-        self.0.update(bytes);
-        self
-    }
-
-    /// The checksum of everything fed so far; equal to [`checksum`] of the concatenation.
-    pub fn finish(&self) -> u128 {
-        self.0.digest128()
+    #[cfg(target_arch = "wasm32")]
+    return xxh3_long::hash(xxh3_long::Joined { head, tail });
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        hasher.update(head);
+        hasher.update(tail);
+        hasher.digest128()
     }
 }
 
@@ -48,11 +50,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn streaming_equals_one_shot() {
-        let bytes: Vec<u8> = (0..=255).collect();
-        let mut streaming = Checksummer::new();
-        streaming.update(&bytes[..100]).update(&bytes[100..]);
-        assert_eq!(streaming.finish(), checksum(&bytes));
+    fn joined_equals_one_shot_at_every_length() {
+        let bytes: Vec<u8> = (0..600_u32).map(|index| (index * 31 + 7) as u8).collect();
+        for len in 0..=bytes.len() {
+            for split in [0, 1, 33, 64, 300] {
+                let split = split.min(len);
+                let (head, tail) = bytes[..len].split_at(split);
+                assert_eq!(
+                    checksum_joined(head, tail),
+                    checksum(&bytes[..len]),
+                    "{len} bytes, head of {split}"
+                );
+            }
+        }
     }
 
     #[test]
