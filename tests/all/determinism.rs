@@ -100,6 +100,9 @@ fn native_and_wasm_agree_on_every_body_size() {
         wasm_replica(&MemoryStorage::new(), IoOrder::Fifo, options(), None).unwrap(),
         &sizes,
     );
-    assert_eq!(native.1.len(), sizes.len() / CHECKPOINT_INTERVAL_OPS as usize);
+    assert_eq!(
+        native.1.len(),
+        sizes.len() / CHECKPOINT_INTERVAL_OPS as usize
+    );
     assert!(native == wasm, "native and wasm diverged");
 }

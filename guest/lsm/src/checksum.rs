@@ -17,7 +17,10 @@ const SHORT_MAX: usize = 240;
 pub fn checksum(bytes: &[u8]) -> u128 {
     #[cfg(target_arch = "wasm32")]
     if bytes.len() > SHORT_MAX {
-        return xxh3_long::hash(xxh3_long::Joined { head: &[], tail: bytes });
+        return xxh3_long::hash(xxh3_long::Joined {
+            head: &[],
+            tail: bytes,
+        });
     }
     xxhash_rust::xxh3::xxh3_128(bytes)
 }

@@ -93,7 +93,10 @@ pub(super) fn hash(input: Joined<'_>) -> u128 {
     let mut scratch = [0; STRIPE];
     while done < stripes {
         let in_block = done % STRIPES_PER_BLOCK;
-        let run = input.run(done * STRIPE, (STRIPES_PER_BLOCK - in_block).min(stripes - done));
+        let run = input.run(
+            done * STRIPE,
+            (STRIPES_PER_BLOCK - in_block).min(stripes - done),
+        );
         if run.is_empty() {
             acc.stripes(input.stripe(done * STRIPE, &mut scratch), in_block);
             done += 1;
@@ -284,7 +287,9 @@ mod tests {
     use super::*;
 
     fn bytes(len: usize) -> Vec<u8> {
-        (0..len as u32).map(|index| (index.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
+        (0..len as u32)
+            .map(|index| (index.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect()
     }
 
     #[test]
@@ -293,10 +298,28 @@ mod tests {
         for len in SHORT_MAX + 1..=bytes.len() {
             let input = &bytes[..len];
             let expected = xxhash_rust::xxh3::xxh3_128(input);
-            for split in [0, 1, 33, 63, 64, 65, 127, 200, 1023, 1025, len / 2, len - 1, len] {
+            for split in [
+                0,
+                1,
+                33,
+                63,
+                64,
+                65,
+                127,
+                200,
+                1023,
+                1025,
+                len / 2,
+                len - 1,
+                len,
+            ] {
                 let split = split.min(len);
                 let (head, tail) = input.split_at(split);
-                assert_eq!(hash(Joined { head, tail }), expected, "{len} bytes split at {split}");
+                assert_eq!(
+                    hash(Joined { head, tail }),
+                    expected,
+                    "{len} bytes split at {split}"
+                );
             }
         }
     }
@@ -306,7 +329,10 @@ mod tests {
         let bytes = bytes(1 << 20);
         for len in [1 << 20, (1 << 20) - 1, 100_001] {
             let (head, tail) = bytes[..len].split_at(33);
-            assert_eq!(hash(Joined { head, tail }), xxhash_rust::xxh3::xxh3_128(&bytes[..len]));
+            assert_eq!(
+                hash(Joined { head, tail }),
+                xxhash_rust::xxh3::xxh3_128(&bytes[..len])
+            );
         }
     }
 }
