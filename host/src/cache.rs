@@ -10,7 +10,9 @@
 //! rather than copying it into memory: a start reads the entry once, in small pieces,
 //! to check it, and the code pages come from the page cache. A damaged entry
 //! (checksum), a stale one (wasmtime refuses it) or one that others may write is
-//! rebuilt, never loaded.
+//! rebuilt, never loaded. The directory keeps the [`ENTRIES_KEPT`] most recently used
+//! entries (a hit refreshes an entry's modification time; storing one removes the
+//! oldest beyond the bound).
 //!
 //! Loading precompiled code runs it as native code in the host: the cache directory is
 //! trusted like the `carapace` binary (see `docs/security.md`). It is created readable
@@ -71,16 +73,60 @@ pub fn entry_path(runtime: &Runtime, bytes: &[u8], dir: &Path) -> PathBuf {
     dir.join(format!("{:032x}.cwasm", checksum(&key)))
 }
 
+/// Entries a cache directory keeps: storing one more removes the least recently used
+/// beyond this many (each is the size of a compiled component, ~1 MB for echo), so that
+/// every rebuilt or upgraded component does not leave its old entry behind for ever.
+pub const ENTRIES_KEPT: usize = 32;
+
 /// Load `bytes` as a component through the cache in `dir`.
 pub fn load(runtime: &Runtime, bytes: &[u8], dir: &Path) -> Result<(Component, CacheUse)> {
     let path = entry_path(runtime, bytes, dir);
     let why = match read_entry(runtime, &path) {
-        Ok(Some(component)) => return Ok((runtime.check_imports(component)?, CacheUse::Hit)),
+        Ok(Some(component)) => {
+            mark_used(&path);
+            return Ok((runtime.check_imports(component)?, CacheUse::Hit));
+        }
         Ok(None) => None,
         Err(why) => Some(why),
     };
     let component = store(runtime, bytes, &path)?;
+    remove_least_recently_used(dir, &path);
     Ok((component, why.map_or(CacheUse::Stored, CacheUse::Rebuilt)))
+}
+
+/// Record that the entry at `path` was used: its modification time is its last use.
+/// Best effort: an entry that cannot be touched is only removed sooner.
+fn mark_used(path: &Path) {
+    if let Ok(file) = std::fs::File::open(path) {
+        let _ = file.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Remove the entries of `dir` beyond the [`ENTRIES_KEPT`] most recently used, never
+/// `kept` (the one just stored). Best effort: what cannot be listed or removed stays,
+/// and a removed entry is only compiled again at its next use.
+fn remove_least_recently_used(dir: &Path, kept: &Path) {
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<(std::time::SystemTime, PathBuf)> = listing
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let is_entry = path
+                .extension()
+                .is_some_and(|extension| extension == "cwasm");
+            let used = std::fs::metadata(&path).ok()?.modified().ok()?;
+            (is_entry && path != kept).then_some((used, path))
+        })
+        .collect();
+    let others_kept = ENTRIES_KEPT - 1;
+    if entries.len() <= others_kept {
+        return;
+    }
+    entries.sort_unstable_by(|a, b| b.cmp(a));
+    for (_, path) in &entries[others_kept..] {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// The entry at `path`: `None` if there is none, an error saying why it cannot be used.

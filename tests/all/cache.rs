@@ -177,3 +177,62 @@ fn compile_fills_the_cache_that_run_then_loads_from() {
     assert!(error.contains("cannot be used with"), "{error}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Set the modification time of the file at `path` to `seconds_ago` seconds ago.
+fn touch(path: &Path, seconds_ago: u64) {
+    let time = std::time::SystemTime::now() - std::time::Duration::from_secs(seconds_ago);
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(time).unwrap();
+}
+
+#[test]
+fn the_cache_keeps_the_most_recently_used_entries_and_removes_the_rest() {
+    let dir = temporary_dir("bound");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = |index: usize| dir.join(format!("{index:032x}.cwasm"));
+    let extra = 8;
+    for index in 0..cache::ENTRIES_KEPT + extra {
+        std::fs::write(fake(index), b"an old entry").unwrap();
+        // Entry 0 was used most recently of the old ones, the others in order.
+        touch(&fake(index), 1_000 + index as u64 * 10);
+    }
+    let not_an_entry = dir.join("notes.txt");
+    std::fs::write(&not_an_entry, b"not the cache's").unwrap();
+    touch(&not_an_entry, 1_000_000);
+
+    let runtime = Runtime::new(Limits::default()).unwrap();
+    assert_eq!(load(&runtime, &dir).1, CacheUse::Stored);
+    let entry = cache::entry_path(&runtime, ECHO_COMPONENT, &dir);
+    let entries = || {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| {
+                path.extension()
+                    .is_some_and(|extension| extension == "cwasm")
+            })
+            .count()
+    };
+    assert_eq!(entries(), cache::ENTRIES_KEPT);
+    assert!(entry.exists());
+    assert!(not_an_entry.exists());
+    for index in 0..cache::ENTRIES_KEPT - 1 {
+        assert!(
+            fake(index).exists(),
+            "entry {index} is among the most recent"
+        );
+    }
+    for index in cache::ENTRIES_KEPT - 1..cache::ENTRIES_KEPT + extra {
+        assert!(
+            !fake(index).exists(),
+            "entry {index} is among the least recent"
+        );
+    }
+
+    // A hit counts as a use: the entry becomes the most recent again.
+    touch(&entry, 1_000_000);
+    assert_eq!(load(&runtime, &dir).1, CacheUse::Hit);
+    let used = std::fs::metadata(&entry).unwrap().modified().unwrap();
+    assert!(used.elapsed().unwrap() < std::time::Duration::from_secs(600));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
