@@ -80,9 +80,10 @@ fn sizes_trace(mut replica: Replica, sizes: &[u32]) -> (Vec<Vec<u8>>, Vec<u128>)
 }
 
 /// Echo's Thing value hashes the request's header and body, and wasm and native builds
-/// hash long inputs with different loops (wasm's in 128-bit vectors, a block of 16
-/// stripes at a time): every body size from empty to past two blocks, and a few large
-/// ones, must give the same state.
+/// hash inputs over 16 bytes with different code (wasm's own XXH3: 64×64-bit products
+/// from vector multiplies, long inputs in 128-bit vectors a block of 16 stripes at a
+/// time): every body size from empty to past two blocks, and a few large ones, must
+/// give the same state.
 #[test]
 fn native_and_wasm_agree_on_every_body_size() {
     let sizes: Vec<u32> = (0..=2200).chain([4096, 65_536, 100_001]).collect();

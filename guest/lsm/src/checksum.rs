@@ -4,11 +4,10 @@
 //! checksum. It detects corruption and misdirected I/O; it is not a MAC against an
 //! adversary, which the sandbox makes unnecessary (a guest only sees its own grid).
 
-// wasm hashes long inputs with a loop of its own (see the module); natively,
-// xxhash-rust's SSE2 loop is the faster, and the module's portable form is built for its
-// tests.
+// wasm hashes inputs over 16 bytes with XXH3 of its own (see the module); natively,
+// xxhash-rust is the faster, and the module's portable form is built for its tests.
 #[cfg(any(target_arch = "wasm32", test))]
-mod xxh3_long;
+mod xxh3;
 
 /// Up to this many bytes, XXH3 hashes its input in one pass.
 const SHORT_MAX: usize = 240;
@@ -17,10 +16,12 @@ const SHORT_MAX: usize = 240;
 pub fn checksum(bytes: &[u8]) -> u128 {
     #[cfg(target_arch = "wasm32")]
     if bytes.len() > SHORT_MAX {
-        return xxh3_long::hash(xxh3_long::Joined {
+        return xxh3::hash(xxh3::Joined {
             head: &[],
             tail: bytes,
         });
+    } else if bytes.len() >= xxh3::MID_MIN {
+        return xxh3::hash_mid(bytes);
     }
     xxhash_rust::xxh3::xxh3_128(bytes)
 }
@@ -35,10 +36,10 @@ pub fn checksum_joined(head: &[u8], tail: &[u8]) -> u128 {
         let mut joined = [0; SHORT_MAX];
         joined[..head.len()].copy_from_slice(head);
         joined[head.len()..len].copy_from_slice(tail);
-        return xxhash_rust::xxh3::xxh3_128(&joined[..len]);
+        return checksum(&joined[..len]);
     }
     #[cfg(target_arch = "wasm32")]
-    return xxh3_long::hash(xxh3_long::Joined { head, tail });
+    return xxh3::hash(xxh3::Joined { head, tail });
     #[cfg(not(target_arch = "wasm32"))]
     {
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
