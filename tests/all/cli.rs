@@ -484,4 +484,10 @@ fn bench_matrix_quick_runs_every_cell_and_writes_a_chart() {
         error.contains("--matrix measures the echo machine"),
         "{error}"
     );
+    // A body size would be ignored by the matrix, which measures its own.
+    let error = error_of(&["bench", "--matrix", "--quick", "--body-size", "64"]);
+    assert!(
+        error.contains("--matrix runs bodies of every size"),
+        "{error}"
+    );
 }

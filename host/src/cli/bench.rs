@@ -209,6 +209,11 @@ impl BenchCommand {
             "--matrix measures the echo machine (fjall does echo's work), not `{}`",
             self.machine
         );
+        ensure!(
+            self.workload.body_size.is_none(),
+            "--matrix runs bodies of every size it measures (0, 64 B, 1 KiB, 64 KiB and \
+             ~1 MiB); without --matrix, --body-size measures one size"
+        );
         let runs = (matrix::BODY_SIZES.len() * matrix::SUBJECTS.len()) as u64;
         let bar = super::progress_bar(runs, "runs");
         let cells = matrix::run_matrix(self.quick, &bar)?;
