@@ -45,6 +45,14 @@ const PRIME64_5: u64 = 0x27D4_EB2F_1656_67C5;
 /// Where the last stripe's secret starts, and where the accumulators' merge's does.
 const LAST_STRIPE_SECRET: usize = SECRET.len() - STRIPE - 7;
 const MERGE_SECRET: usize = 11;
+/// Bytes of the eight accumulators: the high half's merge reads the secret this far
+/// from its end.
+const ACC_SIZE: usize = 64;
+/// Inputs of 129 to 240 bytes: where the secret of their fifth and later rounds
+/// starts, and of their last 32 bytes (XXH3's minimum secret size, 136, less 17 and a
+/// round's 16).
+const MID_ROUNDS_SECRET: usize = 3;
+const MID_LAST_SECRET: usize = 136 - 17 - 16;
 
 /// The bytes `head` then `tail`, hashed as one input without joining them.
 #[derive(Clone, Copy)]
@@ -120,7 +128,7 @@ pub(super) fn hash(input: Joined<'_>) -> u128 {
     let low = merge(&lanes, MERGE_SECRET, (len as u64).wrapping_mul(PRIME64_1));
     let high = merge(
         &lanes,
-        SECRET.len() - 64 - MERGE_SECRET,
+        SECRET.len() - ACC_SIZE - MERGE_SECRET,
         !(len as u64).wrapping_mul(PRIME64_2),
     );
     u128::from(high) << 64 | u128::from(low)
@@ -263,15 +271,15 @@ pub(super) fn hash_mid(input: &[u8]) -> u128 {
                 &mut acc,
                 sixteen(at),
                 sixteen(at + 16),
-                3 + 32 * (round - 4),
+                MID_ROUNDS_SECRET + 32 * (round - 4),
             );
         }
-        // The last 32 bytes, halves swapped, with the secret at its 103rd byte.
+        // The last 32 bytes, halves swapped.
         mix32(
             &mut acc,
             sixteen(len - 16),
             sixteen(len - 32),
-            136 - 17 - 16,
+            MID_LAST_SECRET,
         );
     }
     let low = avalanche(acc.0.wrapping_add(acc.1));
