@@ -22,30 +22,16 @@ use bindings::exports::carapace::state_machine::machine::Guest as MachineExports
 
 /// The interfaces a component may import: the world's, and nothing else.
 pub const WORLD_IMPORTS: [&str; 5] = [
-    "carapace:state-machine/types@0.3.0",
-    "carapace:state-machine/grid@0.3.0",
-    "carapace:state-machine/clock@0.3.0",
-    "carapace:state-machine/delivery@0.3.0",
-    "carapace:state-machine/log@0.3.0",
+    "carapace:state-machine/types@0.4.0",
+    "carapace:state-machine/grid@0.4.0",
+    "carapace:state-machine/clock@0.4.0",
+    "carapace:state-machine/delivery@0.4.0",
+    "carapace:state-machine/log@0.4.0",
 ];
 
 /// The world's `delivery` interface, which the host links by hand: beginning an op
 /// refills the fuel, which needs the store.
-const DELIVERY_INTERFACE: &str = "carapace:state-machine/delivery@0.3.0";
-
-/// The interface a machine exports.
-const MACHINE_INTERFACE: &str = "carapace:state-machine/machine@0.3.0";
-
-/// The contract's `request`, lowered from a borrowed body.
-#[derive(wasmtime::component::ComponentType, wasmtime::component::Lower)]
-#[component(record)]
-struct RequestRef<'a> {
-    client: types::U128,
-    op: u64,
-    timestamp: u64,
-    operation: u8,
-    body: &'a [u8],
-}
+const DELIVERY_INTERFACE: &str = "carapace:state-machine/delivery@0.4.0";
 
 /// Limits on one guest instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -320,15 +306,10 @@ impl Runtime {
             .map_err(|error| refused("instantiating the component", error))?;
         let bindings = bindings::StateMachine::new(&mut store, &instance)
             .map_err(|error| refused("instantiating the component", error))?;
-        let deliver = instance
-            .get_export_index(&mut store, None, MACHINE_INTERFACE)
-            .and_then(|machine| instance.get_export_index(&mut store, Some(&machine), "deliver"))
-            .and_then(|index| instance.get_func(&mut store, index))
-            .expect("the bindings found every export of `machine`");
         Ok(WasmInstance {
             store,
             bindings,
-            deliver,
+            bodies: Vec::new(),
             fuel_per_call: self.limits.fuel_per_call,
             deadline_ticks: self.limits.deadline_ms.div_ceil(EPOCH_TICK_MS),
         })
@@ -339,9 +320,9 @@ impl Runtime {
 pub struct WasmInstance {
     store: Store<WasmState>,
     bindings: bindings::StateMachine,
-    /// `machine.deliver`, called with [`RequestRef`]s rather than through the bindings,
-    /// whose requests own their bodies: lowering borrowed ones saves a copy of each.
-    deliver: wasmtime::component::Func,
+    /// A delivery's bodies end to end, as `deliver` takes them: kept between deliveries
+    /// so that copying them together allocates nothing.
+    bodies: Vec<u8>,
     fuel_per_call: u64,
     /// Epoch ticks each export call may take (0: no deadline).
     deadline_ticks: u64,
@@ -457,11 +438,9 @@ impl Instance for WasmInstance {
     }
 
     fn deliver(&mut self, requests: &[Request]) -> Result<Step, Fault> {
-        // Lowered straight from the host's requests: each body is copied once, into
-        // the guest's memory.
-        let requests: Vec<_> = requests
+        let headers: Vec<_> = requests
             .iter()
-            .map(|request| RequestRef {
+            .map(|request| types::Request {
                 client: types::U128 {
                     high: (request.client >> 64) as u64,
                     low: request.client as u64,
@@ -469,15 +448,27 @@ impl Instance for WasmInstance {
                 op: request.op,
                 timestamp: request.timestamp,
                 operation: request.operation,
-                body: &request.body,
+                body_size: request.body_size(),
             })
             .collect();
-        let deliver = self.deliver;
-        self.step("deliver", |_, store| {
-            let deliver = deliver
-                .typed::<(&[RequestRef<'_>],), (Result<types::Step, types::Failure>,)>(&*store)?;
-            Ok(deliver.call(store, (&requests,))?.0)
-        })
+        // The bodies cross into the guest in one piece (one allocation there, one copy):
+        // a lone body from where it lies, several copied together first.
+        let mut bodies = std::mem::take(&mut self.bodies);
+        let lowered = match requests {
+            [request] => &request.body[..],
+            _ => {
+                bodies.clear();
+                for request in requests {
+                    bodies.extend_from_slice(&request.body);
+                }
+                &bodies[..]
+            }
+        };
+        let result = self.step("deliver", |exports, store| {
+            exports.call_deliver(store, &headers, lowered)
+        });
+        self.bodies = bodies;
+        result
     }
 
     fn checkpoint(&mut self, op: u64) -> Result<Step, Fault> {

@@ -10,7 +10,7 @@ use carapace_kv::{
     VALUE_SIZE,
 };
 use carapace_sdk::testing::MemoryHost;
-use carapace_sdk::{Failure, Options, Request, Runner, StateMachine};
+use carapace_sdk::{Delivery, Failure, Options, Runner, StateMachine};
 
 type Host = MemoryHost;
 
@@ -52,14 +52,9 @@ impl Machine {
         self.runner.input_valid(operation, body).unwrap();
         let op = self.op + 1;
         let timestamp = 1_000 * op;
-        let request = Request {
-            client: 7,
-            op,
-            timestamp,
-            operation,
-            body: body.to_vec(),
-        };
-        let mut replies = self.host.deliver(&mut self.runner, vec![request]).unwrap();
+        let mut delivery = Delivery::default();
+        delivery.push(7, op, timestamp, operation, body);
+        let mut replies = self.host.deliver(&mut self.runner, delivery).unwrap();
         assert_eq!(replies.len(), 1);
         let reply = replies.pop().unwrap();
         assert!(reply.len() <= self.options.reply_size_limit as usize);
@@ -425,16 +420,11 @@ fn commit_refuses_an_op_it_did_not_prefetch() {
 #[test]
 fn commit_refuses_timestamps_past_2_63() {
     let mut machine = Machine::new(options(&[]));
-    let request = Request {
-        client: 7,
-        op: 1,
-        timestamp: 1 << 63,
-        operation: Operation::Get as u8,
-        body: 5u128.to_le_bytes().to_vec(),
-    };
+    let mut delivery = Delivery::default();
+    delivery.push(7, 1, 1 << 63, Operation::Get as u8, &5u128.to_le_bytes());
     let error = machine
         .host
-        .deliver(&mut machine.runner, vec![request])
+        .deliver(&mut machine.runner, delivery)
         .unwrap_err();
     assert_eq!(
         error,

@@ -14,7 +14,9 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::marker::PhantomData;
 
-use crate::{Context, Failure, Imports, Level, Options, Request, Runner, StateMachine, Step};
+use crate::{
+    Context, Delivery, Failure, Imports, Level, Options, Request, Runner, StateMachine, Step,
+};
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -191,7 +193,7 @@ impl<M: StateMachine> Guest for Component<M> {
         })
     }
 
-    fn deliver(requests: Vec<wit::Request>) -> Result<wit::Step, wit::Failure> {
+    fn deliver(requests: Vec<wit::Request>, bodies: Vec<u8>) -> Result<wit::Step, wit::Failure> {
         let requests = requests
             .into_iter()
             .map(|request| Request {
@@ -199,10 +201,10 @@ impl<M: StateMachine> Guest for Component<M> {
                 op: request.op,
                 timestamp: request.timestamp,
                 operation: request.operation,
-                body: request.body,
+                body_size: request.body_size,
             })
             .collect();
-        step::<M>(|runner| runner.deliver(requests))
+        step::<M>(|runner| runner.deliver(Delivery::new(requests, bodies)?))
     }
 
     fn checkpoint(op: u64) -> Result<wit::Step, wit::Failure> {

@@ -30,4 +30,4 @@ pub mod testing;
 
 pub use failure::Failure;
 pub use io::{Context, Imports, Level};
-pub use machine::{Identity, Options, Request, Runner, StateMachine, Statistic, Step};
+pub use machine::{Delivery, Identity, Options, Request, Runner, StateMachine, Statistic, Step};

@@ -35,8 +35,9 @@ pub struct Options {
     pub settings: Vec<(String, String)>,
 }
 
-/// A committed request, as in the contract's `request`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A committed request, as in the contract's `request`: its body is the next
+/// `body_size` bytes of its [`Delivery`]'s bodies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Request {
     /// The client that sent it.
     pub client: u128,
@@ -46,8 +47,79 @@ pub struct Request {
     pub timestamp: u64,
     /// The machine's operation.
     pub operation: u8,
-    /// The body.
-    pub body: Vec<u8>,
+    /// The size of its body.
+    pub body_size: u32,
+}
+
+/// The committed requests of one delivery, as the contract's `deliver` passes them: the
+/// requests in order, and their bodies end to end in one buffer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    requests: Vec<Request>,
+    bodies: Vec<u8>,
+}
+
+impl Delivery {
+    /// The delivery of `requests` whose bodies are `bodies`, end to end; a protocol
+    /// failure if the requests' body sizes do not add up to the length of `bodies`.
+    pub fn new(requests: Vec<Request>, bodies: Vec<u8>) -> Result<Delivery, Failure> {
+        let sizes: u64 = requests
+            .iter()
+            .map(|request| u64::from(request.body_size))
+            .sum();
+        if sizes != bodies.len() as u64 {
+            return Err(Failure::Protocol(format!(
+                "a delivery's requests have bodies of {sizes} bytes in all, but it brought \
+                 {} bytes of bodies",
+                bodies.len()
+            )));
+        }
+        Ok(Delivery { requests, bodies })
+    }
+
+    /// An empty delivery with room for `requests` requests and `bytes` bytes of bodies.
+    pub fn with_capacity(requests: usize, bytes: usize) -> Delivery {
+        Delivery {
+            requests: Vec::with_capacity(requests),
+            bodies: Vec::with_capacity(bytes),
+        }
+    }
+
+    /// Append a request with its body.
+    ///
+    /// # Panics
+    ///
+    /// If the body is 4 GiB or longer: no contract's request is.
+    pub fn push(&mut self, client: u128, op: u64, timestamp: u64, operation: u8, body: &[u8]) {
+        self.requests.push(Request {
+            client,
+            op,
+            timestamp,
+            operation,
+            body_size: u32::try_from(body.len()).expect("a body under 4 GiB"),
+        });
+        self.bodies.extend_from_slice(body);
+    }
+
+    /// How many requests it holds.
+    pub fn len(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Whether it holds no request.
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_empty()
+    }
+
+    /// Each request with its body, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Request, &[u8])> {
+        let mut rest = &self.bodies[..];
+        self.requests.iter().map(move |request| {
+            let (body, after) = rest.split_at(request.body_size as usize);
+            rest = after;
+            (request, body)
+        })
+    }
 }
 
 /// Where an asynchronous step stands, as in the contract's `step`.
@@ -137,12 +209,12 @@ pub trait StateMachine: Sized + 'static {
 async fn deliver<M: StateMachine>(
     machine: &mut M,
     context: &Context,
-    requests: &[Request],
+    delivery: &Delivery,
 ) -> Result<(), Failure> {
     // One reply buffer for the batch: a commit writes into it, the host copies it out.
     let mut reply = Vec::new();
-    for request in requests {
-        let (op, operation, body) = (request.op, request.operation, &request.body[..]);
+    for (request, body) in delivery.iter() {
+        let (op, operation) = (request.op, request.operation);
         if machine.input_valid(operation, body).is_err() {
             break;
         }
@@ -224,10 +296,10 @@ impl<M: StateMachine> Runner<M> {
 
     /// `deliver`: commit `requests` in order as one step, each op reported to the host
     /// through the context (`due-timer`, `prefetched`, `committed`).
-    pub fn deliver(&mut self, requests: Vec<Request>) -> Result<Step, Failure> {
+    pub fn deliver(&mut self, delivery: Delivery) -> Result<Step, Failure> {
         let context = self.context.clone();
         self.start(move |mut machine| async move {
-            let result = deliver(&mut machine, &context, &requests).await;
+            let result = deliver(&mut machine, &context, &delivery).await;
             (machine, result)
         })
     }
@@ -344,5 +416,74 @@ impl<M: StateMachine> Runner<M> {
             Poll::Ready((_, Err(failure))) => Err(failure),
         };
         result.inspect_err(|failure| self.state = State::Failed(failure.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(op: u64, body_size: u32) -> Request {
+        Request {
+            client: 7,
+            op,
+            timestamp: 10 * op,
+            operation: 1,
+            body_size,
+        }
+    }
+
+    #[test]
+    fn a_delivery_hands_each_request_its_own_body() {
+        let mut delivery = Delivery::default();
+        delivery.push(7, 1, 10, 1, b"first");
+        delivery.push(7, 2, 20, 1, b"");
+        delivery.push(7, 3, 30, 2, b"third body");
+        let bodies: Vec<(u64, &[u8])> = delivery
+            .iter()
+            .map(|(request, body)| (request.op, body))
+            .collect();
+        assert_eq!(
+            bodies,
+            [(1, &b"first"[..]), (2, &b""[..]), (3, &b"third body"[..])]
+        );
+        let rebuilt = Delivery::new(
+            vec![request(1, 5), request(2, 0), {
+                let mut third = request(3, 10);
+                third.operation = 2;
+                third
+            }],
+            b"firstthird body".to_vec(),
+        )
+        .unwrap();
+        assert_eq!(rebuilt, delivery);
+        assert_eq!(rebuilt.len(), 3);
+    }
+
+    #[test]
+    fn a_delivery_whose_body_sizes_do_not_add_up_is_a_protocol_failure() {
+        for (sizes, bodies) in [
+            (&[3, 4][..], &b"abcdef"[..]),
+            (&[3, 4][..], &b"abcdefgh"[..]),
+            (&[][..], &b"x"[..]),
+            (&[u32::MAX, u32::MAX][..], &b""[..]),
+        ] {
+            let requests = sizes
+                .iter()
+                .enumerate()
+                .map(|(index, &size)| request(index as u64 + 1, size))
+                .collect();
+            let error = Delivery::new(requests, bodies.to_vec()).unwrap_err();
+            let total: u64 = sizes.iter().map(|&size| u64::from(size)).sum();
+            assert_eq!(
+                error,
+                Failure::Protocol(format!(
+                    "a delivery's requests have bodies of {total} bytes in all, but it \
+                     brought {} bytes of bodies",
+                    bodies.len()
+                ))
+            );
+        }
+        assert!(Delivery::new(Vec::new(), Vec::new()).unwrap().is_empty());
     }
 }

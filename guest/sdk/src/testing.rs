@@ -15,7 +15,7 @@ use std::pin::pin;
 use std::rc::Rc;
 use std::task::{Context as TaskContext, Poll, Waker};
 
-use crate::{Context, Failure, Imports, Level, Request, Runner, StateMachine, Step};
+use crate::{Context, Delivery, Failure, Imports, Level, Runner, StateMachine, Step};
 
 /// SplitMix64 (Steele, Lea and Flood, 2014), for seeded test inputs: the generator the
 /// host uses for its own choices, with no dependency.
@@ -94,14 +94,14 @@ impl MemoryHost {
         Context::new(Box::new(self.clone()))
     }
 
-    /// Deliver `requests` to `runner` and complete I/O until the delivery is done;
+    /// Deliver `delivery` to `runner` and complete I/O until the delivery is done;
     /// returns the replies of the ops it committed.
     pub fn deliver<M: StateMachine>(
         &self,
         runner: &mut Runner<M>,
-        requests: Vec<Request>,
+        delivery: Delivery,
     ) -> Result<Vec<Vec<u8>>, Failure> {
-        let step = runner.deliver(requests);
+        let step = runner.deliver(delivery);
         self.drive(runner, step)?;
         Ok(std::mem::take(&mut self.state.borrow_mut().replies))
     }

@@ -133,6 +133,18 @@ pub struct Request {
     pub body: Vec<u8>,
 }
 
+impl Request {
+    /// The body's size, as the contract's `request` carries it.
+    ///
+    /// # Panics
+    ///
+    /// If the body is 4 GiB or longer; a replica refuses any body over the batch size
+    /// limit, a `u32`, before it delivers it.
+    pub fn body_size(&self) -> u32 {
+        u32::try_from(self.body.len()).expect("a delivered body is under 4 GiB")
+    }
+}
+
 /// A state machine instance, as the host drives it. Every method is one export call;
 /// an `Err` is a [`Fault`] and leaves the instance unusable.
 pub trait Instance {

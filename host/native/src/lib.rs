@@ -182,17 +182,18 @@ impl<M: StateMachine> Instance for NativeInstance<M> {
     }
 
     fn deliver(&mut self, requests: &[Request]) -> Result<Step, Fault> {
-        let requests = requests
-            .iter()
-            .map(|request| carapace_sdk::Request {
-                client: request.client,
-                op: request.op,
-                timestamp: request.timestamp,
-                operation: request.operation,
-                body: request.body.clone(),
-            })
-            .collect();
-        let result = self.runner()?.deliver(requests);
+        let bytes = requests.iter().map(|request| request.body.len()).sum();
+        let mut delivery = carapace_sdk::Delivery::with_capacity(requests.len(), bytes);
+        for request in requests {
+            delivery.push(
+                request.client,
+                request.op,
+                request.timestamp,
+                request.operation,
+                &request.body,
+            );
+        }
+        let result = self.runner()?.deliver(delivery);
         self.step(result)
     }
 

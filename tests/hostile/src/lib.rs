@@ -15,6 +15,12 @@ wit_bindgen::generate!({
 });
 
 use carapace::state_machine::types::{Failure, Identity, Level, Options, Request, Statistic, Step};
+
+/// An op of the delivery in flight, with its body.
+struct Queued {
+    op: u64,
+    body: Vec<u8>,
+}
 use carapace::state_machine::{clock, delivery, grid, log};
 use exports::carapace::state_machine::machine::Guest;
 
@@ -99,9 +105,9 @@ thread_local! {
     static TRAP_ON_READ_DONE: Cell<bool> = const { Cell::new(false) };
     static HUGE_STATE: Cell<bool> = const { Cell::new(false) };
     /// The requests of the delivery in flight not yet begun.
-    static QUEUE: RefCell<VecDeque<Request>> = const { RefCell::new(VecDeque::new()) };
+    static QUEUE: RefCell<VecDeque<Queued>> = const { RefCell::new(VecDeque::new()) };
     /// The request whose prefetch is waiting for its reads.
-    static PREFETCHING: RefCell<Option<Request>> = const { RefCell::new(None) };
+    static PREFETCHING: RefCell<Option<Queued>> = const { RefCell::new(None) };
 }
 
 /// Recursion without end, on purpose: the stack limit must stop it.
@@ -254,8 +260,20 @@ impl Guest for Hostile {
         Ok(())
     }
 
-    fn deliver(requests: Vec<Request>) -> Result<Step, Failure> {
-        QUEUE.set(requests.into());
+    fn deliver(requests: Vec<Request>, bodies: Vec<u8>) -> Result<Step, Failure> {
+        let mut rest = &bodies[..];
+        let queue = requests
+            .iter()
+            .map(|request| {
+                let (body, after) = rest.split_at(request.body_size as usize);
+                rest = after;
+                Queued {
+                    op: request.op,
+                    body: body.to_vec(),
+                }
+            })
+            .collect();
+        QUEUE.set(queue);
         Hostile::run()
     }
 

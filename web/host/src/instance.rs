@@ -293,7 +293,7 @@ impl Instance for JsInstance {
     }
 
     fn deliver(&mut self, requests: &[Request]) -> Result<Step, Fault> {
-        let requests: Array = requests
+        let headers: Array = requests
             .iter()
             .map(|request| {
                 let client = js_sys::Object::new();
@@ -304,11 +304,15 @@ impl Instance for JsInstance {
                 set(&record, "op", big(request.op));
                 set(&record, "timestamp", big(request.timestamp));
                 set(&record, "operation", request.operation.into());
-                set(&record, "body", bytes(&request.body));
+                set(&record, "bodySize", request.body_size().into());
                 JsValue::from(record)
             })
             .collect();
-        self.step("deliver", &[requests.into()])
+        let bodies: Vec<u8> = requests
+            .iter()
+            .flat_map(|request| request.body.iter().copied())
+            .collect();
+        self.step("deliver", &[headers.into(), bytes(&bodies)])
     }
 
     fn checkpoint(&mut self, op: u64) -> Result<Step, Fault> {
