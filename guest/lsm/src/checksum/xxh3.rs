@@ -384,9 +384,8 @@ mod kernel {
 mod kernel {
     use super::{INITIAL, PRIME32_1, SECRET, STRIPE};
     use core::arch::wasm32::{
-        i32x4_shuffle, i64x2_add, i64x2_mul, i64x2_shuffle, u64x2, u64x2_extmul_high_u32x4,
-        u64x2_extmul_low_u32x4, u64x2_extract_lane, u64x2_shr, u64x2_splat, v128, v128_load,
-        v128_xor,
+        i32x4_shuffle, i64x2_add, i64x2_mul, i64x2_shuffle, u64x2, u64x2_extmul_low_u32x4,
+        u64x2_extract_lane, u64x2_shr, u64x2_splat, v128, v128_load, v128_xor,
     };
 
     /// The eight accumulators.
@@ -411,22 +410,20 @@ mod kernel {
         #[inline(always)]
         pub(super) fn stripe_with(&mut self, stripe: &[u8], secret: usize) {
             let stripe: &[u8; STRIPE] = stripe.try_into().unwrap();
-            for pair in 0..2 {
-                let (a, b) = (2 * pair, 2 * pair + 1);
-                let data_a = load(stripe, 16 * a);
-                let data_b = load(stripe, 16 * b);
-                let key_a = v128_xor(data_a, load(&SECRET, secret + 16 * a));
-                let key_b = v128_xor(data_b, load(&SECRET, secret + 16 * b));
-                // Each 64-bit lane's low half times its high half, two vectors at once.
-                let low = i32x4_shuffle::<0, 2, 4, 6>(key_a, key_b);
-                let high = i32x4_shuffle::<1, 3, 5, 7>(key_a, key_b);
-                let product_a = u64x2_extmul_low_u32x4(low, high);
-                let product_b = u64x2_extmul_high_u32x4(low, high);
+            for (index, lanes) in self.0.iter_mut().enumerate() {
+                let data = load(stripe, 16 * index);
+                let key = v128_xor(data, load(&SECRET, secret + 16 * index));
+                // Each 64-bit lane's low half times its high half: the low halves to
+                // lanes 0 and 1, the high halves beside them. Each vector on its own, so
+                // that no value outlives its vector (pairing two vectors to share the
+                // shuffles let LLVM order all loads first, and Cranelift then spilled
+                // them).
+                let halves = i32x4_shuffle::<0, 2, 1, 3>(key, key);
+                let high_halves = i64x2_shuffle::<1, 0>(halves, halves);
+                let product = u64x2_extmul_low_u32x4(halves, high_halves);
                 // A lane's data goes to its neighbour.
-                let swapped_a = i64x2_shuffle::<1, 0>(data_a, data_a);
-                let swapped_b = i64x2_shuffle::<1, 0>(data_b, data_b);
-                self.0[a] = i64x2_add(self.0[a], i64x2_add(product_a, swapped_a));
-                self.0[b] = i64x2_add(self.0[b], i64x2_add(product_b, swapped_b));
+                let swapped = i64x2_shuffle::<1, 0>(data, data);
+                *lanes = i64x2_add(*lanes, i64x2_add(product, swapped));
             }
         }
 
