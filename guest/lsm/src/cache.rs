@@ -33,15 +33,28 @@ pub struct BlockCache {
     blocks: Vec<u8>,
 }
 
+/// `hash`'s high 32 bits, its best mixed, scaled from `0..2^32` down to `0..range`
+/// (Lemire's fast range reduction) in one 64-bit product: a 128-bit one is a call to
+/// `__multi3` of ~100 instructions in wasm, and LLVM turns one assembled from 32-bit
+/// halves back into that call.
+fn scale_to(hash: u64, range: u32) -> u64 {
+    ((hash >> 32) * u64::from(range)) >> 32
+}
+
 /// A way that has not held a block yet.
 const NO_SLOT: u32 = u32::MAX;
 
 impl BlockCache {
     /// A cache of at most `capacity_blocks` blocks (rounded down to whole sets; zero
     /// disables it).
+    ///
+    /// # Panics
+    ///
+    /// If that is 2^32 sets or more.
     pub fn new(block_size: usize, capacity_blocks: usize) -> BlockCache {
         let ways = capacity_blocks.clamp(1, WAYS_MAX);
         let sets = capacity_blocks / ways;
+        assert!(u32::try_from(sets).is_ok(), "a cache of under 2^32 sets");
         BlockCache {
             block_size,
             ways,
@@ -62,7 +75,7 @@ impl BlockCache {
     fn set_of(&self, address: u64) -> usize {
         // Fibonacci hashing spreads consecutive addresses over the sets.
         let hash = address.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        ((u128::from(hash) * self.sets as u128) >> 64) as usize
+        scale_to(hash, self.sets as u32) as usize
     }
 
     fn find(&self, address: u64) -> Option<usize> {
@@ -142,6 +155,22 @@ mod tests {
 
     fn block(fill: u8) -> Vec<u8> {
         vec![fill; 64]
+    }
+
+    #[test]
+    fn scale_to_maps_the_high_half_onto_the_range_in_order() {
+        let mut prng = carapace_sdk::testing::SplitMix64::new(7);
+        for _ in 0..10_000 {
+            let (hash, range) = (prng.next_u64(), (prng.next_u64() as u32).max(1));
+            for range in [range, u32::MAX, 1] {
+                let expected = (u128::from(hash >> 32) * u128::from(range)) >> 32;
+                assert_eq!(u128::from(scale_to(hash, range)), expected);
+                assert!(scale_to(hash, range) < u64::from(range));
+            }
+        }
+        assert_eq!(scale_to(u64::MAX, 16), 15);
+        assert_eq!(scale_to((1 << 32) - 1, 16), 0);
+        assert_eq!(scale_to(1 << 63, 16), 8);
     }
 
     #[test]

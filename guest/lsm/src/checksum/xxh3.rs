@@ -178,15 +178,17 @@ fn multiply_wide(a: u64, b: u64) -> (u64, u64) {
 #[inline(always)]
 fn multiply_wide(a: u64, b: u64) -> (u64, u64) {
     use core::arch::wasm32::{
-        i32x4_shuffle, u64x2_extmul_high_u32x4, u64x2_extmul_low_u32x4, u64x2_extract_lane,
-        u64x2_splat,
+        i32x4_shuffle, u64x2_extmul_low_u32x4, u64x2_extract_lane, u64x2_splat,
     };
-    // a's halves twice over, against b's low half twice and then its high half twice.
+    // a's halves (lanes 0 and 1), against b's low half twice and then its high half
+    // twice. Both products are `extmul_low`s: Cranelift makes one a shuffle and a
+    // `pmuludq`, but an `extmul_high` a full 64-bit multiply of three.
     let a_halves = u64x2_splat(a);
     let b_splat = u64x2_splat(b);
-    let b_halves = i32x4_shuffle::<0, 0, 1, 1>(b_splat, b_splat);
-    let by_b_low = u64x2_extmul_low_u32x4(a_halves, b_halves);
-    let by_b_high = u64x2_extmul_high_u32x4(a_halves, b_halves);
+    let b_low_twice = i32x4_shuffle::<0, 0, 0, 0>(b_splat, b_splat);
+    let b_high_twice = i32x4_shuffle::<1, 1, 1, 1>(b_splat, b_splat);
+    let by_b_low = u64x2_extmul_low_u32x4(a_halves, b_low_twice);
+    let by_b_high = u64x2_extmul_low_u32x4(a_halves, b_high_twice);
     combine_products(
         u64x2_extract_lane::<0>(by_b_low),
         u64x2_extract_lane::<1>(by_b_low),
