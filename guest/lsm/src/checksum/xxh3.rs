@@ -5,7 +5,7 @@
 //! 128-bit multiply of ~100 instructions, eight of them for a 97-byte input; here they
 //! are four 32-bit products inline ([`fold64`]). Its streaming hasher consumes a long
 //! input four stripes (256 bytes) a call, reloading its accumulators each time; under
-//! fuel that costs ~1.7 instructions a byte, against ~1.0 here, where a block of 16
+//! fuel that costs ~1.7 instructions a byte, against ~0.9 here, where a block of 16
 //! stripes is one straight run and the accumulators stay in locals. The two parts let
 //! echo hash a request's header and body as one input without copying the body next to
 //! the header. The results are XXH3's: tests check them against xxhash-rust at every
