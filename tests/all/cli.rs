@@ -445,6 +445,8 @@ fn bench_matrix_quick_runs_every_cell_and_writes_a_chart() {
         "bench",
         "--matrix",
         "--quick",
+        "--rounds",
+        "2",
         "--json",
         "--chart",
         chart.to_str().unwrap(),
@@ -461,6 +463,16 @@ fn bench_matrix_quick_runs_every_cell_and_writes_a_chart() {
         assert!(cell["ops"].as_u64().unwrap() > 0, "{cell}");
         assert!(cell["ops_per_second"].as_f64().unwrap() > 0.0, "{cell}");
         assert!(cell["latency_p99_us"].as_f64() >= cell["latency_p50_us"].as_f64());
+        // Each cell is its fastest round of two.
+        let rounds: Vec<f64> = cell["rounds_ops_per_second"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|rate| rate.as_f64().unwrap())
+            .collect();
+        assert_eq!(rounds.len(), 2, "{cell}");
+        let fastest = rounds.iter().copied().fold(0.0, f64::max);
+        assert_eq!(cell["ops_per_second"].as_f64().unwrap(), fastest, "{cell}");
     }
     for ratios in report["ratios"].as_array().unwrap() {
         assert!(
@@ -484,6 +496,12 @@ fn bench_matrix_quick_runs_every_cell_and_writes_a_chart() {
         error.contains("--matrix measures the echo machine"),
         "{error}"
     );
+    for rounds in ["0", "101", "three"] {
+        let error = error_of(&["bench", "--matrix", "--quick", "--rounds", rounds]);
+        assert!(error.contains("--rounds"), "{rounds}: {error}");
+    }
+    let error = error_of(&["bench", "--rounds", "2"]);
+    assert!(error.contains("--matrix"), "{error}");
     // A body size would be ignored by the matrix, which measures its own.
     let error = error_of(&["bench", "--matrix", "--quick", "--body-size", "64"]);
     assert!(

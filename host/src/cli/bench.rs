@@ -33,6 +33,17 @@ pub struct BenchCommand {
     /// With `--matrix`: few ops per cell, to show it works (no figure is meaningful).
     #[arg(long, requires = "matrix")]
     quick: bool,
+    /// With `--matrix`: run every cell this many times, the engines of a body size taking
+    /// turns, and report each cell's fastest round: interference from the rest of the
+    /// machine only ever slows a round down. Every round must reach the same checkpoint.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 3,
+        value_parser = clap::value_parser!(u32).range(1..=100),
+        requires = "matrix"
+    )]
+    rounds: u32,
     /// With `--matrix`: where to write the SVG chart of ops/s against body size.
     #[arg(
         long,
@@ -215,8 +226,8 @@ impl BenchCommand {
              ~1 MiB); without --matrix, --body-size measures one size"
         );
         let runs = (matrix::BODY_SIZES.len() * matrix::SUBJECTS.len()) as u64;
-        let bar = super::progress_bar(runs, "runs");
-        let cells = matrix::run_matrix(self.quick, &bar)?;
+        let bar = super::progress_bar(runs * u64::from(self.rounds), "runs");
+        let cells = matrix::run_matrix(self.quick, self.rounds, &bar)?;
         bar.finish_and_clear();
         let memcpy = matrix::memcpy_rate(*matrix::BODY_SIZES.last().unwrap() as usize);
         matrix::write_chart(&self.chart, &cells)?;

@@ -103,6 +103,9 @@ pub struct Cell {
     pub latency_p99: Duration,
     /// The last checkpoint's op and id, for engines that take them.
     pub checkpoint: Option<(u64, u128)>,
+    /// The ops/s of every round of this cell, in order; the cell's own figures are the
+    /// fastest round's.
+    pub rounds: Vec<f64>,
 }
 
 impl Cell {
@@ -128,6 +131,7 @@ impl Cell {
             "latency_p50_us": self.latency_p50.as_secs_f64() * 1e6,
             "latency_p99_us": self.latency_p99.as_secs_f64() * 1e6,
             "checkpoint": super::bench::checkpoint_json(self.checkpoint),
+            "rounds_ops_per_second": self.rounds,
         })
     }
 }
@@ -267,6 +271,7 @@ impl Engines {
             latency_p50,
             latency_p99,
             checkpoint,
+            rounds: Vec::new(),
         })
     }
 
@@ -316,35 +321,39 @@ impl Timed {
     }
 }
 
-/// Run the whole matrix, moving `bar` after each cell.
-pub fn run_matrix(quick: bool, bar: &indicatif::ProgressBar) -> Result<Vec<Cell>> {
+/// Run the whole matrix `rounds` times over, moving `bar` after each cell's round: each
+/// round runs every subject of a body size once, in turn, so that a slow spell of the
+/// machine falls on one round of several subjects rather than on every round of one.
+/// Each cell keeps its fastest round. Every round of a subject must reach the same
+/// checkpoint, and native and wasm the same as each other.
+pub fn run_matrix(quick: bool, rounds: u32, bar: &indicatif::ProgressBar) -> Result<Vec<Cell>> {
     let engines = Engines::load()?;
     let mut cells = Vec::new();
     for body_size in BODY_SIZES {
         let requests = requests(body_size, ops_for(body_size, quick));
-        for (engine, storage) in SUBJECTS {
-            let cell = engines
-                .run(engine, storage, body_size, &requests)
-                .with_context(|| {
+        let mut fastest: Vec<Option<Cell>> = vec![None; SUBJECTS.len()];
+        for _ in 0..rounds {
+            for ((engine, storage), fastest) in SUBJECTS.into_iter().zip(&mut fastest) {
+                let what = || {
                     format!(
                         "{} over {} with bodies of {body_size} bytes",
                         engine.name(),
                         storage.name()
                     )
-                })?;
-            bar.inc(1);
-            cells.push(cell);
+                };
+                let cell = engines
+                    .run(engine, storage, body_size, &requests)
+                    .with_context(what)?;
+                bar.inc(1);
+                *fastest = Some(keep_fastest(fastest.take(), cell).with_context(what)?);
+            }
         }
+        let fastest = fastest.into_iter().flatten();
+        let first = cells.len();
+        cells.extend(fastest);
         for storage in [Storage::Memory, Storage::DataDirectory] {
             let checkpoint = |engine| {
-                cells
-                    .iter()
-                    .find(|cell| {
-                        cell.engine == engine
-                            && cell.storage == storage
-                            && cell.body_size == body_size
-                    })
-                    .and_then(|cell| cell.checkpoint)
+                find(&cells[first..], engine, storage, body_size).and_then(|cell| cell.checkpoint)
             };
             ensure!(
                 checkpoint(Engine::Native) == checkpoint(Engine::Wasm),
@@ -354,6 +363,27 @@ pub fn run_matrix(quick: bool, bar: &indicatif::ProgressBar) -> Result<Vec<Cell>
         }
     }
     Ok(cells)
+}
+
+/// The faster of a cell's fastest round so far and its new round `cell`, with the new
+/// round's rate recorded; an error if the two rounds reached different checkpoints.
+fn keep_fastest(so_far: Option<Cell>, mut cell: Cell) -> Result<Cell> {
+    let Some(mut so_far) = so_far else {
+        cell.rounds = vec![cell.ops_per_second()];
+        return Ok(cell);
+    };
+    ensure!(
+        so_far.checkpoint == cell.checkpoint,
+        "two rounds reached different checkpoints: {:?} and {:?}",
+        so_far.checkpoint,
+        cell.checkpoint
+    );
+    so_far.rounds.push(cell.ops_per_second());
+    if cell.elapsed < so_far.elapsed {
+        cell.rounds = std::mem::take(&mut so_far.rounds);
+        return Ok(cell);
+    }
+    Ok(so_far)
 }
 
 /// The rate of a plain memory copy of `size` bytes, in bytes per second: the ceiling
@@ -456,6 +486,17 @@ pub fn print(out: &mut dyn std::io::Write, cells: &[Cell], memcpy: f64) -> Resul
             )
         )?;
     }
+    if let Some((spread, widest)) = widest_spread(cells) {
+        say!(
+            out,
+            "== each cell is the fastest of {} rounds; the widest spread, fastest over \
+             slowest round: {spread:.2} ({} {} over {})",
+            widest.rounds.len(),
+            size_label(widest.body_size),
+            widest.engine.name(),
+            widest.storage.name()
+        )?;
+    }
     say!(
         out,
         "== memcpy of {}: {:.1} GB/s, in the same run",
@@ -463,6 +504,19 @@ pub fn print(out: &mut dyn std::io::Write, cells: &[Cell], memcpy: f64) -> Resul
         memcpy / 1e9
     )?;
     Ok(())
+}
+
+/// The largest ratio of a cell's fastest round to its slowest, and its cell: how much
+/// the machine's noise moved one cell's rate in this run.
+fn widest_spread(cells: &[Cell]) -> Option<(f64, &Cell)> {
+    cells
+        .iter()
+        .filter_map(|cell| {
+            let fastest = cell.rounds.iter().copied().reduce(f64::max)?;
+            let slowest = cell.rounds.iter().copied().reduce(f64::min)?;
+            Some((fastest / slowest.max(1e-9), cell))
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0))
 }
 
 /// `64 B`, `1 KiB`, `1 MiB`: the largest body is labelled by its order.
