@@ -563,3 +563,59 @@ impl log::Host for WasmState {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machines::{ECHO_COMPONENT, default_options};
+    use carapace_core::imports::IoOrder;
+    use carapace_core::storage::MemoryStorage;
+
+    /// The echo component, initialized: the adapter checks a delivery's bodies before
+    /// the machine sees it, open or not.
+    fn echo() -> WasmInstance {
+        let runtime = Runtime::new(Limits::default()).unwrap();
+        let component = runtime.load(ECHO_COMPONENT).unwrap();
+        let options = default_options();
+        let imports = HostImports::new(
+            Box::new(MemoryStorage::new()),
+            options.block_size,
+            options.block_count,
+            IoOrder::Fifo,
+        );
+        let mut instance = runtime.instantiate(&component, imports).unwrap();
+        instance.init(&options).unwrap();
+        instance
+    }
+
+    #[test]
+    fn a_delivery_whose_body_sizes_do_not_add_up_is_the_machines_protocol_failure() {
+        // The host's own `deliver` cannot send such a delivery: the export is called
+        // by hand, as another host could.
+        for (body_size, bodies) in [(8, &[0_u8; 3][..]), (2, &[0_u8; 3][..])] {
+            let mut instance = echo();
+            let request = types::Request {
+                client: types::U128 { high: 0, low: 7 },
+                op: 1,
+                timestamp: 1,
+                operation: 1,
+                body_size,
+            };
+            let fault = instance
+                .step("deliver", |exports, store| {
+                    exports.call_deliver(store, &[request], bodies)
+                })
+                .unwrap_err();
+            assert_eq!(
+                fault,
+                Fault::Failure {
+                    kind: FailureKind::Protocol,
+                    message: format!(
+                        "a delivery's requests have bodies of {body_size} bytes in all, but \
+                         it brought 3 bytes of bodies"
+                    ),
+                }
+            );
+        }
+    }
+}
