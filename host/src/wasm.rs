@@ -4,7 +4,9 @@
 
 use carapace_core::error::{Error, FailureKind, Fault, Result};
 use carapace_core::imports::{HostImports, Level, Violation};
-use carapace_core::instance::{Identity, Instance, Options, Request, Statistic, Step};
+use carapace_core::instance::{
+    Identity, Instance, Options, Request, Statistic, Step, bodies_end_to_end,
+};
 pub use wasmtime::component::Component;
 use wasmtime::component::{HasSelf, Linker, WasmList};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreContextMut};
@@ -451,19 +453,9 @@ impl Instance for WasmInstance {
                 body_size: request.body_size(),
             })
             .collect();
-        // The bodies cross into the guest in one piece (one allocation there, one copy):
-        // a lone body from where it lies, several copied together first.
+        // The bodies cross into the guest in one piece: one allocation there, one copy.
         let mut bodies = std::mem::take(&mut self.bodies);
-        let lowered = match requests {
-            [request] => &request.body[..],
-            _ => {
-                bodies.clear();
-                for request in requests {
-                    bodies.extend_from_slice(&request.body);
-                }
-                &bodies[..]
-            }
-        };
+        let lowered = bodies_end_to_end(requests, &mut bodies);
         let result = self.step("deliver", |exports, store| {
             exports.call_deliver(store, &headers, lowered)
         });

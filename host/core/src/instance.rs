@@ -145,6 +145,20 @@ impl Request {
     }
 }
 
+/// The bodies of `requests` end to end, as the contract's `deliver` takes them: a lone
+/// body where it lies, several copied together into `buffer` (cleared first; a caller
+/// that keeps it between deliveries allocates nothing once it has grown).
+pub fn bodies_end_to_end<'a>(requests: &'a [Request], buffer: &'a mut Vec<u8>) -> &'a [u8] {
+    if let [request] = requests {
+        return &request.body;
+    }
+    buffer.clear();
+    for request in requests {
+        buffer.extend_from_slice(&request.body);
+    }
+    buffer
+}
+
 /// A state machine instance, as the host drives it. Every method is one export call;
 /// an `Err` is a [`Fault`] and leaves the instance unusable.
 pub trait Instance {
@@ -188,5 +202,35 @@ impl dyn Instance + '_ {
             result = Some(action(imports));
         });
         result.expect("the instance ran the action")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(op: u64, body: &[u8]) -> Request {
+        Request {
+            client: 7,
+            op,
+            timestamp: op,
+            operation: 1,
+            body: body.to_vec(),
+        }
+    }
+
+    #[test]
+    fn bodies_end_to_end_copies_only_when_there_are_several() {
+        let mut buffer = b"left over from the last delivery".to_vec();
+        let lone = [request(1, b"alone")];
+        let bodies = bodies_end_to_end(&lone, &mut buffer);
+        assert_eq!(bodies, b"alone");
+        assert!(
+            std::ptr::eq(bodies, &lone[0].body[..]),
+            "a lone body is not copied"
+        );
+        let several = [request(1, b"ab"), request(2, b""), request(3, b"cde")];
+        assert_eq!(bodies_end_to_end(&several, &mut buffer), b"abcde");
+        assert_eq!(bodies_end_to_end(&[], &mut buffer), b"");
     }
 }

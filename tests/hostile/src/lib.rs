@@ -15,14 +15,14 @@ wit_bindgen::generate!({
 });
 
 use carapace::state_machine::types::{Failure, Identity, Level, Options, Request, Statistic, Step};
+use carapace::state_machine::{clock, delivery, grid, log};
+use exports::carapace::state_machine::machine::Guest;
 
 /// An op of the delivery in flight, with its body.
 struct Queued {
     op: u64,
     body: Vec<u8>,
 }
-use carapace::state_machine::{clock, delivery, grid, log};
-use exports::carapace::state_machine::machine::Guest;
 
 /// What a request asks the guest to do wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,7 +11,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use carapace_core::imports::{HostImports, Level};
-use carapace_core::instance::{Identity, Instance, Options, Request, Statistic, Step};
+use carapace_core::instance::{
+    Identity, Instance, Options, Request, Statistic, Step, bodies_end_to_end,
+};
 use carapace_core::{Error, FailureKind, Fault, Result};
 use js_sys::{Array, BigInt, Function, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
@@ -308,11 +310,8 @@ impl Instance for JsInstance {
                 JsValue::from(record)
             })
             .collect();
-        let bodies: Vec<u8> = requests
-            .iter()
-            .flat_map(|request| request.body.iter().copied())
-            .collect();
-        self.step("deliver", &[headers.into(), bytes(&bodies)])
+        let bodies = bytes(bodies_end_to_end(requests, &mut Vec::new()));
+        self.step("deliver", &[headers.into(), bodies])
     }
 
     fn checkpoint(&mut self, op: u64) -> Result<Step, Fault> {

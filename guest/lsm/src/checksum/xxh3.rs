@@ -508,13 +508,8 @@ mod tests {
 
     #[test]
     fn wide_multiply_by_halves_equals_the_128_bit_product() {
-        let mut value = 0x9E37_79B9_7F4A_7C15_u64;
-        let mut next = || {
-            value = value
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1);
-            value
-        };
+        let mut prng = carapace_sdk::testing::SplitMix64::new(0x9E37_79B9_7F4A_7C15);
+        let mut next = || prng.next_u64();
         let edges = [0, 1, 0xFFFF_FFFF, 1 << 32, u64::MAX, u64::MAX - 1];
         let pairs = edges
             .iter()
