@@ -49,7 +49,7 @@ function factory(name) {
     };
     const importObject = {};
     for (const [key, value] of Object.entries(interfaces)) {
-      importObject[`carapace:state-machine/${key}@0.4.0`] = value;
+      importObject[`carapace:state-machine/${key}@0.5.0`] = value;
       importObject[`carapace:state-machine/${key}`] = value;
     }
     return glue[name].instantiate((path) => compiled[name][path], importObject).machine;

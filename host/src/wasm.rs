@@ -24,28 +24,32 @@ use bindings::exports::carapace::state_machine::machine::Guest as MachineExports
 
 /// The interfaces a component may import: the world's, and nothing else.
 pub const WORLD_IMPORTS: [&str; 5] = [
-    "carapace:state-machine/types@0.4.0",
-    "carapace:state-machine/grid@0.4.0",
-    "carapace:state-machine/clock@0.4.0",
-    "carapace:state-machine/delivery@0.4.0",
-    "carapace:state-machine/log@0.4.0",
+    "carapace:state-machine/types@0.5.0",
+    "carapace:state-machine/grid@0.5.0",
+    "carapace:state-machine/clock@0.5.0",
+    "carapace:state-machine/delivery@0.5.0",
+    "carapace:state-machine/log@0.5.0",
 ];
 
-/// The world's `delivery` interface, which the host links by hand: beginning an op
-/// refills the fuel, which needs the store.
-const DELIVERY_INTERFACE: &str = "carapace:state-machine/delivery@0.4.0";
+/// The world's `delivery` interface, which the host links by hand: beginning an op (at
+/// `due-timer` or `prefetched`) refills the fuel, which needs the store.
+const DELIVERY_INTERFACE: &str = "carapace:state-machine/delivery@0.5.0";
 
 /// Limits on one guest instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Fuel for one export call, or for one asynchronous step with all the completion
     /// callbacks that finish it (they do not refill it, so a step that keeps asking for
-    /// I/O runs out); in a delivery, for each op from its first `due-timer` on, so that
-    /// a batch of ops has as much per op as one op alone. Deterministic: the same call
-    /// on the same state uses the same fuel, so running out is reproducible, unlike a
-    /// wall-clock timeout. 0 turns fuel metering off: faster (`carapace bench` measures
-    /// by how much), but a guest that loops is then stopped only by the deadline, a
-    /// host fault, never as a poison op.
+    /// I/O runs out). In deliveries, for each op: from the report that begins it (its
+    /// first `due-timer`, or else its `prefetched`) to the one that begins the next,
+    /// carried across calls, so that an op has the same budget for the same work
+    /// however the ops are batched (but for the few instructions with which a call
+    /// starts and ends); the first delivery after `open` or a checkpoint starts full, so
+    /// a restart from a checkpoint budgets as the first run did. Deterministic: the same
+    /// work on the same state uses the same fuel, so running out is reproducible, unlike
+    /// a wall-clock timeout. 0 turns fuel metering off: faster (`carapace bench`
+    /// measures by how much), but a guest that loops is then stopped only by the
+    /// deadline, a host fault, never as a poison op.
     pub fuel_per_call: u64,
     /// Linear memory a guest may grow to, in bytes, all its memories together; a
     /// growth past it traps (deterministically: the limit is on the size asked for).
@@ -209,8 +213,12 @@ fn link_imports(engine: &Engine, fuel_per_op: u64) -> wasmtime::Result<Linker<Wa
     )?;
     delivery.func_wrap(
         "prefetched",
-        |mut store: StoreContextMut<'_, WasmState>, (op,): (u64,)| {
-            store.data_mut().imports.prefetched(op).map_err(trap)
+        move |mut store: StoreContextMut<'_, WasmState>, (op,): (u64,)| {
+            let began = store.data_mut().imports.prefetched(op).map_err(trap)?;
+            if began && fuel_per_op > 0 {
+                store.set_fuel(fuel_per_op)?;
+            }
+            Ok(())
         },
     )?;
     delivery.func_wrap(
@@ -313,6 +321,7 @@ impl Runtime {
             bindings,
             bodies: Vec::new(),
             fuel_per_call: self.limits.fuel_per_call,
+            full_tank_to_deliver: true,
             deadline_ticks: self.limits.deadline_ms.div_ceil(EPOCH_TICK_MS),
         })
     }
@@ -326,6 +335,9 @@ pub struct WasmInstance {
     /// so that copying them together allocates nothing.
     bodies: Vec<u8>,
     fuel_per_call: u64,
+    /// Whether the next `deliver` starts with a full tank: after `open` or a
+    /// checkpoint. Otherwise it goes on with what the last delivery left.
+    full_tank_to_deliver: bool,
     /// Epoch ticks each export call may take (0: no deadline).
     deadline_ticks: u64,
 }
@@ -343,20 +355,14 @@ impl WasmInstance {
         self.store.data().limiter.memory_bytes
     }
 
-    /// Call one export, with a full tank of fuel unless it continues a step (a
-    /// completion callback); a trap or a contract violation during the call becomes a
-    /// [`Fault`].
+    /// Call one export with the fuel [`Limits::fuel_per_call`] gives it; a trap or a
+    /// contract violation during the call becomes a [`Fault`].
     fn call<T>(
         &mut self,
         export: &str,
         call: impl FnOnce(&MachineExports, &mut Store<WasmState>) -> wasmtime::Result<T>,
     ) -> Result<T, Fault> {
-        let continues_step = matches!(export, "read-done" | "write-done");
-        if !continues_step && self.fuel_per_call > 0 {
-            self.store
-                .set_fuel(self.fuel_per_call)
-                .map_err(|error| Fault::Trap(format!("{error:#}")))?;
-        }
+        let tank_to_restore = self.fuel_for(export)?;
         if self.deadline_ticks > 0 {
             self.store.set_epoch_deadline(self.deadline_ticks);
         }
@@ -364,6 +370,9 @@ impl WasmInstance {
             self.bindings.carapace_state_machine_machine(),
             &mut self.store,
         );
+        if let Some(fuel) = tank_to_restore {
+            self.set_fuel(fuel)?;
+        }
         if let Some(violation) = self.store.data_mut().imports.take_violation() {
             return Err(Fault::Violation(violation));
         }
@@ -376,6 +385,41 @@ impl WasmInstance {
             }
             Fault::Trap(format!("{error:#}"))
         })
+    }
+
+    /// Fuel the store for a call of `export`, and say what to put back after it: a
+    /// completion goes on with its step's tank, and a delivery with the last one's,
+    /// unless `open` or a checkpoint came between; `open` and `checkpoint` start full; a
+    /// call outside the steps has a full tank of its own, and leaves the steps' as it
+    /// was.
+    fn fuel_for(&mut self, export: &str) -> Result<Option<u64>, Fault> {
+        if self.fuel_per_call == 0 {
+            return Ok(None);
+        }
+        let full = self.fuel_per_call;
+        match export {
+            "read-done" | "write-done" => Ok(None),
+            "deliver" => {
+                if std::mem::take(&mut self.full_tank_to_deliver) {
+                    self.set_fuel(full)?;
+                }
+                Ok(None)
+            }
+            "open" | "checkpoint" => {
+                self.full_tank_to_deliver = true;
+                self.set_fuel(full)?;
+                Ok(None)
+            }
+            _ => {
+                let steps_tank = self.store.get_fuel().map_err(fuel_fault)?;
+                self.set_fuel(full)?;
+                Ok(Some(steps_tank))
+            }
+        }
+    }
+
+    fn set_fuel(&mut self, fuel: u64) -> Result<(), Fault> {
+        self.store.set_fuel(fuel).map_err(fuel_fault)
     }
 
     fn step(
@@ -392,6 +436,10 @@ impl WasmInstance {
             Err(failure) => Err(wasm_failure(failure)),
         }
     }
+}
+
+fn fuel_fault(error: wasmtime::Error) -> Fault {
+    Fault::Trap(format!("{error:#}"))
 }
 
 fn wasm_failure(failure: types::Failure) -> Fault {

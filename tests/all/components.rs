@@ -54,7 +54,7 @@ fn a_component_without_the_machine_export_is_refused() {
     );
     assert!(error.contains("instantiating the component"), "{error}");
     assert!(
-        error.contains("carapace:state-machine/machine@0.4.0"),
+        error.contains("carapace:state-machine/machine@0.5.0"),
         "{error}"
     );
 }

@@ -182,6 +182,52 @@ fn each_op_of_a_delivery_has_the_fuel_of_one_op_alone() {
     assert_eq!(committed.replies.len(), 5);
 }
 
+#[test]
+fn an_ops_fuel_runs_from_its_prefetched_to_the_next_ops_however_the_ops_are_batched() {
+    // Op 1 spends over half an op's fuel committing, op 2 half as much again
+    // prefetching.
+    // Op 2's prefetch comes before its `prefetched`, so it draws on op 1's budget, and
+    // the two run out together: in one delivery, in two, and after a restart between.
+    let (runtime, component) = hostile_runtime();
+    let requests = [
+        hostile_request(1, "spin"),
+        hostile_request(2, "spin-in-prefetch"),
+    ];
+    let expect_poison_op_2 = |committed: carapace::replica::Committed, replies: &[&[u8]]| {
+        let acknowledged: Vec<&[u8]> = committed.replies.iter().map(Vec::as_slice).collect();
+        assert_eq!(acknowledged, replies);
+        match committed.stopped {
+            Some(Error::Poison { op: 2, guest }) => {
+                assert_eq!(guest.step, Some("prefetch"));
+                assert!(matches!(&guest.fault, Fault::Trap(trap) if trap.contains("fuel")));
+            }
+            other => panic!("expected op 2 to be poison, got {other:?}"),
+        }
+    };
+    let disk = SimDisk::new();
+    let mut together = open_hostile(&runtime, &component, &disk);
+    expect_poison_op_2(together.commit_group(&requests), &[b"spin"]);
+
+    let disk = SimDisk::new();
+    let mut apart = open_hostile(&runtime, &component, &disk);
+    let first = apart.commit_group(&requests[..1]);
+    assert!(first.stopped.is_none(), "{:?}", first.stopped);
+    expect_poison_op_2(apart.commit_group(&requests[1..]), &[]);
+
+    let disk = SimDisk::new();
+    let mut restarted = open_hostile(&runtime, &component, &disk);
+    restarted.commit_group(&requests[..1]);
+    drop(restarted);
+    let mut restarted = open_hostile(&runtime, &component, &disk);
+    expect_poison_op_2(restarted.commit_group(&requests[1..]), &[]);
+
+    // Op 2's prefetch alone, the first op after `open`, has a full tank.
+    let disk = SimDisk::new();
+    let mut alone = open_hostile(&runtime, &component, &disk);
+    let committed = alone.commit_group(&[hostile_request(1, "spin-in-prefetch")]);
+    assert!(committed.stopped.is_none(), "{:?}", committed.stopped);
+}
+
 fn open_hostile<'a>(
     runtime: &'a Runtime,
     component: &'a carapace::wasm::Component,
@@ -251,27 +297,36 @@ fn a_delivery_ended_early_breaks_the_contract_and_the_rest_is_delivered_again() 
 
 #[test]
 fn reports_out_of_order_break_the_contract() {
-    for (body, step, says) in [
+    for (bodies, step, says) in [
         (
-            "skip-prefetched",
+            &["skip-prefetched"][..],
             "prefetch",
             "`committed` for op 1 out of order",
         ),
         (
-            "skip-due-timer",
-            "deliver",
-            "`prefetched` for op 1 out of order",
+            // Op 1 arms a timer due at once while it is prefetched, so the machine
+            // knows of it before op 2, which must not be prefetched until it is run.
+            &["skip-due-timer", "next"][..],
+            "prefetch",
+            "`prefetched` for op 2 with timer 1 due (at 0), armed before op 1 committed",
         ),
     ] {
         let (runtime, component) = hostile_runtime();
         let imports = context(&MemoryStorage::new(), IoOrder::Fifo);
         let instance = runtime.instantiate(&component, imports).unwrap();
         let mut replica = Replica::open(Box::new(instance), hostile_options(), None).unwrap();
-        match guest_fault(replica.commit(&hostile_request(1, body)).unwrap_err()) {
+        let (last, before) = bodies.split_last().unwrap();
+        for (index, body) in before.iter().enumerate() {
+            replica
+                .commit(&hostile_request(index as u64 + 1, body))
+                .unwrap();
+        }
+        let op = bodies.len() as u64;
+        match guest_fault(replica.commit(&hostile_request(op, last)).unwrap_err()) {
             (got, Fault::Violation(violation)) if got == step => {
-                assert!(violation.contains(says), "{body}: {violation}")
+                assert!(violation.contains(says), "{last}: {violation}")
             }
-            other => panic!("{body}: expected a violation in `{step}`, got {other:?}"),
+            other => panic!("{last}: expected a violation in `{step}`, got {other:?}"),
         }
     }
 }

@@ -234,7 +234,7 @@ fn files_that_are_not_components_are_refused_at_load() {
             (core instance $i (instantiate $m))
             (func $f (canon lift (core func $i "f")))
             (instance $machine (export "init" (func $f)))
-            (export "carapace:state-machine/machine@0.4.0" (instance $machine))
+            (export "carapace:state-machine/machine@0.5.0" (instance $machine))
         )"#,
     )
     .unwrap();

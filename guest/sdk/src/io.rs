@@ -73,6 +73,10 @@ struct InFlight {
 struct Inner {
     imports: Box<dyn Imports>,
     in_flight: RefCell<Vec<InFlight>>,
+    /// The timers this instance armed, as `(id, at)`: the host's record is the
+    /// contract's, and this copy tells the runner when to ask for a due one, so that an
+    /// op with none due costs no `due-timer` call.
+    timers: RefCell<Vec<(u64, u64)>>,
 }
 
 /// The guest's handle on its host: clock, timers, log and grid I/O. Cheap to clone; all
@@ -97,11 +101,14 @@ impl Context {
             inner: Rc::new(Inner {
                 imports,
                 in_flight: RefCell::new(Vec::with_capacity(IO_IN_FLIGHT_MAX)),
+                timers: RefCell::new(Vec::new()),
             }),
         }
     }
 
-    /// The timestamp of the op being committed (or of the last one, between ops).
+    /// The timestamp of the op being delivered, from its first report on (its first due
+    /// timer, or else its `prefetched`: while an op with no timer due is prefetched, the
+    /// last op's), or of the last committed op between ops.
     pub fn now(&self) -> u64 {
         self.inner.imports.now()
     }
@@ -109,17 +116,39 @@ impl Context {
     /// Arm timer `id` to fire at logical timestamp `at`.
     pub fn set_timer(&self, id: u64, at: u64) {
         self.inner.imports.set_timer(id, at);
+        let mut timers = self.inner.timers.borrow_mut();
+        match timers.iter_mut().find(|(armed, _)| *armed == id) {
+            Some(timer) => timer.1 = at,
+            None => timers.push((id, at)),
+        }
     }
 
     /// Disarm timer `id`.
     pub fn cancel_timer(&self, id: u64) {
         self.inner.imports.cancel_timer(id);
+        self.inner
+            .timers
+            .borrow_mut()
+            .retain(|(armed, _)| *armed != id);
     }
 
-    /// The next timer due before op `op`, which the runner runs first: see the
-    /// contract's `delivery` interface.
-    pub(crate) fn due_timer(&self, op: u64) -> Option<u64> {
-        self.inner.imports.due_timer(op)
+    /// Whether a timer this instance armed is due by op timestamp `timestamp`.
+    pub(crate) fn timer_due_by(&self, timestamp: u64) -> bool {
+        let timers = self.inner.timers.borrow();
+        timers.iter().any(|&(_, at)| at <= timestamp)
+    }
+
+    /// The next timer due before op `op`, at `timestamp`, which the runner runs first:
+    /// see the contract's `delivery` interface. Once the host has none due, neither
+    /// has this instance's copy of its timers.
+    pub(crate) fn due_timer(&self, op: u64, timestamp: u64) -> Option<u64> {
+        let due = self.inner.imports.due_timer(op);
+        let mut timers = self.inner.timers.borrow_mut();
+        match due {
+            Some(id) => timers.retain(|(armed, _)| *armed != id),
+            None => timers.retain(|&(_, at)| at > timestamp),
+        }
+        due
     }
 
     /// Tell the host op `op` is prefetched.

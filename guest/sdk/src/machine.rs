@@ -218,7 +218,12 @@ async fn deliver<M: StateMachine>(
         if machine.input_valid(operation, body).is_err() {
             break;
         }
-        while let Some(id) = context.due_timer(op) {
+        // Asked only when one is due: most ops cost the host no call before their
+        // `prefetched`.
+        while context.timer_due_by(request.timestamp) {
+            let Some(id) = context.due_timer(op, request.timestamp) else {
+                break;
+            };
             machine.timer(id).await?;
         }
         machine.prefetch(op, operation, body).await?;

@@ -31,7 +31,8 @@ pub const TIMERS_PER_OP_MAX: usize = 64;
 /// contract's `delivery` interface).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
-    /// Not begun: no `due-timer` for it yet.
+    /// Not begun: no report for it yet. The guest is prefetching it (an op with no
+    /// timer due is first reported by its `prefetched`), or about to ask for its timers.
     Waiting,
     /// Running a timer `due-timer` handed out.
     Timer,
@@ -47,7 +48,7 @@ impl Phase {
     /// The step of the lifecycle the phase is, as errors name it.
     pub fn step(self) -> &'static str {
         match self {
-            Phase::Waiting => "deliver",
+            Phase::Waiting => "prefetch",
             Phase::Timer => "timer",
             Phase::Prefetch => "prefetch",
             Phase::Commit => "commit",
@@ -77,25 +78,51 @@ struct Delivery {
 }
 
 impl Delivery {
-    /// Check a `due-timer` for `op`, moving on to it if the op before it is done:
-    /// whether `op` begins now, and its timestamp.
-    fn due_timer(&mut self, op: u64) -> Result<(bool, u64), String> {
-        // The op after the one compacting begins now: that one is done.
+    /// Move on to `op` if it is the op after the one compacting, which is then done,
+    /// and check that a report `what` may come now, in one of the phases `allowed`
+    /// (`out_of_order` says where it belongs): whether `op` begins now (this is its first
+    /// report), and its timestamp.
+    fn begin(
+        &mut self,
+        op: u64,
+        what: &str,
+        allowed: &[Phase],
+        out_of_order: &str,
+    ) -> Result<(bool, u64), String> {
         if self.phase == Phase::Compact && op == self.op + 1 {
             self.op = op;
             self.phase = Phase::Waiting;
         }
-        let timestamp = self.timestamp_of(op, "due-timer")?;
-        if !matches!(self.phase, Phase::Waiting | Phase::Timer | Phase::Prefetch) {
-            return Err(format!(
-                "`due-timer` for op {op} out of order: it comes before the op's prefetch"
-            ));
+        let timestamp = self.timestamp_of(op, what)?;
+        if !allowed.contains(&self.phase) {
+            return Err(format!("`{what}` for op {op} out of order: {out_of_order}"));
         }
         let began = self.phase == Phase::Waiting;
         if began {
             self.timers = 0;
         }
         Ok((began, timestamp))
+    }
+
+    /// Check a `due-timer` for `op`: whether `op` begins now, and its timestamp.
+    fn due_timer(&mut self, op: u64) -> Result<(bool, u64), String> {
+        self.begin(
+            op,
+            "due-timer",
+            &[Phase::Waiting, Phase::Timer, Phase::Prefetch],
+            "it comes before the op's prefetch",
+        )
+    }
+
+    /// Check a `prefetched` for `op`: whether `op` begins now (no timer was due before
+    /// it), and its timestamp. The op commits once the host has checked its timers.
+    fn prefetched(&mut self, op: u64) -> Result<(bool, u64), String> {
+        self.begin(
+            op,
+            "prefetched",
+            &[Phase::Waiting, Phase::Timer, Phase::Prefetch],
+            "it comes once, after the op's due timers",
+        )
     }
 
     /// Record what `due-timer` answered for `op`: a timer to run first, or none.
@@ -112,19 +139,6 @@ impl Delivery {
                  keeps re-arming them"
             ));
         }
-        Ok(())
-    }
-
-    /// Check a `prefetched` for `op`.
-    fn prefetched(&mut self, op: u64) -> Result<(), String> {
-        self.timestamp_of(op, "prefetched")?;
-        if self.phase != Phase::Prefetch {
-            return Err(format!(
-                "`prefetched` for op {op} out of order: it comes once, after `due-timer` \
-                 answers none"
-            ));
-        }
-        self.phase = Phase::Commit;
         Ok(())
     }
 
@@ -183,6 +197,16 @@ pub struct DueTimer {
     /// Whether this call began the op: a component's fuel is refilled then, so that
     /// each op of a delivery has a budget of its own.
     pub began: bool,
+}
+
+/// An armed timer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Timer {
+    /// The op timestamp it is due at.
+    at: u64,
+    /// The last committed op when it was armed: a timer armed before an op committed
+    /// and due by the next op's timestamp must be asked for before that op.
+    armed_after: u64,
 }
 
 /// A contract violation by the guest, returned by an import so that the instance can
@@ -353,8 +377,8 @@ pub struct HostImports {
     now: u64,
     /// The last committed op, for log messages.
     op: u64,
-    /// Armed timers: id -> timestamp.
-    timers: BTreeMap<u64, u64>,
+    /// Armed timers by id.
+    timers: BTreeMap<u64, Timer>,
     log: VecDeque<LogMessage>,
     echo_log: bool,
     /// The first contract violation by the guest, reported when its call returns.
@@ -428,11 +452,11 @@ impl HostImports {
     /// The earliest armed timer due at or before `timestamp`, disarmed: its id and
     /// deadline.
     pub(crate) fn take_due_timer(&mut self, timestamp: u64) -> Option<(u64, u64)> {
-        let (&id, &at) = self
+        let (&id, &Timer { at, .. }) = self
             .timers
             .iter()
-            .filter(|(_, at)| **at <= timestamp)
-            .min_by_key(|(id, at)| (**at, **id))?;
+            .filter(|(_, timer)| timer.at <= timestamp)
+            .min_by_key(|(id, timer)| (timer.at, **id))?;
         self.timers.remove(&id);
         Some((id, at))
     }
@@ -497,10 +521,39 @@ impl HostImports {
     }
 
     /// `delivery.prefetched`: from here to `committed` the guest commits, which is pure.
-    pub fn prefetched(&mut self, op: u64) -> Result<(), Violation> {
-        self.in_delivery("prefetched", |delivery| delivery.prefetched(op))?;
+    /// Whether it began the op (no timer was due before it): a component's fuel is
+    /// refilled then, as at [`HostImports::due_timer`].
+    pub fn prefetched(&mut self, op: u64) -> Result<bool, Violation> {
+        let (began, timestamp) =
+            self.in_delivery("prefetched", |delivery| delivery.prefetched(op))?;
+        if began {
+            self.set_clock(op - 1, timestamp);
+        }
+        if let Some((id, timer)) = self.timer_not_asked_for(op, timestamp) {
+            return Err(self.violate(format!(
+                "`prefetched` for op {op} with timer {id} due (at {}), armed before op {} \
+                 committed: a due timer is asked for with `due-timer` first",
+                timer.at,
+                op - 1
+            )));
+        }
+        self.in_delivery("prefetched", |delivery| {
+            delivery.phase = Phase::Commit;
+            Ok(())
+        })?;
         self.step_active = false;
-        Ok(())
+        Ok(began)
+    }
+
+    /// A timer due by `timestamp`, the timestamp of op `op`, that the guest had armed
+    /// before the op before `op` committed: it knew of it in time to ask for it. (One
+    /// armed later, while that op compacted or `op` was prefetched, may wait for the
+    /// next op: the host cannot tell which of the two armed it.)
+    fn timer_not_asked_for(&self, op: u64, timestamp: u64) -> Option<(u64, Timer)> {
+        self.timers
+            .iter()
+            .find(|(_, timer)| timer.at <= timestamp && timer.armed_after + 1 < op)
+            .map(|(&id, &timer)| (id, timer))
     }
 
     /// `delivery.committed`.
@@ -658,7 +711,8 @@ impl HostImports {
         if !self.timers.contains_key(&id) && self.timers.len() == TIMERS_ARMED_MAX {
             return Err(self.violate(format!("more than {TIMERS_ARMED_MAX} timers armed")));
         }
-        self.timers.insert(id, at);
+        let armed_after = self.op;
+        self.timers.insert(id, Timer { at, armed_after });
         Ok(())
     }
 
@@ -719,10 +773,10 @@ mod tests {
             .collect()
     }
 
-    /// Report op `op` as a well-behaved guest would, with no timer due.
+    /// Report op `op` as a well-behaved guest would, with no timer due: it begins at
+    /// its `prefetched`.
     fn deliver_op(imports: &mut HostImports, op: u64) {
-        assert_eq!(imports.due_timer(op).unwrap().id, None);
-        imports.prefetched(op).unwrap();
+        assert!(imports.prefetched(op).unwrap());
         imports.committed(op, vec![op as u8]).unwrap();
     }
 
@@ -760,9 +814,48 @@ mod tests {
     }
 
     #[test]
+    fn an_op_with_no_timer_due_begins_at_its_prefetched_which_moves_the_clock() {
+        let mut imports = imports();
+        imports.begin_delivery(&requests(1, 2), 16);
+        // Asking when no timer is due is allowed, and begins the op.
+        assert!(imports.due_timer(1).unwrap().began);
+        assert!(!imports.prefetched(1).unwrap());
+        imports.committed(1, vec![1]).unwrap();
+        // Op 2 is prefetched with the clock still at op 1's timestamp.
+        assert_eq!(imports.now(), 10);
+        assert!(imports.prefetched(2).unwrap());
+        assert_eq!(imports.now(), 20);
+        imports.committed(2, vec![2]).unwrap();
+        assert_eq!(imports.end_delivery().replies, [vec![1], vec![2]]);
+        assert_eq!(imports.take_violation(), None);
+    }
+
+    #[test]
+    fn a_due_timer_armed_before_the_last_op_committed_must_be_asked_for() {
+        let mut imports = imports();
+        imports.begin_delivery(&requests(1, 3), 16);
+        assert!(imports.prefetched(1).unwrap());
+        imports.committed(1, vec![1]).unwrap();
+        // Armed after op 1 committed: while op 1 compacted, or while op 2 was prefetched
+        // (the host cannot tell which), so it may wait for op 3.
+        imports.set_timer(7, 15).unwrap();
+        assert!(imports.prefetched(2).unwrap());
+        imports.committed(2, vec![2]).unwrap();
+        // By op 3 it has been armed since before op 2 committed.
+        let violation = imports.prefetched(3).unwrap_err();
+        assert_eq!(
+            violation.0,
+            "`prefetched` for op 3 with timer 7 due (at 15), armed before op 2 committed: \
+             a due timer is asked for with `due-timer` first"
+        );
+        let delivered = imports.end_delivery();
+        assert_eq!((delivered.op, delivered.phase), (3, Phase::Waiting));
+    }
+
+    #[test]
     fn reports_out_of_order_are_violations_naming_the_op() {
         type Misstep = fn(&mut HostImports) -> Result<(), Violation>;
-        let cases: [(&str, Misstep, &str); 7] = [
+        let cases: [(&str, Misstep, &str); 8] = [
             (
                 "another op",
                 |imports| imports.due_timer(2).map(drop),
@@ -777,14 +870,24 @@ mod tests {
                 "`committed` for op 1 out of order",
             ),
             (
-                "prefetched before due-timer",
-                |imports| imports.prefetched(1),
+                "prefetched twice",
+                |imports| {
+                    imports.prefetched(1)?;
+                    imports.prefetched(1).map(drop)
+                },
                 "`prefetched` for op 1 out of order",
+            ),
+            (
+                "due-timer for the op compacting",
+                |imports| {
+                    deliver_op(imports, 1);
+                    imports.due_timer(1).map(drop)
+                },
+                "`due-timer` for op 1 out of order",
             ),
             (
                 "due-timer after the prefetch",
                 |imports| {
-                    imports.due_timer(1)?;
                     imports.prefetched(1)?;
                     imports.due_timer(1).map(drop)
                 },

@@ -60,9 +60,12 @@ enum Misbehaviour {
     /// Compute for a while in `commit`: tens of millions of instructions, within one
     /// op's fuel but not within five ops'.
     Spin,
+    /// Compute half as long again as `spin`, in `prefetch`.
+    SpinInPrefetch,
     /// Report the commit without reporting the prefetch first.
     SkipPrefetched,
-    /// Prefetch without asking for due timers first.
+    /// Arm a timer due at once in `prefetch`, and never ask for it: the next op is
+    /// prefetched with it due.
     SkipDueTimer,
     /// End the delivery after this op, leaving the rest of the batch undone.
     StopDelivery,
@@ -87,6 +90,7 @@ impl Misbehaviour {
             b"huge-checkpoint-state" => Misbehaviour::HugeCheckpointState,
             b"huge-reply" => Misbehaviour::HugeReply,
             b"spin" => Misbehaviour::Spin,
+            b"spin-in-prefetch" => Misbehaviour::SpinInPrefetch,
             b"skip-prefetched" => Misbehaviour::SkipPrefetched,
             b"skip-due-timer" => Misbehaviour::SkipDueTimer,
             b"stop-delivery" => Misbehaviour::StopDelivery,
@@ -118,6 +122,15 @@ fn recurse(depth: u64) -> u64 {
     std::hint::black_box(depth) + recurse(depth + 1)
 }
 
+/// The turns of `spin`'s loop: tens of millions of instructions.
+const SPIN_TURNS: u64 = 8_000_000;
+
+fn spin(turns: u64) {
+    for turn in 0..turns {
+        std::hint::black_box(turn);
+    }
+}
+
 struct Hostile;
 
 /// The delivery in flight, by hand: each op is prefetched (perhaps waiting for reads),
@@ -143,10 +156,7 @@ impl Hostile {
             let Some(request) = QUEUE.with_borrow_mut(VecDeque::pop_front) else {
                 return Ok(Step::Done);
             };
-            // It arms no timers, so none is ever due.
-            if Misbehaviour::from_body(&request.body) != Some(Misbehaviour::SkipDueTimer) {
-                while delivery::due_timer(request.op).is_some() {}
-            }
+            // It never asks for a due timer: only `skip-due-timer` arms one that falls due.
             let step = Hostile::prefetch(&request.body)?;
             let pending_with_nothing = step == Step::Pending && READS_IN_FLIGHT.get() == 0;
             PREFETCHING.set(Some(request));
@@ -176,6 +186,8 @@ impl Hostile {
                 grid::submit_write(1, &vec![0; BLOCK_SIZE.get() as usize - 1]);
                 READS_IN_FLIGHT.set(READS_IN_FLIGHT.get() + 1);
             }
+            Some(Misbehaviour::SkipDueTimer) => clock::set_timer(1, 0),
+            Some(Misbehaviour::SpinInPrefetch) => spin(SPIN_TURNS * 3 / 2),
             Some(Misbehaviour::TimerFlood) => {
                 for id in 0..1_000_000 {
                     clock::set_timer(id, u64::MAX);
@@ -218,11 +230,7 @@ impl Hostile {
             Some(Misbehaviour::HugeReply) => {
                 return Ok(vec![0; REPLY_SIZE_LIMIT.get() as usize + 1]);
             }
-            Some(Misbehaviour::Spin) => {
-                for turn in 0..8_000_000u64 {
-                    std::hint::black_box(turn);
-                }
-            }
+            Some(Misbehaviour::Spin) => spin(SPIN_TURNS),
             _ => {}
         }
         OP.set(op);

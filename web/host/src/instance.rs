@@ -76,9 +76,14 @@ impl Imports {
         Ok(due.id)
     }
 
-    /// `delivery.prefetched`.
+    /// `delivery.prefetched`. (Whether it began the op matters only to fuel, which a
+    /// browser does not meter.)
     pub fn prefetched(&self, op: u64) -> Result<(), JsError> {
-        self.inner.borrow_mut().prefetched(op).map_err(violation)
+        self.inner
+            .borrow_mut()
+            .prefetched(op)
+            .map(drop)
+            .map_err(violation)
     }
 
     /// `delivery.committed`.
