@@ -41,7 +41,7 @@ function factory(name) {
       },
       delivery: {
         dueTimer: (op) => imports.dueTimer(op),
-        prefetched: (op) => imports.prefetched(op),
+        prefetched: (op, previousReply) => imports.prefetched(op, previousReply),
         committed: (op, reply) => imports.committed(op, reply),
       },
       log: { log: (level, message) => imports.log(level, message) },

@@ -213,8 +213,14 @@ fn link_imports(engine: &Engine, fuel_per_op: u64) -> wasmtime::Result<Linker<Wa
     )?;
     delivery.func_wrap(
         "prefetched",
-        move |mut store: StoreContextMut<'_, WasmState>, (op,): (u64,)| {
-            let began = store.data_mut().imports.prefetched(op).map_err(trap)?;
+        move |mut store: StoreContextMut<'_, WasmState>,
+              (op, previous_reply): (u64, Option<WasmList<u8>>)| {
+            let previous_reply = previous_reply.map(|reply| reply.as_le_slice(&store).to_vec());
+            let began = store
+                .data_mut()
+                .imports
+                .prefetched(op, previous_reply)
+                .map_err(trap)?;
             if began && fuel_per_op > 0 {
                 store.set_fuel(fuel_per_op)?;
             }

@@ -76,8 +76,8 @@ impl Imports for WitImports {
         delivery::due_timer(op)
     }
 
-    fn prefetched(&self, op: u64) {
-        delivery::prefetched(op);
+    fn prefetched(&self, op: u64, previous_reply: Option<&[u8]>) {
+        delivery::prefetched(op, previous_reply);
     }
 
     fn committed(&self, op: u64, reply: &[u8]) {

@@ -47,8 +47,9 @@ pub trait Imports {
     fn cancel_timer(&self, id: u64);
     /// `delivery.due-timer`.
     fn due_timer(&self, op: u64) -> Option<u64>;
-    /// `delivery.prefetched`.
-    fn prefetched(&self, op: u64);
+    /// `delivery.prefetched`, with the reply of the op before it if that op's commit is
+    /// not yet reported.
+    fn prefetched(&self, op: u64, previous_reply: Option<&[u8]>);
     /// `delivery.committed`.
     fn committed(&self, op: u64, reply: &[u8]);
     /// `log.log`.
@@ -77,6 +78,15 @@ struct Inner {
     /// contract's, and this copy tells the runner when to ask for a due one, so that an
     /// op with none due costs no `due-timer` call.
     timers: RefCell<Vec<(u64, u64)>>,
+    /// The last op committed and its reply, while its report waits to ride on the next
+    /// op's `prefetched`: most ops then cost the host one call.
+    unreported: RefCell<Unreported>,
+}
+
+#[derive(Default)]
+struct Unreported {
+    op: Option<u64>,
+    reply: Vec<u8>,
 }
 
 /// The guest's handle on its host: clock, timers, log and grid I/O. Cheap to clone; all
@@ -102,6 +112,7 @@ impl Context {
                 imports,
                 in_flight: RefCell::new(Vec::with_capacity(IO_IN_FLIGHT_MAX)),
                 timers: RefCell::new(Vec::new()),
+                unreported: RefCell::new(Unreported::default()),
             }),
         }
     }
@@ -110,12 +121,12 @@ impl Context {
     /// timer, or else its `prefetched`: while an op with no timer due is prefetched, the
     /// last op's), or of the last committed op between ops.
     pub fn now(&self) -> u64 {
-        self.inner.imports.now()
+        self.host().now()
     }
 
     /// Arm timer `id` to fire at logical timestamp `at`.
     pub fn set_timer(&self, id: u64, at: u64) {
-        self.inner.imports.set_timer(id, at);
+        self.host().set_timer(id, at);
         let mut timers = self.inner.timers.borrow_mut();
         match timers.iter_mut().find(|(armed, _)| *armed == id) {
             Some(timer) => timer.1 = at,
@@ -125,7 +136,7 @@ impl Context {
 
     /// Disarm timer `id`.
     pub fn cancel_timer(&self, id: u64) {
-        self.inner.imports.cancel_timer(id);
+        self.host().cancel_timer(id);
         self.inner
             .timers
             .borrow_mut()
@@ -142,7 +153,7 @@ impl Context {
     /// see the contract's `delivery` interface. Once the host has none due, neither
     /// has this instance's copy of its timers.
     pub(crate) fn due_timer(&self, op: u64, timestamp: u64) -> Option<u64> {
-        let due = self.inner.imports.due_timer(op);
+        let due = self.host().due_timer(op);
         let mut timers = self.inner.timers.borrow_mut();
         match due {
             Some(id) => timers.retain(|(armed, _)| *armed != id),
@@ -151,19 +162,50 @@ impl Context {
         due
     }
 
-    /// Tell the host op `op` is prefetched.
-    pub(crate) fn prefetched(&self, op: u64) {
-        self.inner.imports.prefetched(op);
+    /// The host's imports, once it knows of every op committed: a report that waits
+    /// for the next `prefetched` is made first (the contract's order holds for every
+    /// other call).
+    fn host(&self) -> &dyn Imports {
+        self.report_committed();
+        &*self.inner.imports
     }
 
-    /// Hand the host op `op`'s reply.
+    /// Tell the host op `op` is prefetched, with the reply of the op before it if that
+    /// waits to be reported.
+    pub(crate) fn prefetched(&self, op: u64) {
+        let mut unreported = self.inner.unreported.borrow_mut();
+        let previous_reply = unreported.op.take().map(|_| &unreported.reply[..]);
+        self.inner.imports.prefetched(op, previous_reply);
+    }
+
+    /// Hand the host op `op`'s reply now.
     pub(crate) fn committed(&self, op: u64, reply: &[u8]) {
-        self.inner.imports.committed(op, reply);
+        self.host().committed(op, reply);
+    }
+
+    /// Hand the host op `op`'s reply with the next op's `prefetched`, or before any
+    /// other call to the host, whichever comes first. `reply` is taken (swapped for an
+    /// empty buffer, so that neither side allocates again).
+    pub(crate) fn committed_later(&self, op: u64, reply: &mut Vec<u8>) {
+        let mut unreported = self.inner.unreported.borrow_mut();
+        debug_assert!(unreported.op.is_none(), "the op before was reported");
+        std::mem::swap(&mut unreported.reply, reply);
+        reply.clear();
+        unreported.op = Some(op);
+    }
+
+    /// Report the last op committed, if its report still waits: before an export call
+    /// returns, so that the host knows of every op that committed in it.
+    pub(crate) fn report_committed(&self) {
+        let mut unreported = self.inner.unreported.borrow_mut();
+        if let Some(op) = unreported.op.take() {
+            self.inner.imports.committed(op, &unreported.reply);
+        }
     }
 
     /// Emit a diagnostic message.
     pub fn log(&self, level: Level, message: &str) {
-        self.inner.imports.log(level, message);
+        self.host().log(level, message);
     }
 
     /// Reads and writes submitted and not yet consumed.
@@ -175,7 +217,7 @@ impl Context {
     /// unverified (the grid verifies them).
     pub fn read(&self, address: u64) -> ReadBlock {
         self.submit(address, IoKind::Read);
-        self.inner.imports.submit_read(address);
+        self.host().submit_read(address);
         ReadBlock {
             context: self.clone(),
             address,
@@ -185,7 +227,7 @@ impl Context {
     /// Submit a write of `block` to `address` now; the future resolves once it is done.
     pub fn write(&self, address: u64, block: &[u8]) -> WriteBlock {
         self.submit(address, IoKind::Write);
-        self.inner.imports.submit_write(address, block);
+        self.host().submit_write(address, block);
         WriteBlock {
             context: self.clone(),
             address,

@@ -211,9 +211,11 @@ async fn deliver<M: StateMachine>(
     context: &Context,
     delivery: &Delivery,
 ) -> Result<(), Failure> {
-    // One reply buffer for the batch: a commit writes into it, the host copies it out.
+    // Reply buffers for the batch: a commit writes into one while the last op's reply
+    // waits in the context to be reported, and the host copies each out.
     let mut reply = Vec::new();
-    for (request, body) in delivery.iter() {
+    let last = delivery.len().saturating_sub(1);
+    for (index, (request, body)) in delivery.iter().enumerate() {
         let (op, operation) = (request.op, request.operation);
         if machine.input_valid(operation, body).is_err() {
             break;
@@ -237,7 +239,14 @@ async fn deliver<M: StateMachine>(
             body,
             &mut reply,
         )?;
-        context.committed(op, &reply);
+        // Reported with the next op's `prefetched`, which saves the host a call; the
+        // last op of the batch at once, so that the host can tell a trap in its
+        // compaction from one in its commit.
+        if index == last {
+            context.committed(op, &reply);
+        } else {
+            context.committed_later(op, &mut reply);
+        }
         machine.compact(op).await?;
     }
     Ok(())
@@ -300,7 +309,8 @@ impl<M: StateMachine> Runner<M> {
     }
 
     /// `deliver`: commit `requests` in order as one step, each op reported to the host
-    /// through the context (`due-timer`, `prefetched`, `committed`).
+    /// through the context (`due-timer` when a timer is due, `prefetched`, and
+    /// `committed`, which may ride on the next op's `prefetched`).
     pub fn deliver(&mut self, delivery: Delivery) -> Result<Step, Failure> {
         let context = self.context.clone();
         self.start(move |mut machine| async move {
@@ -401,6 +411,8 @@ impl<M: StateMachine> Runner<M> {
         };
         let mut task_context = TaskContext::from_waker(Waker::noop());
         let polled = future.as_mut().poll(&mut task_context);
+        // Whatever the step did, the host learns of every op it committed.
+        self.context.report_committed();
         // What the step left in flight, once it has run as far as it can.
         let in_flight = self.context.in_flight_count();
         // A machine's bug, reported as a failure rather than a panic, so that a native

@@ -194,7 +194,11 @@ impl Imports for MemoryHost {
         None
     }
 
-    fn prefetched(&self, _: u64) {}
+    fn prefetched(&self, _: u64, previous_reply: Option<&[u8]>) {
+        if let Some(reply) = previous_reply {
+            self.state.borrow_mut().replies.push(reply.to_vec());
+        }
+    }
 
     fn committed(&self, _: u64, reply: &[u8]) {
         self.state.borrow_mut().replies.push(reply.to_vec());

@@ -521,9 +521,20 @@ impl HostImports {
     }
 
     /// `delivery.prefetched`: from here to `committed` the guest commits, which is pure.
-    /// Whether it began the op (no timer was due before it): a component's fuel is
-    /// refilled then, as at [`HostImports::due_timer`].
-    pub fn prefetched(&mut self, op: u64) -> Result<bool, Violation> {
+    /// `previous_reply`, if given, is the `committed` report of the op before. Whether
+    /// it began the op (no timer was due before it): a component's fuel is refilled then,
+    /// as at [`HostImports::due_timer`].
+    pub fn prefetched(
+        &mut self,
+        op: u64,
+        previous_reply: Option<Vec<u8>>,
+    ) -> Result<bool, Violation> {
+        if let Some(reply) = previous_reply {
+            let Some(previous) = op.checked_sub(1) else {
+                return Err(self.violate("`prefetched` for op 0 with a reply".into()));
+            };
+            self.committed(previous, reply)?;
+        }
         let (began, timestamp) =
             self.in_delivery("prefetched", |delivery| delivery.prefetched(op))?;
         if began {
@@ -776,7 +787,7 @@ mod tests {
     /// Report op `op` as a well-behaved guest would, with no timer due: it begins at
     /// its `prefetched`.
     fn deliver_op(imports: &mut HostImports, op: u64) {
-        assert!(imports.prefetched(op).unwrap());
+        assert!(imports.prefetched(op, None).unwrap());
         imports.committed(op, vec![op as u8]).unwrap();
     }
 
@@ -804,7 +815,7 @@ mod tests {
                 began: false
             }
         );
-        imports.prefetched(2).unwrap();
+        imports.prefetched(2, None).unwrap();
         imports.committed(2, vec![2]).unwrap();
         deliver_op(&mut imports, 3);
         let delivered = imports.end_delivery();
@@ -819,11 +830,11 @@ mod tests {
         imports.begin_delivery(&requests(1, 2), 16);
         // Asking when no timer is due is allowed, and begins the op.
         assert!(imports.due_timer(1).unwrap().began);
-        assert!(!imports.prefetched(1).unwrap());
+        assert!(!imports.prefetched(1, None).unwrap());
         imports.committed(1, vec![1]).unwrap();
         // Op 2 is prefetched with the clock still at op 1's timestamp.
         assert_eq!(imports.now(), 10);
-        assert!(imports.prefetched(2).unwrap());
+        assert!(imports.prefetched(2, None).unwrap());
         assert_eq!(imports.now(), 20);
         imports.committed(2, vec![2]).unwrap();
         assert_eq!(imports.end_delivery().replies, [vec![1], vec![2]]);
@@ -831,18 +842,52 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_may_ride_on_the_next_ops_prefetched() {
+        let mut imports = imports();
+        imports.begin_delivery(&requests(1, 3), 16);
+        imports.prefetched(1, None).unwrap();
+        imports.prefetched(2, Some(vec![1])).unwrap();
+        // Op 1 committed and compacted; op 2 commits, which is pure.
+        assert_eq!(imports.now(), 20);
+        assert!(imports.submit_read(1).is_err());
+        let mut imports = self::imports();
+        imports.begin_delivery(&requests(1, 3), 16);
+        imports.prefetched(1, None).unwrap();
+        imports.prefetched(2, Some(vec![1])).unwrap();
+        imports.committed(2, vec![2]).unwrap();
+        imports.prefetched(3, None).unwrap();
+        imports.committed(3, vec![3]).unwrap();
+        assert_eq!(imports.end_delivery().replies, [vec![1], vec![2], vec![3]]);
+        // Op 2 without op 1's reply, or a reply for an op not committing, is refused.
+        for (op, reply, says) in [
+            (2, None, "`prefetched` for op 2 while op 1 is in progress"),
+            (
+                1,
+                Some(vec![0]),
+                "`committed` for op 0 while op 1 is in progress",
+            ),
+        ] {
+            let mut imports = self::imports();
+            imports.begin_delivery(&requests(1, 3), 16);
+            imports.prefetched(1, None).unwrap();
+            let violation = imports.prefetched(op, reply).unwrap_err();
+            assert_eq!(violation.0, says);
+        }
+    }
+
+    #[test]
     fn a_due_timer_armed_before_the_last_op_committed_must_be_asked_for() {
         let mut imports = imports();
         imports.begin_delivery(&requests(1, 3), 16);
-        assert!(imports.prefetched(1).unwrap());
+        assert!(imports.prefetched(1, None).unwrap());
         imports.committed(1, vec![1]).unwrap();
         // Armed after op 1 committed: while op 1 compacted, or while op 2 was prefetched
         // (the host cannot tell which), so it may wait for op 3.
         imports.set_timer(7, 15).unwrap();
-        assert!(imports.prefetched(2).unwrap());
+        assert!(imports.prefetched(2, None).unwrap());
         imports.committed(2, vec![2]).unwrap();
         // By op 3 it has been armed since before op 2 committed.
-        let violation = imports.prefetched(3).unwrap_err();
+        let violation = imports.prefetched(3, None).unwrap_err();
         assert_eq!(
             violation.0,
             "`prefetched` for op 3 with timer 7 due (at 15), armed before op 2 committed: \
@@ -872,8 +917,8 @@ mod tests {
             (
                 "prefetched twice",
                 |imports| {
-                    imports.prefetched(1)?;
-                    imports.prefetched(1).map(drop)
+                    imports.prefetched(1, None)?;
+                    imports.prefetched(1, None).map(drop)
                 },
                 "`prefetched` for op 1 out of order",
             ),
@@ -888,7 +933,7 @@ mod tests {
             (
                 "due-timer after the prefetch",
                 |imports| {
-                    imports.prefetched(1)?;
+                    imports.prefetched(1, None)?;
                     imports.due_timer(1).map(drop)
                 },
                 "`due-timer` for op 1 out of order",
@@ -906,7 +951,7 @@ mod tests {
                 "a reply over the limit",
                 |imports| {
                     imports.due_timer(1)?;
-                    imports.prefetched(1)?;
+                    imports.prefetched(1, None)?;
                     imports.committed(1, vec![0; 17])
                 },
                 "a reply of 17 bytes to op 1 is over the reply size limit of 16 bytes",
@@ -915,7 +960,7 @@ mod tests {
                 "grid I/O while committing",
                 |imports| {
                     imports.due_timer(1)?;
-                    imports.prefetched(1)?;
+                    imports.prefetched(1, None)?;
                     imports.submit_read(1)
                 },
                 "grid I/O outside an asynchronous step",

@@ -76,8 +76,9 @@ impl carapace_sdk::Imports for NativeImports {
             .and_then(|due| due.id)
     }
 
-    fn prefetched(&self, op: u64) {
-        let _ = self.0.borrow_mut().prefetched(op);
+    fn prefetched(&self, op: u64, previous_reply: Option<&[u8]>) {
+        let previous_reply = previous_reply.map(<[u8]>::to_vec);
+        let _ = self.0.borrow_mut().prefetched(op, previous_reply);
     }
 
     fn committed(&self, op: u64, reply: &[u8]) {

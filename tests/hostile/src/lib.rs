@@ -144,7 +144,7 @@ impl Hostile {
             if let Some(request) = PREFETCHING.take() {
                 let misbehaviour = Misbehaviour::from_body(&request.body);
                 if misbehaviour != Some(Misbehaviour::SkipPrefetched) {
-                    delivery::prefetched(request.op);
+                    delivery::prefetched(request.op, None);
                 }
                 let reply = Hostile::commit(request.op, &request.body)?;
                 delivery::committed(request.op, &reply);

@@ -78,10 +78,10 @@ impl Imports {
 
     /// `delivery.prefetched`. (Whether it began the op matters only to fuel, which a
     /// browser does not meter.)
-    pub fn prefetched(&self, op: u64) -> Result<(), JsError> {
+    pub fn prefetched(&self, op: u64, previous_reply: Option<Vec<u8>>) -> Result<(), JsError> {
         self.inner
             .borrow_mut()
-            .prefetched(op)
+            .prefetched(op, previous_reply)
             .map(drop)
             .map_err(violation)
     }
