@@ -7,7 +7,7 @@
 //! adapter hands the matching completion to [`Context::complete_read`] or
 //! [`Context::complete_write`]. Completions may arrive in any order the host chooses.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -78,6 +78,9 @@ struct Inner {
     /// contract's, and this copy tells the runner when to ask for a due one, so that an
     /// op with none due costs no `due-timer` call.
     timers: RefCell<Vec<(u64, u64)>>,
+    /// The earliest `at` among `timers` (`u64::MAX` with none): the check before
+    /// every op is one comparison.
+    earliest_timer: Cell<u64>,
     /// The last op committed and its reply, while its report waits to ride on the next
     /// op's `prefetched`: most ops then cost the host one call.
     unreported: RefCell<Unreported>,
@@ -112,6 +115,7 @@ impl Context {
                 imports,
                 in_flight: RefCell::new(Vec::with_capacity(IO_IN_FLIGHT_MAX)),
                 timers: RefCell::new(Vec::new()),
+                earliest_timer: Cell::new(u64::MAX),
                 unreported: RefCell::new(Unreported::default()),
             }),
         }
@@ -132,21 +136,25 @@ impl Context {
             Some(timer) => timer.1 = at,
             None => timers.push((id, at)),
         }
+        self.note_earliest_timer(&timers);
     }
 
     /// Disarm timer `id`.
     pub fn cancel_timer(&self, id: u64) {
         self.host().cancel_timer(id);
-        self.inner
-            .timers
-            .borrow_mut()
-            .retain(|(armed, _)| *armed != id);
+        let mut timers = self.inner.timers.borrow_mut();
+        timers.retain(|(armed, _)| *armed != id);
+        self.note_earliest_timer(&timers);
+    }
+
+    fn note_earliest_timer(&self, timers: &[(u64, u64)]) {
+        let earliest = timers.iter().map(|&(_, at)| at).min();
+        self.inner.earliest_timer.set(earliest.unwrap_or(u64::MAX));
     }
 
     /// Whether a timer this instance armed is due by op timestamp `timestamp`.
     pub(crate) fn timer_due_by(&self, timestamp: u64) -> bool {
-        let timers = self.inner.timers.borrow();
-        timers.iter().any(|&(_, at)| at <= timestamp)
+        self.inner.earliest_timer.get() <= timestamp
     }
 
     /// The next timer due before op `op`, at `timestamp`, which the runner runs first:
@@ -159,6 +167,7 @@ impl Context {
             Some(id) => timers.retain(|(armed, _)| *armed != id),
             None => timers.retain(|&(_, at)| at > timestamp),
         }
+        self.note_earliest_timer(&timers);
         due
     }
 
@@ -338,5 +347,109 @@ impl Future for WriteBlock {
             }
             None => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Imports that record every call, answering `due-timer` from `due`.
+    #[derive(Default)]
+    struct Recorder {
+        calls: RefCell<Vec<String>>,
+        due: RefCell<Vec<Option<u64>>>,
+    }
+
+    impl Imports for Rc<Recorder> {
+        fn submit_read(&self, address: u64) {
+            self.calls.borrow_mut().push(format!("read {address}"));
+        }
+        fn submit_write(&self, address: u64, _: &[u8]) {
+            self.calls.borrow_mut().push(format!("write {address}"));
+        }
+        fn now(&self) -> u64 {
+            self.calls.borrow_mut().push("now".into());
+            0
+        }
+        fn set_timer(&self, id: u64, at: u64) {
+            self.calls.borrow_mut().push(format!("set-timer {id} {at}"));
+        }
+        fn cancel_timer(&self, id: u64) {
+            self.calls.borrow_mut().push(format!("cancel-timer {id}"));
+        }
+        fn due_timer(&self, op: u64) -> Option<u64> {
+            self.calls.borrow_mut().push(format!("due-timer {op}"));
+            self.due.borrow_mut().remove(0)
+        }
+        fn prefetched(&self, op: u64, previous_reply: Option<&[u8]>) {
+            let call = format!("prefetched {op} {previous_reply:?}");
+            self.calls.borrow_mut().push(call);
+        }
+        fn committed(&self, op: u64, reply: &[u8]) {
+            self.calls
+                .borrow_mut()
+                .push(format!("committed {op} {reply:?}"));
+        }
+        fn log(&self, _: Level, message: &str) {
+            self.calls.borrow_mut().push(format!("log {message}"));
+        }
+    }
+
+    fn context() -> (Context, Rc<Recorder>) {
+        let recorder = Rc::new(Recorder::default());
+        (Context::new(Box::new(recorder.clone())), recorder)
+    }
+
+    #[test]
+    fn the_context_knows_when_a_timer_it_armed_is_due() {
+        let (context, recorder) = context();
+        assert!(!context.timer_due_by(u64::MAX - 1));
+        context.set_timer(1, 50);
+        context.set_timer(2, 30);
+        assert!(context.timer_due_by(30) && !context.timer_due_by(29));
+        // Re-arming moves a timer; cancelling forgets it.
+        context.set_timer(2, 70);
+        assert!(!context.timer_due_by(49) && context.timer_due_by(50));
+        context.cancel_timer(1);
+        assert!(!context.timer_due_by(69) && context.timer_due_by(70));
+        // A timer the host hands out is no longer armed.
+        recorder.due.borrow_mut().push(Some(2));
+        assert_eq!(context.due_timer(9, 70), Some(2));
+        assert!(!context.timer_due_by(u64::MAX - 1));
+        // The host's record is the contract's: once it has none due, neither has this.
+        context.set_timer(3, 10);
+        recorder.due.borrow_mut().push(None);
+        assert_eq!(context.due_timer(10, 20), None);
+        assert!(!context.timer_due_by(20));
+    }
+
+    #[test]
+    fn a_reply_held_back_rides_on_the_next_prefetched_or_goes_before_any_other_call() {
+        let (context, recorder) = context();
+        context.prefetched(1);
+        let mut reply = b"one".to_vec();
+        context.committed_later(1, &mut reply);
+        assert!(reply.is_empty());
+        context.prefetched(2);
+        reply.extend_from_slice(b"two");
+        context.committed_later(2, &mut reply);
+        context.log(Level::Info, "compacting");
+        context.prefetched(3);
+        reply.extend_from_slice(b"three");
+        context.committed_later(3, &mut reply);
+        context.report_committed();
+        context.report_committed();
+        assert_eq!(
+            *recorder.calls.borrow(),
+            [
+                "prefetched 1 None",
+                "prefetched 2 Some([111, 110, 101])",
+                "committed 2 [116, 119, 111]",
+                "log compacting",
+                "prefetched 3 None",
+                "committed 3 [116, 104, 114, 101, 101]",
+            ]
+        );
     }
 }
