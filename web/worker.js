@@ -40,8 +40,8 @@ function factory(name) {
         cancelTimer: (id) => imports.cancelTimer(id),
       },
       delivery: {
-        dueTimer: (op) => imports.dueTimer(op),
-        prefetched: (op, previousReply) => imports.prefetched(op, previousReply),
+        dueTimer: (op, previousReply) => imports.dueTimer(op, previousReply),
+        prefetched: (op) => imports.prefetched(op),
         committed: (op, reply) => imports.committed(op, reply),
       },
       log: { log: (level, message) => imports.log(level, message) },

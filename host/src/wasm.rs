@@ -31,8 +31,8 @@ pub const WORLD_IMPORTS: [&str; 5] = [
     "carapace:state-machine/log@0.5.0",
 ];
 
-/// The world's `delivery` interface, which the host links by hand: beginning an op (at
-/// `due-timer` or `prefetched`) refills the fuel, which needs the store.
+/// The world's `delivery` interface, which the host links by hand: beginning an op
+/// refills the fuel, which needs the store.
 const DELIVERY_INTERFACE: &str = "carapace:state-machine/delivery@0.5.0";
 
 /// Limits on one guest instance.
@@ -40,16 +40,12 @@ const DELIVERY_INTERFACE: &str = "carapace:state-machine/delivery@0.5.0";
 pub struct Limits {
     /// Fuel for one export call, or for one asynchronous step with all the completion
     /// callbacks that finish it (they do not refill it, so a step that keeps asking for
-    /// I/O runs out). In deliveries, for each op: from the report that begins it (its
-    /// first `due-timer`, or else its `prefetched`) to the one that begins the next,
-    /// carried across calls, so that an op has the same budget for the same work
-    /// however the ops are batched (but for the few instructions with which a call
-    /// starts and ends); the first delivery after `open` or a checkpoint starts full, so
-    /// a restart from a checkpoint budgets as the first run did. Deterministic: the same
-    /// work on the same state uses the same fuel, so running out is reproducible, unlike
-    /// a wall-clock timeout. 0 turns fuel metering off: faster (`carapace bench`
-    /// measures by how much), but a guest that loops is then stopped only by the
-    /// deadline, a host fault, never as a poison op.
+    /// I/O runs out); in a delivery, for each op from its first `due-timer` on, so that
+    /// a batch of ops has as much per op as one op alone. Deterministic: the same call
+    /// on the same state uses the same fuel, so running out is reproducible, unlike a
+    /// wall-clock timeout. 0 turns fuel metering off: faster (`carapace bench` measures
+    /// by how much), but a guest that loops is then stopped only by the deadline, a
+    /// host fault, never as a poison op.
     pub fuel_per_call: u64,
     /// Linear memory a guest may grow to, in bytes, all its memories together; a
     /// growth past it traps (deterministically: the limit is on the size asked for).
@@ -203,8 +199,14 @@ fn link_imports(engine: &Engine, fuel_per_op: u64) -> wasmtime::Result<Linker<Wa
     let mut delivery = linker.instance(DELIVERY_INTERFACE)?;
     delivery.func_wrap(
         "due-timer",
-        move |mut store: StoreContextMut<'_, WasmState>, (op,): (u64,)| {
-            let due = store.data_mut().imports.due_timer(op).map_err(trap)?;
+        move |mut store: StoreContextMut<'_, WasmState>,
+              (op, previous_reply): (u64, Option<WasmList<u8>>)| {
+            let previous_reply = previous_reply.map(|reply| copied_out(&store, reply));
+            let due = store
+                .data_mut()
+                .imports
+                .due_timer(op, previous_reply)
+                .map_err(trap)?;
             if due.began && fuel_per_op > 0 {
                 store.set_fuel(fuel_per_op)?;
             }
@@ -213,31 +215,25 @@ fn link_imports(engine: &Engine, fuel_per_op: u64) -> wasmtime::Result<Linker<Wa
     )?;
     delivery.func_wrap(
         "prefetched",
-        move |mut store: StoreContextMut<'_, WasmState>,
-              (op, previous_reply): (u64, Option<WasmList<u8>>)| {
-            let previous_reply = previous_reply.map(|reply| reply.as_le_slice(&store).to_vec());
-            let began = store
-                .data_mut()
-                .imports
-                .prefetched(op, previous_reply)
-                .map_err(trap)?;
-            if began && fuel_per_op > 0 {
-                store.set_fuel(fuel_per_op)?;
-            }
-            Ok(())
+        |mut store: StoreContextMut<'_, WasmState>, (op,): (u64,)| {
+            store.data_mut().imports.prefetched(op).map_err(trap)
         },
     )?;
     delivery.func_wrap(
         "committed",
         |mut store: StoreContextMut<'_, WasmState>, (op, reply): (u64, WasmList<u8>)| {
-            // Copied out of the guest's memory in one piece: wasmtime's lifting of a
-            // `list<u8>` into a `Vec` moves it element by element (~8 bytes an
-            // instruction, against memcpy's tens).
-            let reply = reply.as_le_slice(&store).to_vec();
+            let reply = copied_out(&store, reply);
             store.data_mut().imports.committed(op, reply).map_err(trap)
         },
     )?;
     Ok(linker)
+}
+
+/// A reply copied out of the guest's memory in one piece: wasmtime's lifting of a
+/// `list<u8>` into a `Vec` moves it element by element (~8 bytes an instruction, against
+/// memcpy's tens).
+fn copied_out(store: &StoreContextMut<'_, WasmState>, reply: WasmList<u8>) -> Vec<u8> {
+    reply.as_le_slice(store).to_vec()
 }
 
 impl Runtime {
@@ -327,7 +323,6 @@ impl Runtime {
             bindings,
             bodies: Vec::new(),
             fuel_per_call: self.limits.fuel_per_call,
-            full_tank_to_deliver: true,
             deadline_ticks: self.limits.deadline_ms.div_ceil(EPOCH_TICK_MS),
         })
     }
@@ -341,9 +336,6 @@ pub struct WasmInstance {
     /// so that copying them together allocates nothing.
     bodies: Vec<u8>,
     fuel_per_call: u64,
-    /// Whether the next `deliver` starts with a full tank: after `open` or a
-    /// checkpoint. Otherwise it goes on with what the last delivery left.
-    full_tank_to_deliver: bool,
     /// Epoch ticks each export call may take (0: no deadline).
     deadline_ticks: u64,
 }
@@ -361,14 +353,20 @@ impl WasmInstance {
         self.store.data().limiter.memory_bytes
     }
 
-    /// Call one export with the fuel [`Limits::fuel_per_call`] gives it; a trap or a
-    /// contract violation during the call becomes a [`Fault`].
+    /// Call one export, with a full tank of fuel unless it continues a step (a
+    /// completion callback); a trap or a contract violation during the call becomes a
+    /// [`Fault`].
     fn call<T>(
         &mut self,
         export: &str,
         call: impl FnOnce(&MachineExports, &mut Store<WasmState>) -> wasmtime::Result<T>,
     ) -> Result<T, Fault> {
-        let tank_to_restore = self.fuel_for(export)?;
+        let continues_step = matches!(export, "read-done" | "write-done");
+        if !continues_step && self.fuel_per_call > 0 {
+            self.store
+                .set_fuel(self.fuel_per_call)
+                .map_err(|error| Fault::Trap(format!("{error:#}")))?;
+        }
         if self.deadline_ticks > 0 {
             self.store.set_epoch_deadline(self.deadline_ticks);
         }
@@ -376,9 +374,6 @@ impl WasmInstance {
             self.bindings.carapace_state_machine_machine(),
             &mut self.store,
         );
-        if let Some(fuel) = tank_to_restore {
-            self.set_fuel(fuel)?;
-        }
         if let Some(violation) = self.store.data_mut().imports.take_violation() {
             return Err(Fault::Violation(violation));
         }
@@ -391,41 +386,6 @@ impl WasmInstance {
             }
             Fault::Trap(format!("{error:#}"))
         })
-    }
-
-    /// Fuel the store for a call of `export`, and say what to put back after it: a
-    /// completion goes on with its step's tank, and a delivery with the last one's,
-    /// unless `open` or a checkpoint came between; `open` and `checkpoint` start full; a
-    /// call outside the steps has a full tank of its own, and leaves the steps' as it
-    /// was.
-    fn fuel_for(&mut self, export: &str) -> Result<Option<u64>, Fault> {
-        if self.fuel_per_call == 0 {
-            return Ok(None);
-        }
-        let full = self.fuel_per_call;
-        match export {
-            "read-done" | "write-done" => Ok(None),
-            "deliver" => {
-                if std::mem::take(&mut self.full_tank_to_deliver) {
-                    self.set_fuel(full)?;
-                }
-                Ok(None)
-            }
-            "open" | "checkpoint" => {
-                self.full_tank_to_deliver = true;
-                self.set_fuel(full)?;
-                Ok(None)
-            }
-            _ => {
-                let steps_tank = self.store.get_fuel().map_err(fuel_fault)?;
-                self.set_fuel(full)?;
-                Ok(Some(steps_tank))
-            }
-        }
-    }
-
-    fn set_fuel(&mut self, fuel: u64) -> Result<(), Fault> {
-        self.store.set_fuel(fuel).map_err(fuel_fault)
     }
 
     fn step(
@@ -442,10 +402,6 @@ impl WasmInstance {
             Err(failure) => Err(wasm_failure(failure)),
         }
     }
-}
-
-fn fuel_fault(error: wasmtime::Error) -> Fault {
-    Fault::Trap(format!("{error:#}"))
 }
 
 fn wasm_failure(failure: types::Failure) -> Fault {

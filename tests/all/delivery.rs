@@ -183,48 +183,70 @@ fn each_op_of_a_delivery_has_the_fuel_of_one_op_alone() {
 }
 
 #[test]
-fn an_ops_fuel_runs_from_its_prefetched_to_the_next_ops_however_the_ops_are_batched() {
+fn an_ops_fuel_is_its_own_whatever_the_op_before_it_spent() {
     // Op 1 spends over half an op's fuel committing, op 2 half as much again
-    // prefetching.
-    // Op 2's prefetch comes before its `prefetched`, so it draws on op 1's budget, and
-    // the two run out together: in one delivery, in two, and after a restart between.
+    // prefetching: together they would run out. Each op's budget starts at its first
+    // report, before its prefetch, so both commit: in one delivery, in two, and after a
+    // restart between. (A budget carried from one op to the next would make op 2 a
+    // poison op, and every request after op 1 too.)
     let (runtime, component) = hostile_runtime();
     let requests = [
         hostile_request(1, "spin"),
         hostile_request(2, "spin-in-prefetch"),
     ];
-    let expect_poison_op_2 = |committed: carapace::replica::Committed, replies: &[&[u8]]| {
+    let assert_committed = |committed: carapace::replica::Committed, replies: &[&[u8]]| {
+        assert!(committed.stopped.is_none(), "{:?}", committed.stopped);
         let acknowledged: Vec<&[u8]> = committed.replies.iter().map(Vec::as_slice).collect();
         assert_eq!(acknowledged, replies);
-        match committed.stopped {
-            Some(Error::Poison { op: 2, guest }) => {
-                assert_eq!(guest.step, Some("prefetch"));
-                assert!(matches!(&guest.fault, Fault::Trap(trap) if trap.contains("fuel")));
-            }
-            other => panic!("expected op 2 to be poison, got {other:?}"),
-        }
     };
     let disk = SimDisk::new();
     let mut together = open_hostile(&runtime, &component, &disk);
-    expect_poison_op_2(together.commit_group(&requests), &[b"spin"]);
+    assert_committed(
+        together.commit_group(&requests),
+        &[b"spin", b"spin-in-prefetch"],
+    );
+    assert_eq!(together.rebuilds(), 0);
 
     let disk = SimDisk::new();
     let mut apart = open_hostile(&runtime, &component, &disk);
-    let first = apart.commit_group(&requests[..1]);
-    assert!(first.stopped.is_none(), "{:?}", first.stopped);
-    expect_poison_op_2(apart.commit_group(&requests[1..]), &[]);
+    assert_committed(apart.commit_group(&requests[..1]), &[b"spin"]);
+    assert_committed(apart.commit_group(&requests[1..]), &[b"spin-in-prefetch"]);
 
     let disk = SimDisk::new();
     let mut restarted = open_hostile(&runtime, &component, &disk);
-    restarted.commit_group(&requests[..1]);
+    assert_committed(restarted.commit_group(&requests[..1]), &[b"spin"]);
     drop(restarted);
     let mut restarted = open_hostile(&runtime, &component, &disk);
-    expect_poison_op_2(restarted.commit_group(&requests[1..]), &[]);
+    assert_committed(
+        restarted.commit_group(&requests[1..]),
+        &[b"spin-in-prefetch"],
+    );
+}
 
-    // Op 2's prefetch alone, the first op after `open`, has a full tank.
+#[test]
+fn a_report_past_the_end_of_a_delivery_poisons_the_op_that_made_it() {
+    // Its op finished, then reported the op after it, which the delivery does not
+    // hold: that op's violation, not the host's panic nor an innocent op's refusal.
+    let (runtime, component) = hostile_runtime();
     let disk = SimDisk::new();
-    let mut alone = open_hostile(&runtime, &component, &disk);
-    let committed = alone.commit_group(&[hostile_request(1, "spin-in-prefetch")]);
+    let mut durable = open_hostile(&runtime, &component, &disk);
+    let requests = [
+        hostile_request(1, "a"),
+        hostile_request(2, "report-past-the-end"),
+    ];
+    let committed = durable.commit_group(&requests);
+    assert_eq!(committed.replies, [b"a"]);
+    match committed.stopped {
+        Some(Error::Poison { op: 2, guest }) => match &guest.fault {
+            Fault::Violation(violation) => assert!(
+                violation.contains("`due-timer` for op 3, past the end of the delivery"),
+                "{violation}"
+            ),
+            other => panic!("expected a violation, got {other:?}"),
+        },
+        other => panic!("expected op 2 to be poison, got {other:?}"),
+    }
+    let committed = durable.commit_group(&[hostile_request(2, "b")]);
     assert!(committed.stopped.is_none(), "{:?}", committed.stopped);
 }
 
@@ -304,11 +326,9 @@ fn reports_out_of_order_break_the_contract() {
             "`committed` for op 1 out of order",
         ),
         (
-            // Op 1 arms a timer due at once while it is prefetched, so the machine
-            // knows of it before op 2, which must not be prefetched until it is run.
-            &["skip-due-timer", "next"][..],
-            "prefetch",
-            "`prefetched` for op 2 with timer 1 due (at 0), armed before op 1 committed",
+            &["skip-due-timer"][..],
+            "deliver",
+            "`prefetched` for op 1 out of order",
         ),
     ] {
         let (runtime, component) = hostile_runtime();

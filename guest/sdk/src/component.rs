@@ -72,12 +72,12 @@ impl Imports for WitImports {
         clock::cancel_timer(id);
     }
 
-    fn due_timer(&self, op: u64) -> Option<u64> {
-        delivery::due_timer(op)
+    fn due_timer(&self, op: u64, previous_reply: Option<&[u8]>) -> Option<u64> {
+        delivery::due_timer(op, previous_reply)
     }
 
-    fn prefetched(&self, op: u64, previous_reply: Option<&[u8]>) {
-        delivery::prefetched(op, previous_reply);
+    fn prefetched(&self, op: u64) {
+        delivery::prefetched(op);
     }
 
     fn committed(&self, op: u64, reply: &[u8]) {

@@ -45,11 +45,11 @@ pub trait Imports {
     fn set_timer(&self, id: u64, at: u64);
     /// `clock.cancel-timer`.
     fn cancel_timer(&self, id: u64);
-    /// `delivery.due-timer`.
-    fn due_timer(&self, op: u64) -> Option<u64>;
-    /// `delivery.prefetched`, with the reply of the op before it if that op's commit is
-    /// not yet reported.
-    fn prefetched(&self, op: u64, previous_reply: Option<&[u8]>);
+    /// `delivery.due-timer`, with the reply of the op before `op` if that op's commit
+    /// is not yet reported.
+    fn due_timer(&self, op: u64, previous_reply: Option<&[u8]>) -> Option<u64>;
+    /// `delivery.prefetched`.
+    fn prefetched(&self, op: u64);
     /// `delivery.committed`.
     fn committed(&self, op: u64, reply: &[u8]);
     /// `log.log`.
@@ -74,22 +74,11 @@ struct InFlight {
 struct Inner {
     imports: Box<dyn Imports>,
     in_flight: RefCell<Vec<InFlight>>,
-    /// The timers this instance armed, as `(id, at)`: the host's record is the
-    /// contract's, and this copy tells the runner when to ask for a due one, so that an
-    /// op with none due costs no `due-timer` call.
-    timers: RefCell<Vec<(u64, u64)>>,
-    /// The earliest `at` among `timers` (`u64::MAX` with none): the check before
-    /// every op is one comparison.
-    earliest_timer: Cell<u64>,
-    /// The last op committed and its reply, while its report waits to ride on the next
-    /// op's `prefetched`: most ops then cost the host one call.
-    unreported: RefCell<Unreported>,
-}
-
-#[derive(Default)]
-struct Unreported {
-    op: Option<u64>,
-    reply: Vec<u8>,
+    /// The last op committed, while its report waits to ride on the next op's first
+    /// `due-timer`: most ops then cost the host two calls, not three.
+    unreported_op: Cell<Option<u64>>,
+    /// Its reply. Only the runner borrows it mutably, between calls to the host.
+    unreported_reply: RefCell<Vec<u8>>,
 }
 
 /// The guest's handle on its host: clock, timers, log and grid I/O. Cheap to clone; all
@@ -114,16 +103,13 @@ impl Context {
             inner: Rc::new(Inner {
                 imports,
                 in_flight: RefCell::new(Vec::with_capacity(IO_IN_FLIGHT_MAX)),
-                timers: RefCell::new(Vec::new()),
-                earliest_timer: Cell::new(u64::MAX),
-                unreported: RefCell::new(Unreported::default()),
+                unreported_op: Cell::new(None),
+                unreported_reply: RefCell::new(Vec::new()),
             }),
         }
     }
 
-    /// The timestamp of the op being delivered, from its first report on (its first due
-    /// timer, or else its `prefetched`: while an op with no timer due is prefetched, the
-    /// last op's), or of the last committed op between ops.
+    /// The timestamp of the op being committed (or of the last one, between ops).
     pub fn now(&self) -> u64 {
         self.host().now()
     }
@@ -131,60 +117,28 @@ impl Context {
     /// Arm timer `id` to fire at logical timestamp `at`.
     pub fn set_timer(&self, id: u64, at: u64) {
         self.host().set_timer(id, at);
-        let mut timers = self.inner.timers.borrow_mut();
-        match timers.iter_mut().find(|(armed, _)| *armed == id) {
-            Some(timer) => timer.1 = at,
-            None => timers.push((id, at)),
-        }
-        self.note_earliest_timer(&timers);
     }
 
     /// Disarm timer `id`.
     pub fn cancel_timer(&self, id: u64) {
         self.host().cancel_timer(id);
-        let mut timers = self.inner.timers.borrow_mut();
-        timers.retain(|(armed, _)| *armed != id);
-        self.note_earliest_timer(&timers);
     }
 
-    fn note_earliest_timer(&self, timers: &[(u64, u64)]) {
-        let earliest = timers.iter().map(|&(_, at)| at).min();
-        self.inner.earliest_timer.set(earliest.unwrap_or(u64::MAX));
+    /// The next timer due before op `op`, which the runner runs first: see the
+    /// contract's `delivery` interface. The first call for an op carries the reply of
+    /// the op before it, if that waits to be reported.
+    pub(crate) fn due_timer(&self, op: u64) -> Option<u64> {
+        let Some(previous) = self.inner.unreported_op.take() else {
+            return self.inner.imports.due_timer(op, None);
+        };
+        debug_assert_eq!(previous + 1, op, "the reply rides on the next op's call");
+        let reply = self.inner.unreported_reply.borrow();
+        self.inner.imports.due_timer(op, Some(&reply))
     }
 
-    /// Whether a timer this instance armed is due by op timestamp `timestamp`.
-    pub(crate) fn timer_due_by(&self, timestamp: u64) -> bool {
-        self.inner.earliest_timer.get() <= timestamp
-    }
-
-    /// The next timer due before op `op`, at `timestamp`, which the runner runs first:
-    /// see the contract's `delivery` interface. Once the host has none due, neither
-    /// has this instance's copy of its timers.
-    pub(crate) fn due_timer(&self, op: u64, timestamp: u64) -> Option<u64> {
-        let due = self.host().due_timer(op);
-        let mut timers = self.inner.timers.borrow_mut();
-        match due {
-            Some(id) => timers.retain(|(armed, _)| *armed != id),
-            None => timers.retain(|&(_, at)| at > timestamp),
-        }
-        self.note_earliest_timer(&timers);
-        due
-    }
-
-    /// The host's imports, once it knows of every op committed: a report that waits
-    /// for the next `prefetched` is made first (the contract's order holds for every
-    /// other call).
-    fn host(&self) -> &dyn Imports {
-        self.report_committed();
-        &*self.inner.imports
-    }
-
-    /// Tell the host op `op` is prefetched, with the reply of the op before it if that
-    /// waits to be reported.
+    /// Tell the host op `op` is prefetched.
     pub(crate) fn prefetched(&self, op: u64) {
-        let mut unreported = self.inner.unreported.borrow_mut();
-        let previous_reply = unreported.op.take().map(|_| &unreported.reply[..]);
-        self.inner.imports.prefetched(op, previous_reply);
+        self.host().prefetched(op);
     }
 
     /// Hand the host op `op`'s reply now.
@@ -192,24 +146,34 @@ impl Context {
         self.host().committed(op, reply);
     }
 
-    /// Hand the host op `op`'s reply with the next op's `prefetched`, or before any
+    /// Hand the host op `op`'s reply with the next op's first `due-timer`, or before any
     /// other call to the host, whichever comes first. `reply` is taken (swapped for an
-    /// empty buffer, so that neither side allocates again).
+    /// emptied buffer, so that neither side allocates again).
     pub(crate) fn committed_later(&self, op: u64, reply: &mut Vec<u8>) {
-        let mut unreported = self.inner.unreported.borrow_mut();
-        debug_assert!(unreported.op.is_none(), "the op before was reported");
-        std::mem::swap(&mut unreported.reply, reply);
+        debug_assert!(
+            self.inner.unreported_op.get().is_none(),
+            "the op before was reported"
+        );
+        let mut unreported = self.inner.unreported_reply.borrow_mut();
+        std::mem::swap(&mut *unreported, reply);
         reply.clear();
-        unreported.op = Some(op);
+        self.inner.unreported_op.set(Some(op));
     }
 
-    /// Report the last op committed, if its report still waits: before an export call
-    /// returns, so that the host knows of every op that committed in it.
+    /// Report the last op committed, if its report still waits: before any other call
+    /// to the host and before an export call returns, so that the host knows of every
+    /// op that committed before it answers anything.
     pub(crate) fn report_committed(&self) {
-        let mut unreported = self.inner.unreported.borrow_mut();
-        if let Some(op) = unreported.op.take() {
-            self.inner.imports.committed(op, &unreported.reply);
+        if let Some(op) = self.inner.unreported_op.take() {
+            let reply = self.inner.unreported_reply.borrow();
+            self.inner.imports.committed(op, &reply);
         }
+    }
+
+    /// The host's imports, once it knows of every op committed.
+    fn host(&self) -> &dyn Imports {
+        self.report_committed();
+        &*self.inner.imports
     }
 
     /// Emit a diagnostic message.
@@ -354,11 +318,10 @@ impl Future for WriteBlock {
 mod tests {
     use super::*;
 
-    /// Imports that record every call, answering `due-timer` from `due`.
+    /// Imports that record every call.
     #[derive(Default)]
     struct Recorder {
         calls: RefCell<Vec<String>>,
-        due: RefCell<Vec<Option<u64>>>,
     }
 
     impl Imports for Rc<Recorder> {
@@ -378,13 +341,13 @@ mod tests {
         fn cancel_timer(&self, id: u64) {
             self.calls.borrow_mut().push(format!("cancel-timer {id}"));
         }
-        fn due_timer(&self, op: u64) -> Option<u64> {
-            self.calls.borrow_mut().push(format!("due-timer {op}"));
-            self.due.borrow_mut().remove(0)
-        }
-        fn prefetched(&self, op: u64, previous_reply: Option<&[u8]>) {
-            let call = format!("prefetched {op} {previous_reply:?}");
+        fn due_timer(&self, op: u64, previous_reply: Option<&[u8]>) -> Option<u64> {
+            let call = format!("due-timer {op} {previous_reply:?}");
             self.calls.borrow_mut().push(call);
+            None
+        }
+        fn prefetched(&self, op: u64) {
+            self.calls.borrow_mut().push(format!("prefetched {op}"));
         }
         fn committed(&self, op: u64, reply: &[u8]) {
             self.calls
@@ -396,59 +359,37 @@ mod tests {
         }
     }
 
-    fn context() -> (Context, Rc<Recorder>) {
+    #[test]
+    fn a_reply_held_back_rides_on_the_next_due_timer_or_goes_before_any_other_call() {
         let recorder = Rc::new(Recorder::default());
-        (Context::new(Box::new(recorder.clone())), recorder)
-    }
-
-    #[test]
-    fn the_context_knows_when_a_timer_it_armed_is_due() {
-        let (context, recorder) = context();
-        assert!(!context.timer_due_by(u64::MAX - 1));
-        context.set_timer(1, 50);
-        context.set_timer(2, 30);
-        assert!(context.timer_due_by(30) && !context.timer_due_by(29));
-        // Re-arming moves a timer; cancelling forgets it.
-        context.set_timer(2, 70);
-        assert!(!context.timer_due_by(49) && context.timer_due_by(50));
-        context.cancel_timer(1);
-        assert!(!context.timer_due_by(69) && context.timer_due_by(70));
-        // A timer the host hands out is no longer armed.
-        recorder.due.borrow_mut().push(Some(2));
-        assert_eq!(context.due_timer(9, 70), Some(2));
-        assert!(!context.timer_due_by(u64::MAX - 1));
-        // The host's record is the contract's: once it has none due, neither has this.
-        context.set_timer(3, 10);
-        recorder.due.borrow_mut().push(None);
-        assert_eq!(context.due_timer(10, 20), None);
-        assert!(!context.timer_due_by(20));
-    }
-
-    #[test]
-    fn a_reply_held_back_rides_on_the_next_prefetched_or_goes_before_any_other_call() {
-        let (context, recorder) = context();
-        context.prefetched(1);
+        let context = Context::new(Box::new(recorder.clone()));
         let mut reply = b"one".to_vec();
         context.committed_later(1, &mut reply);
         assert!(reply.is_empty());
-        context.prefetched(2);
+        context.due_timer(2);
+        context.due_timer(2);
         reply.extend_from_slice(b"two");
         context.committed_later(2, &mut reply);
         context.log(Level::Info, "compacting");
-        context.prefetched(3);
+        context.due_timer(3);
         reply.extend_from_slice(b"three");
         context.committed_later(3, &mut reply);
+        drop(context.read(9));
+        reply.extend_from_slice(b"four");
+        context.committed_later(4, &mut reply);
         context.report_committed();
         context.report_committed();
         assert_eq!(
             *recorder.calls.borrow(),
             [
-                "prefetched 1 None",
-                "prefetched 2 Some([111, 110, 101])",
+                "due-timer 2 Some([111, 110, 101])",
+                "due-timer 2 None",
                 "committed 2 [116, 119, 111]",
                 "log compacting",
-                "prefetched 3 None",
+                "due-timer 3 None",
                 "committed 3 [116, 104, 114, 101, 101]",
+                "read 9",
+                "committed 4 [102, 111, 117, 114]",
             ]
         );
     }

@@ -220,12 +220,8 @@ async fn deliver<M: StateMachine>(
         if machine.input_valid(operation, body).is_err() {
             break;
         }
-        // Asked only when one is due: most ops cost the host no call before their
-        // `prefetched`.
-        while context.timer_due_by(request.timestamp) {
-            let Some(id) = context.due_timer(op, request.timestamp) else {
-                break;
-            };
+        // The first call begins the op, with the op before's reply if that waits.
+        while let Some(id) = context.due_timer(op) {
             machine.timer(id).await?;
         }
         machine.prefetch(op, operation, body).await?;
@@ -239,8 +235,8 @@ async fn deliver<M: StateMachine>(
             body,
             &mut reply,
         )?;
-        // Reported with the next op's `prefetched`, which saves the host a call; the
-        // last op of the batch at once, so that the host can tell a trap in its
+        // Reported with the next op's first `due-timer`, which saves the host a call;
+        // the last op of the batch at once, so that the host can tell a trap in its
         // compaction from one in its commit.
         if index == last {
             context.committed(op, &reply);
@@ -309,8 +305,8 @@ impl<M: StateMachine> Runner<M> {
     }
 
     /// `deliver`: commit `requests` in order as one step, each op reported to the host
-    /// through the context (`due-timer` when a timer is due, `prefetched`, and
-    /// `committed`, which may ride on the next op's `prefetched`).
+    /// through the context (`due-timer`, `prefetched`, and `committed`, which may
+    /// ride on the next op's first `due-timer`).
     pub fn deliver(&mut self, delivery: Delivery) -> Result<Step, Failure> {
         let context = self.context.clone();
         self.start(move |mut machine| async move {

@@ -190,15 +190,14 @@ impl Imports for MemoryHost {
 
     fn cancel_timer(&self, _: u64) {}
 
-    fn due_timer(&self, _: u64) -> Option<u64> {
-        None
-    }
-
-    fn prefetched(&self, _: u64, previous_reply: Option<&[u8]>) {
+    fn due_timer(&self, _: u64, previous_reply: Option<&[u8]>) -> Option<u64> {
         if let Some(reply) = previous_reply {
             self.state.borrow_mut().replies.push(reply.to_vec());
         }
+        None
     }
+
+    fn prefetched(&self, _: u64) {}
 
     fn committed(&self, _: u64, reply: &[u8]) {
         self.state.borrow_mut().replies.push(reply.to_vec());

@@ -31,8 +31,7 @@ pub const TIMERS_PER_OP_MAX: usize = 64;
 /// contract's `delivery` interface).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
-    /// Not begun: no report for it yet. The guest is prefetching it (an op with no
-    /// timer due is first reported by its `prefetched`), or about to ask for its timers.
+    /// Not begun: no `due-timer` for it yet.
     Waiting,
     /// Running a timer `due-timer` handed out.
     Timer,
@@ -48,7 +47,7 @@ impl Phase {
     /// The step of the lifecycle the phase is, as errors name it.
     pub fn step(self) -> &'static str {
         match self {
-            Phase::Waiting => "prefetch",
+            Phase::Waiting => "deliver",
             Phase::Timer => "timer",
             Phase::Prefetch => "prefetch",
             Phase::Commit => "commit",
@@ -78,51 +77,31 @@ struct Delivery {
 }
 
 impl Delivery {
-    /// Move on to `op` if it is the op after the one compacting, which is then done,
-    /// and check that a report `what` may come now, in one of the phases `allowed`
-    /// (`out_of_order` says where it belongs): whether `op` begins now (this is its first
-    /// report), and its timestamp.
-    fn begin(
-        &mut self,
-        op: u64,
-        what: &str,
-        allowed: &[Phase],
-        out_of_order: &str,
-    ) -> Result<(bool, u64), String> {
+    /// Check a `due-timer` for `op`, moving on to it if the op before it is done:
+    /// whether `op` begins now, and its timestamp.
+    fn due_timer(&mut self, op: u64) -> Result<(bool, u64), String> {
+        // The op after the one compacting begins now: that one is done. Past the end of
+        // the delivery, the violation stays with the last op, which did finish.
         if self.phase == Phase::Compact && op == self.op + 1 {
+            if !self.holds(op) {
+                return Err(format!(
+                    "`due-timer` for op {op}, past the end of the delivery"
+                ));
+            }
             self.op = op;
             self.phase = Phase::Waiting;
         }
-        let timestamp = self.timestamp_of(op, what)?;
-        if !allowed.contains(&self.phase) {
-            return Err(format!("`{what}` for op {op} out of order: {out_of_order}"));
+        let timestamp = self.timestamp_of(op, "due-timer")?;
+        if !matches!(self.phase, Phase::Waiting | Phase::Timer | Phase::Prefetch) {
+            return Err(format!(
+                "`due-timer` for op {op} out of order: it comes before the op's prefetch"
+            ));
         }
         let began = self.phase == Phase::Waiting;
         if began {
             self.timers = 0;
         }
         Ok((began, timestamp))
-    }
-
-    /// Check a `due-timer` for `op`: whether `op` begins now, and its timestamp.
-    fn due_timer(&mut self, op: u64) -> Result<(bool, u64), String> {
-        self.begin(
-            op,
-            "due-timer",
-            &[Phase::Waiting, Phase::Timer, Phase::Prefetch],
-            "it comes before the op's prefetch",
-        )
-    }
-
-    /// Check a `prefetched` for `op`: whether `op` begins now (no timer was due before
-    /// it), and its timestamp. The op commits once the host has checked its timers.
-    fn prefetched(&mut self, op: u64) -> Result<(bool, u64), String> {
-        self.begin(
-            op,
-            "prefetched",
-            &[Phase::Waiting, Phase::Timer, Phase::Prefetch],
-            "it comes once, after the op's due timers",
-        )
     }
 
     /// Record what `due-timer` answered for `op`: a timer to run first, or none.
@@ -139,6 +118,19 @@ impl Delivery {
                  keeps re-arming them"
             ));
         }
+        Ok(())
+    }
+
+    /// Check a `prefetched` for `op`.
+    fn prefetched(&mut self, op: u64) -> Result<(), String> {
+        self.timestamp_of(op, "prefetched")?;
+        if self.phase != Phase::Prefetch {
+            return Err(format!(
+                "`prefetched` for op {op} out of order: it comes once, after `due-timer` \
+                 answers none"
+            ));
+        }
+        self.phase = Phase::Commit;
         Ok(())
     }
 
@@ -160,6 +152,11 @@ impl Delivery {
         self.replies.push(reply);
         self.phase = Phase::Compact;
         Ok(timestamp)
+    }
+
+    /// Whether `op` is one of the delivery's ops.
+    fn holds(&self, op: u64) -> bool {
+        op >= self.first_op && op - self.first_op < self.timestamps.len() as u64
     }
 
     /// The timestamp of `op`, which must be the op in progress.
@@ -197,16 +194,6 @@ pub struct DueTimer {
     /// Whether this call began the op: a component's fuel is refilled then, so that
     /// each op of a delivery has a budget of its own.
     pub began: bool,
-}
-
-/// An armed timer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Timer {
-    /// The op timestamp it is due at.
-    at: u64,
-    /// The last committed op when it was armed: a timer armed before an op committed
-    /// and due by the next op's timestamp must be asked for before that op.
-    armed_after: u64,
 }
 
 /// A contract violation by the guest, returned by an import so that the instance can
@@ -377,8 +364,8 @@ pub struct HostImports {
     now: u64,
     /// The last committed op, for log messages.
     op: u64,
-    /// Armed timers by id.
-    timers: BTreeMap<u64, Timer>,
+    /// Armed timers: id -> timestamp.
+    timers: BTreeMap<u64, u64>,
     log: VecDeque<LogMessage>,
     echo_log: bool,
     /// The first contract violation by the guest, reported when its call returns.
@@ -452,11 +439,11 @@ impl HostImports {
     /// The earliest armed timer due at or before `timestamp`, disarmed: its id and
     /// deadline.
     pub(crate) fn take_due_timer(&mut self, timestamp: u64) -> Option<(u64, u64)> {
-        let (&id, &Timer { at, .. }) = self
+        let (&id, &at) = self
             .timers
             .iter()
-            .filter(|(_, timer)| timer.at <= timestamp)
-            .min_by_key(|(id, timer)| (timer.at, **id))?;
+            .filter(|(_, at)| **at <= timestamp)
+            .min_by_key(|(id, at)| (**at, **id))?;
         self.timers.remove(&id);
         Some((id, at))
     }
@@ -508,8 +495,19 @@ impl HostImports {
         result.map_err(|violation| self.violate(violation))
     }
 
-    /// `delivery.due-timer`.
-    pub fn due_timer(&mut self, op: u64) -> Result<DueTimer, Violation> {
+    /// `delivery.due-timer`. `previous_reply`, if given, is the `committed` report of
+    /// the op before, made with this one.
+    pub fn due_timer(
+        &mut self,
+        op: u64,
+        previous_reply: Option<Vec<u8>>,
+    ) -> Result<DueTimer, Violation> {
+        if let Some(reply) = previous_reply {
+            let Some(previous) = op.checked_sub(1) else {
+                return Err(self.violate("`due-timer` for op 0 with a reply".into()));
+            };
+            self.committed(previous, reply)?;
+        }
         let (began, timestamp) =
             self.in_delivery("due-timer", |delivery| delivery.due_timer(op))?;
         if began {
@@ -521,50 +519,10 @@ impl HostImports {
     }
 
     /// `delivery.prefetched`: from here to `committed` the guest commits, which is pure.
-    /// `previous_reply`, if given, is the `committed` report of the op before. Whether
-    /// it began the op (no timer was due before it): a component's fuel is refilled then,
-    /// as at [`HostImports::due_timer`].
-    pub fn prefetched(
-        &mut self,
-        op: u64,
-        previous_reply: Option<Vec<u8>>,
-    ) -> Result<bool, Violation> {
-        if let Some(reply) = previous_reply {
-            let Some(previous) = op.checked_sub(1) else {
-                return Err(self.violate("`prefetched` for op 0 with a reply".into()));
-            };
-            self.committed(previous, reply)?;
-        }
-        let (began, timestamp) =
-            self.in_delivery("prefetched", |delivery| delivery.prefetched(op))?;
-        if began {
-            self.set_clock(op - 1, timestamp);
-        }
-        if let Some((id, timer)) = self.timer_not_asked_for(op, timestamp) {
-            return Err(self.violate(format!(
-                "`prefetched` for op {op} with timer {id} due (at {}), armed before op {} \
-                 committed: a due timer is asked for with `due-timer` first",
-                timer.at,
-                op - 1
-            )));
-        }
-        self.in_delivery("prefetched", |delivery| {
-            delivery.phase = Phase::Commit;
-            Ok(())
-        })?;
+    pub fn prefetched(&mut self, op: u64) -> Result<(), Violation> {
+        self.in_delivery("prefetched", |delivery| delivery.prefetched(op))?;
         self.step_active = false;
-        Ok(began)
-    }
-
-    /// A timer due by `timestamp`, the timestamp of op `op`, that the guest had armed
-    /// before the op before `op` committed: it knew of it in time to ask for it. (One
-    /// armed later, while that op compacted or `op` was prefetched, may wait for the
-    /// next op: the host cannot tell which of the two armed it.)
-    fn timer_not_asked_for(&self, op: u64, timestamp: u64) -> Option<(u64, Timer)> {
-        self.timers
-            .iter()
-            .find(|(_, timer)| timer.at <= timestamp && timer.armed_after + 1 < op)
-            .map(|(&id, &timer)| (id, timer))
+        Ok(())
     }
 
     /// `delivery.committed`.
@@ -722,8 +680,7 @@ impl HostImports {
         if !self.timers.contains_key(&id) && self.timers.len() == TIMERS_ARMED_MAX {
             return Err(self.violate(format!("more than {TIMERS_ARMED_MAX} timers armed")));
         }
-        let armed_after = self.op;
-        self.timers.insert(id, Timer { at, armed_after });
+        self.timers.insert(id, at);
         Ok(())
     }
 
@@ -784,10 +741,10 @@ mod tests {
             .collect()
     }
 
-    /// Report op `op` as a well-behaved guest would, with no timer due: it begins at
-    /// its `prefetched`.
+    /// Report op `op` as a well-behaved guest would, with no timer due.
     fn deliver_op(imports: &mut HostImports, op: u64) {
-        assert!(imports.prefetched(op, None).unwrap());
+        assert_eq!(imports.due_timer(op, None).unwrap().id, None);
+        imports.prefetched(op).unwrap();
         imports.committed(op, vec![op as u8]).unwrap();
     }
 
@@ -801,7 +758,7 @@ mod tests {
         // which begins (its fuel is refilled) at the first call only.
         imports.set_timer(7, 15).unwrap();
         assert_eq!(
-            imports.due_timer(2).unwrap(),
+            imports.due_timer(2, None).unwrap(),
             DueTimer {
                 id: Some(7),
                 began: true
@@ -809,13 +766,13 @@ mod tests {
         );
         assert_eq!(imports.now(), 20);
         assert_eq!(
-            imports.due_timer(2).unwrap(),
+            imports.due_timer(2, None).unwrap(),
             DueTimer {
                 id: None,
                 began: false
             }
         );
-        imports.prefetched(2, None).unwrap();
+        imports.prefetched(2).unwrap();
         imports.committed(2, vec![2]).unwrap();
         deliver_op(&mut imports, 3);
         let delivered = imports.end_delivery();
@@ -825,116 +782,111 @@ mod tests {
     }
 
     #[test]
-    fn an_op_with_no_timer_due_begins_at_its_prefetched_which_moves_the_clock() {
+    fn a_reply_may_ride_on_the_next_ops_first_due_timer() {
         let mut imports = imports();
-        imports.begin_delivery(&requests(1, 2), 16);
-        // Asking when no timer is due is allowed, and begins the op.
-        assert!(imports.due_timer(1).unwrap().began);
-        assert!(!imports.prefetched(1, None).unwrap());
-        imports.committed(1, vec![1]).unwrap();
-        // Op 2 is prefetched with the clock still at op 1's timestamp.
-        assert_eq!(imports.now(), 10);
-        assert!(imports.prefetched(2, None).unwrap());
-        assert_eq!(imports.now(), 20);
+        imports.begin_delivery(&requests(1, 3), 16);
+        assert!(imports.due_timer(1, None).unwrap().began);
+        imports.prefetched(1).unwrap();
+        // Op 1 committed and compacted; op 2 begins.
+        let due = imports.due_timer(2, Some(vec![1])).unwrap();
+        assert_eq!((due.id, due.began, imports.now()), (None, true, 20));
+        imports.prefetched(2).unwrap();
         imports.committed(2, vec![2]).unwrap();
-        assert_eq!(imports.end_delivery().replies, [vec![1], vec![2]]);
+        deliver_op(&mut imports, 3);
+        assert_eq!(imports.end_delivery().replies, [vec![1], vec![2], vec![3]]);
         assert_eq!(imports.take_violation(), None);
     }
 
     #[test]
-    fn a_reply_may_ride_on_the_next_ops_prefetched() {
-        let mut imports = imports();
-        imports.begin_delivery(&requests(1, 3), 16);
-        imports.prefetched(1, None).unwrap();
-        imports.prefetched(2, Some(vec![1])).unwrap();
-        // Op 1 committed and compacted; op 2 commits, which is pure.
-        assert_eq!(imports.now(), 20);
-        assert!(imports.submit_read(1).is_err());
-        let mut imports = self::imports();
-        imports.begin_delivery(&requests(1, 3), 16);
-        imports.prefetched(1, None).unwrap();
-        imports.prefetched(2, Some(vec![1])).unwrap();
-        imports.committed(2, vec![2]).unwrap();
-        imports.prefetched(3, None).unwrap();
-        imports.committed(3, vec![3]).unwrap();
-        assert_eq!(imports.end_delivery().replies, [vec![1], vec![2], vec![3]]);
-        // Op 2 without op 1's reply, or a reply for an op not committing, is refused.
-        for (op, reply, says) in [
-            (2, None, "`prefetched` for op 2 while op 1 is in progress"),
+    fn a_riding_reply_is_checked_as_its_own_committed_would_be() {
+        type Misstep = fn(&mut HostImports) -> Result<(), Violation>;
+        let cases: [(&str, Misstep, &str, (u64, Phase)); 4] = [
             (
-                1,
-                Some(vec![0]),
-                "`committed` for op 0 while op 1 is in progress",
+                "the next op without the reply",
+                |imports| imports.due_timer(2, None).map(drop),
+                "`due-timer` for op 2 while op 1 is in progress",
+                (1, Phase::Commit),
             ),
-        ] {
-            let mut imports = self::imports();
-            imports.begin_delivery(&requests(1, 3), 16);
-            imports.prefetched(1, None).unwrap();
-            let violation = imports.prefetched(op, reply).unwrap_err();
-            assert_eq!(violation.0, says);
+            (
+                "a reply of an op not committing",
+                |imports| imports.due_timer(1, Some(vec![0])).map(drop),
+                "`committed` for op 0 while op 1 is in progress",
+                (1, Phase::Commit),
+            ),
+            (
+                "a reply over the limit",
+                |imports| imports.due_timer(2, Some(vec![0; 17])).map(drop),
+                "a reply of 17 bytes to op 1 is over the reply size limit of 16 bytes",
+                (1, Phase::Commit),
+            ),
+            (
+                "the reply of an op already reported",
+                |imports| {
+                    imports.committed(1, vec![1])?;
+                    imports.due_timer(2, Some(vec![1])).map(drop)
+                },
+                "`committed` for op 1 out of order",
+                (1, Phase::Compact),
+            ),
+        ];
+        for (case, misstep, says, at) in cases {
+            let mut imports = imports();
+            imports.begin_delivery(&requests(1, 2), 16);
+            imports.due_timer(1, None).unwrap();
+            imports.prefetched(1).unwrap();
+            let violation = misstep(&mut imports).expect_err(case);
+            assert!(violation.0.contains(says), "{case}: {violation}");
+            let delivered = imports.end_delivery();
+            assert_eq!((delivered.op, delivered.phase), at, "{case}");
+            assert!(delivered.replies.len() <= 1, "{case}");
         }
     }
 
     #[test]
-    fn a_due_timer_armed_before_the_last_op_committed_must_be_asked_for() {
+    fn a_report_past_the_end_of_a_delivery_is_the_last_ops_violation() {
         let mut imports = imports();
-        imports.begin_delivery(&requests(1, 3), 16);
-        assert!(imports.prefetched(1, None).unwrap());
-        imports.committed(1, vec![1]).unwrap();
-        // Armed after op 1 committed: while op 1 compacted, or while op 2 was prefetched
-        // (the host cannot tell which), so it may wait for op 3.
-        imports.set_timer(7, 15).unwrap();
-        assert!(imports.prefetched(2, None).unwrap());
-        imports.committed(2, vec![2]).unwrap();
-        // By op 3 it has been armed since before op 2 committed.
-        let violation = imports.prefetched(3, None).unwrap_err();
-        assert_eq!(
-            violation.0,
-            "`prefetched` for op 3 with timer 7 due (at 15), armed before op 2 committed: \
-             a due timer is asked for with `due-timer` first"
+        imports.begin_delivery(&requests(1, 2), 16);
+        deliver_op(&mut imports, 1);
+        deliver_op(&mut imports, 2);
+        let violation = imports.due_timer(3, None).unwrap_err();
+        assert!(
+            violation.0.contains("past the end of the delivery"),
+            "{violation}"
         );
+        // Both ops committed; the delivery stands after the last, which did finish.
         let delivered = imports.end_delivery();
-        assert_eq!((delivered.op, delivered.phase), (3, Phase::Waiting));
+        assert_eq!(delivered.replies, [vec![1], vec![2]]);
+        assert_eq!((delivered.op, delivered.phase), (2, Phase::Compact));
     }
 
     #[test]
     fn reports_out_of_order_are_violations_naming_the_op() {
         type Misstep = fn(&mut HostImports) -> Result<(), Violation>;
-        let cases: [(&str, Misstep, &str); 8] = [
+        let cases: [(&str, Misstep, &str); 7] = [
             (
                 "another op",
-                |imports| imports.due_timer(2).map(drop),
+                |imports| imports.due_timer(2, None).map(drop),
                 "`due-timer` for op 2 while op 1 is in progress",
             ),
             (
                 "committed before prefetched",
                 |imports| {
-                    imports.due_timer(1)?;
+                    imports.due_timer(1, None)?;
                     imports.committed(1, Vec::new())
                 },
                 "`committed` for op 1 out of order",
             ),
             (
-                "prefetched twice",
-                |imports| {
-                    imports.prefetched(1, None)?;
-                    imports.prefetched(1, None).map(drop)
-                },
+                "prefetched before due-timer",
+                |imports| imports.prefetched(1),
                 "`prefetched` for op 1 out of order",
-            ),
-            (
-                "due-timer for the op compacting",
-                |imports| {
-                    deliver_op(imports, 1);
-                    imports.due_timer(1).map(drop)
-                },
-                "`due-timer` for op 1 out of order",
             ),
             (
                 "due-timer after the prefetch",
                 |imports| {
-                    imports.prefetched(1, None)?;
-                    imports.due_timer(1).map(drop)
+                    imports.due_timer(1, None)?;
+                    imports.prefetched(1)?;
+                    imports.due_timer(1, None).map(drop)
                 },
                 "`due-timer` for op 1 out of order",
             ),
@@ -943,15 +895,15 @@ mod tests {
                 |imports| {
                     deliver_op(imports, 1);
                     deliver_op(imports, 2);
-                    imports.due_timer(3).map(drop)
+                    imports.due_timer(3, None).map(drop)
                 },
                 "`due-timer` for op 3, past the end of the delivery",
             ),
             (
                 "a reply over the limit",
                 |imports| {
-                    imports.due_timer(1)?;
-                    imports.prefetched(1, None)?;
+                    imports.due_timer(1, None)?;
+                    imports.prefetched(1)?;
                     imports.committed(1, vec![0; 17])
                 },
                 "a reply of 17 bytes to op 1 is over the reply size limit of 16 bytes",
@@ -959,8 +911,8 @@ mod tests {
             (
                 "grid I/O while committing",
                 |imports| {
-                    imports.due_timer(1)?;
-                    imports.prefetched(1, None)?;
+                    imports.due_timer(1, None)?;
+                    imports.prefetched(1)?;
                     imports.submit_read(1)
                 },
                 "grid I/O outside an asynchronous step",
@@ -975,7 +927,7 @@ mod tests {
         }
         // Outside a delivery, the reports are refused too.
         let mut imports = imports();
-        let violation = imports.due_timer(1).unwrap_err();
+        let violation = imports.due_timer(1, None).unwrap_err();
         assert!(violation.0.contains("outside a delivery"), "{violation}");
     }
 
@@ -1003,10 +955,10 @@ mod tests {
         imports.begin_delivery(&requests(1, 1), 16);
         for _ in 0..TIMERS_PER_OP_MAX {
             imports.set_timer(1, 0).unwrap();
-            assert_eq!(imports.due_timer(1).unwrap().id, Some(1));
+            assert_eq!(imports.due_timer(1, None).unwrap().id, Some(1));
         }
         imports.set_timer(1, 0).unwrap();
-        let violation = imports.due_timer(1).unwrap_err();
+        let violation = imports.due_timer(1, None).unwrap_err();
         assert!(
             violation
                 .0

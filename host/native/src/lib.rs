@@ -68,17 +68,17 @@ impl carapace_sdk::Imports for NativeImports {
         let _ = self.0.borrow_mut().cancel_timer(id);
     }
 
-    fn due_timer(&self, op: u64) -> Option<u64> {
+    fn due_timer(&self, op: u64, previous_reply: Option<&[u8]>) -> Option<u64> {
+        let previous_reply = previous_reply.map(<[u8]>::to_vec);
         self.0
             .borrow_mut()
-            .due_timer(op)
+            .due_timer(op, previous_reply)
             .ok()
             .and_then(|due| due.id)
     }
 
-    fn prefetched(&self, op: u64, previous_reply: Option<&[u8]>) {
-        let previous_reply = previous_reply.map(<[u8]>::to_vec);
-        let _ = self.0.borrow_mut().prefetched(op, previous_reply);
+    fn prefetched(&self, op: u64) {
+        let _ = self.0.borrow_mut().prefetched(op);
     }
 
     fn committed(&self, op: u64, reply: &[u8]) {

@@ -64,9 +64,10 @@ enum Misbehaviour {
     SpinInPrefetch,
     /// Report the commit without reporting the prefetch first.
     SkipPrefetched,
-    /// Arm a timer due at once in `prefetch`, and never ask for it: the next op is
-    /// prefetched with it due.
+    /// Prefetch without asking for due timers first.
     SkipDueTimer,
+    /// After its op, a `due-timer` for the op after it, past the end of the delivery.
+    ReportPastTheEnd,
     /// End the delivery after this op, leaving the rest of the batch undone.
     StopDelivery,
 }
@@ -93,6 +94,7 @@ impl Misbehaviour {
             b"spin-in-prefetch" => Misbehaviour::SpinInPrefetch,
             b"skip-prefetched" => Misbehaviour::SkipPrefetched,
             b"skip-due-timer" => Misbehaviour::SkipDueTimer,
+            b"report-past-the-end" => Misbehaviour::ReportPastTheEnd,
             b"stop-delivery" => Misbehaviour::StopDelivery,
             _ => return None,
         })
@@ -144,10 +146,13 @@ impl Hostile {
             if let Some(request) = PREFETCHING.take() {
                 let misbehaviour = Misbehaviour::from_body(&request.body);
                 if misbehaviour != Some(Misbehaviour::SkipPrefetched) {
-                    delivery::prefetched(request.op, None);
+                    delivery::prefetched(request.op);
                 }
                 let reply = Hostile::commit(request.op, &request.body)?;
                 delivery::committed(request.op, &reply);
+                if misbehaviour == Some(Misbehaviour::ReportPastTheEnd) {
+                    delivery::due_timer(request.op + 1, None);
+                }
                 if misbehaviour == Some(Misbehaviour::StopDelivery) {
                     QUEUE.with_borrow_mut(VecDeque::clear);
                 }
@@ -156,7 +161,10 @@ impl Hostile {
             let Some(request) = QUEUE.with_borrow_mut(VecDeque::pop_front) else {
                 return Ok(Step::Done);
             };
-            // It never asks for a due timer: only `skip-due-timer` arms one that falls due.
+            // It arms no timers, so none is ever due.
+            if Misbehaviour::from_body(&request.body) != Some(Misbehaviour::SkipDueTimer) {
+                while delivery::due_timer(request.op, None).is_some() {}
+            }
             let step = Hostile::prefetch(&request.body)?;
             let pending_with_nothing = step == Step::Pending && READS_IN_FLIGHT.get() == 0;
             PREFETCHING.set(Some(request));
@@ -186,7 +194,6 @@ impl Hostile {
                 grid::submit_write(1, &vec![0; BLOCK_SIZE.get() as usize - 1]);
                 READS_IN_FLIGHT.set(READS_IN_FLIGHT.get() + 1);
             }
-            Some(Misbehaviour::SkipDueTimer) => clock::set_timer(1, 0),
             Some(Misbehaviour::SpinInPrefetch) => spin(SPIN_TURNS * 3 / 2),
             Some(Misbehaviour::TimerFlood) => {
                 for id in 0..1_000_000 {

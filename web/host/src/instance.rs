@@ -71,19 +71,19 @@ impl Imports {
 
     /// `delivery.due-timer`.
     #[wasm_bindgen(js_name = dueTimer)]
-    pub fn due_timer(&self, op: u64) -> Result<Option<u64>, JsError> {
-        let due = self.inner.borrow_mut().due_timer(op).map_err(violation)?;
+    pub fn due_timer(
+        &self,
+        op: u64,
+        previous_reply: Option<Vec<u8>>,
+    ) -> Result<Option<u64>, JsError> {
+        let mut imports = self.inner.borrow_mut();
+        let due = imports.due_timer(op, previous_reply).map_err(violation)?;
         Ok(due.id)
     }
 
-    /// `delivery.prefetched`. (Whether it began the op matters only to fuel, which a
-    /// browser does not meter.)
-    pub fn prefetched(&self, op: u64, previous_reply: Option<Vec<u8>>) -> Result<(), JsError> {
-        self.inner
-            .borrow_mut()
-            .prefetched(op, previous_reply)
-            .map(drop)
-            .map_err(violation)
+    /// `delivery.prefetched`.
+    pub fn prefetched(&self, op: u64) -> Result<(), JsError> {
+        self.inner.borrow_mut().prefetched(op).map_err(violation)
     }
 
     /// `delivery.committed`.
