@@ -128,12 +128,15 @@ impl Context {
     /// contract's `delivery` interface. The first call for an op carries the reply of
     /// the op before it, if that waits to be reported.
     pub(crate) fn due_timer(&self, op: u64) -> Option<u64> {
-        let Some(previous) = self.inner.unreported_op.take() else {
-            return self.inner.imports.due_timer(op, None);
-        };
-        debug_assert_eq!(previous + 1, op, "the reply rides on the next op's call");
-        let reply = self.inner.unreported_reply.borrow();
-        self.inner.imports.due_timer(op, Some(&reply))
+        match self.inner.unreported_op.get() {
+            Some(previous) if previous + 1 == op => {
+                self.inner.unreported_op.set(None);
+                let reply = self.inner.unreported_reply.borrow();
+                self.inner.imports.due_timer(op, Some(&reply))
+            }
+            // Only the op before may ride; any other report goes on its own first.
+            _ => self.host().due_timer(op, None),
+        }
     }
 
     /// Tell the host op `op` is prefetched.
@@ -150,10 +153,9 @@ impl Context {
     /// other call to the host, whichever comes first. `reply` is taken (swapped for an
     /// emptied buffer, so that neither side allocates again).
     pub(crate) fn committed_later(&self, op: u64, reply: &mut Vec<u8>) {
-        debug_assert!(
-            self.inner.unreported_op.get().is_none(),
-            "the op before was reported"
-        );
+        // The op before rode on this op's `due-timer`; if it somehow did not, it is
+        // reported now rather than lost.
+        self.report_committed();
         let mut unreported = self.inner.unreported_reply.borrow_mut();
         std::mem::swap(&mut *unreported, reply);
         reply.clear();
@@ -357,6 +359,159 @@ mod tests {
         fn log(&self, _: Level, message: &str) {
             self.calls.borrow_mut().push(format!("log {message}"));
         }
+    }
+
+    /// A machine that echoes bodies, refuses operation 9, and fails to compact the op
+    /// its `fail-compact-at` setting names.
+    struct Toy {
+        fail_compact_at: u64,
+    }
+
+    impl crate::machine::StateMachine for Toy {
+        const IDENTITY: crate::machine::Identity = crate::machine::Identity {
+            name: "toy",
+            version: "1.0.0",
+            state_format: 1,
+        };
+
+        fn init(_: Context, options: &crate::machine::Options) -> Result<Toy, Failure> {
+            let fail_compact_at = options
+                .settings
+                .iter()
+                .find(|(name, _)| name == "fail-compact-at")
+                .map_or(0, |(_, value)| value.parse().unwrap());
+            Ok(Toy { fail_compact_at })
+        }
+
+        async fn open(&mut self, _: Option<&[u8]>) -> Result<(), Failure> {
+            Ok(())
+        }
+
+        fn input_valid(&self, operation: u8, _: &[u8]) -> Result<(), String> {
+            match operation {
+                9 => Err("refused".into()),
+                _ => Ok(()),
+            }
+        }
+
+        async fn prefetch(&mut self, _: u64, _: u8, _: &[u8]) -> Result<(), Failure> {
+            Ok(())
+        }
+
+        fn commit(
+            &mut self,
+            _: u128,
+            _: u64,
+            _: u64,
+            _: u8,
+            body: &[u8],
+            reply: &mut Vec<u8>,
+        ) -> Result<(), Failure> {
+            reply.extend_from_slice(body);
+            Ok(())
+        }
+
+        async fn compact(&mut self, op: u64) -> Result<(), Failure> {
+            if op == self.fail_compact_at {
+                return Err(Failure::OutOfSpace("full".into()));
+            }
+            Ok(())
+        }
+
+        async fn checkpoint(&mut self, _: u64) -> Result<(), Failure> {
+            Ok(())
+        }
+
+        fn checkpoint_state(&self) -> Vec<u8> {
+            Vec::new()
+        }
+
+        async fn timer(&mut self, _: u64) -> Result<(), Failure> {
+            Ok(())
+        }
+    }
+
+    /// Deliver `(operation, body)` requests as ops 1, 2, … to a new [`Toy`] failing to
+    /// compact op `fail_compact_at`: what the step returned, and the host's calls.
+    fn deliver_to_toy(
+        requests: &[(u8, &[u8])],
+        fail_compact_at: u64,
+    ) -> (Result<crate::machine::Step, Failure>, Vec<String>) {
+        let recorder = Rc::new(Recorder::default());
+        let options = crate::machine::Options {
+            batch_size_limit: 64,
+            reply_size_limit: 64,
+            checkpoint_interval_ops: 64,
+            block_size: 4096,
+            block_count: 64,
+            settings: vec![("fail-compact-at".into(), fail_compact_at.to_string())],
+        };
+        let context = Context::new(Box::new(recorder.clone()));
+        let mut runner = crate::machine::Runner::<Toy>::init(context, &options).unwrap();
+        runner.open(None).unwrap();
+        let mut delivery = crate::machine::Delivery::default();
+        for (index, &(operation, body)) in requests.iter().enumerate() {
+            let op = index as u64 + 1;
+            delivery.push(7, op, 10 * op, operation, body);
+        }
+        let step = runner.deliver(delivery);
+        (step, recorder.calls.take())
+    }
+
+    #[test]
+    fn a_delivery_reports_every_commit_however_it_ends() {
+        // Each op's reply rides on the next op's first `due-timer`; the last op's goes
+        // at once.
+        let (step, calls) = deliver_to_toy(&[(1, b"a"), (1, b"b")], 0);
+        assert_eq!(step, Ok(crate::machine::Step::Done));
+        assert_eq!(
+            calls,
+            [
+                "due-timer 1 None",
+                "prefetched 1",
+                "due-timer 2 Some([97])",
+                "prefetched 2",
+                "committed 2 [98]",
+            ]
+        );
+        // Stopped before a refused request: the held reply goes before the call returns.
+        let (step, calls) = deliver_to_toy(&[(1, b"a"), (9, b"x"), (1, b"c")], 0);
+        assert_eq!(step, Ok(crate::machine::Step::Done));
+        assert_eq!(
+            calls,
+            ["due-timer 1 None", "prefetched 1", "committed 1 [97]"]
+        );
+        // A compaction that fails: its op's commit is still reported, once.
+        let (step, calls) = deliver_to_toy(&[(1, b"a"), (1, b"b")], 1);
+        assert_eq!(step, Err(Failure::OutOfSpace("full".into())));
+        assert_eq!(
+            calls,
+            ["due-timer 1 None", "prefetched 1", "committed 1 [97]"]
+        );
+    }
+
+    #[test]
+    fn only_the_op_before_rides_and_a_reply_is_never_dropped() {
+        let recorder = Rc::new(Recorder::default());
+        let context = Context::new(Box::new(recorder.clone()));
+        let mut reply = b"one".to_vec();
+        context.committed_later(1, &mut reply);
+        // Not the op after it: reported on its own first.
+        context.due_timer(5);
+        reply.extend_from_slice(b"two");
+        context.committed_later(2, &mut reply);
+        reply.extend_from_slice(b"three");
+        context.committed_later(3, &mut reply);
+        context.report_committed();
+        assert_eq!(
+            recorder.calls.take(),
+            [
+                "committed 1 [111, 110, 101]",
+                "due-timer 5 None",
+                "committed 2 [116, 119, 111]",
+                "committed 3 [116, 104, 114, 101, 101]",
+            ]
+        );
     }
 
     #[test]
