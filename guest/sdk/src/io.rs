@@ -150,8 +150,8 @@ impl Context {
     }
 
     /// Hand the host op `op`'s reply with the next op's first `due-timer`, or before any
-    /// other call to the host, whichever comes first. `reply` is taken (swapped for an
-    /// emptied buffer, so that neither side allocates again).
+    /// other call to the host, whichever comes first. `reply` is taken (swapped for the
+    /// emptied buffer of the last report, so the guest allocates nothing again).
     pub(crate) fn committed_later(&self, op: u64, reply: &mut Vec<u8>) {
         // The op before rode on this op's `due-timer`; if it somehow did not, it is
         // reported now rather than lost.
@@ -361,6 +361,12 @@ mod tests {
         }
     }
 
+    /// A context whose host records every call.
+    fn recorded() -> (Context, Rc<Recorder>) {
+        let recorder = Rc::new(Recorder::default());
+        (Context::new(Box::new(recorder.clone())), recorder)
+    }
+
     /// A machine that echoes bodies, refuses operation 9, and fails to compact the op
     /// its `fail-compact-at` setting names.
     struct Toy {
@@ -437,7 +443,7 @@ mod tests {
         requests: &[(u8, &[u8])],
         fail_compact_at: u64,
     ) -> (Result<crate::machine::Step, Failure>, Vec<String>) {
-        let recorder = Rc::new(Recorder::default());
+        let (context, recorder) = recorded();
         let options = crate::machine::Options {
             batch_size_limit: 64,
             reply_size_limit: 64,
@@ -446,7 +452,6 @@ mod tests {
             block_count: 64,
             settings: vec![("fail-compact-at".into(), fail_compact_at.to_string())],
         };
-        let context = Context::new(Box::new(recorder.clone()));
         let mut runner = crate::machine::Runner::<Toy>::init(context, &options).unwrap();
         runner.open(None).unwrap();
         let mut delivery = crate::machine::Delivery::default();
@@ -492,8 +497,7 @@ mod tests {
 
     #[test]
     fn only_the_op_before_rides_and_a_reply_is_never_dropped() {
-        let recorder = Rc::new(Recorder::default());
-        let context = Context::new(Box::new(recorder.clone()));
+        let (context, recorder) = recorded();
         let mut reply = b"one".to_vec();
         context.committed_later(1, &mut reply);
         // Not the op after it: reported on its own first.
@@ -516,8 +520,7 @@ mod tests {
 
     #[test]
     fn a_reply_held_back_rides_on_the_next_due_timer_or_goes_before_any_other_call() {
-        let recorder = Rc::new(Recorder::default());
-        let context = Context::new(Box::new(recorder.clone()));
+        let (context, recorder) = recorded();
         let mut reply = b"one".to_vec();
         context.committed_later(1, &mut reply);
         assert!(reply.is_empty());
