@@ -182,7 +182,9 @@ fn multiply_wide(a: u64, b: u64) -> (u64, u64) {
     };
     // a's halves (lanes 0 and 1), against b's low half twice and then its high half
     // twice. Both products are `extmul_low`s: Cranelift makes one a shuffle and a
-    // `pmuludq`, but an `extmul_high` a full 64-bit multiply of three.
+    // `pmuludq`, but an `extmul_high` of these splatted operands a full 64-bit multiply
+    // of three (its optimizer rewrites a widened splat before the multiply is matched;
+    // the long loop's `extmul_high`s, of shuffled keys, stay one `pmuludq`).
     let a_halves = u64x2_splat(a);
     let b_splat = u64x2_splat(b);
     let b_low_twice = i32x4_shuffle::<0, 0, 0, 0>(b_splat, b_splat);
@@ -378,7 +380,7 @@ mod kernel {
             }
         }
 
-        /// Nothing to order: LLVM schedules the stripes natively.
+        /// Nothing to order: only the vector kernel's stripes need it (see there).
         #[inline(always)]
         pub(super) fn settle(&self) {}
 
@@ -431,19 +433,21 @@ mod kernel {
         #[inline(always)]
         pub(super) fn stripe_with(&mut self, stripe: &[u8], secret: usize) {
             let stripe: &[u8; STRIPE] = stripe.try_into().unwrap();
-            for (pair, lanes) in self.0.chunks_exact_mut(2).enumerate() {
-                let data_a = load(stripe, 32 * pair);
-                let data_b = load(stripe, 32 * pair + 16);
-                let key_a = v128_xor(data_a, load(&SECRET, secret + 32 * pair));
-                let key_b = v128_xor(data_b, load(&SECRET, secret + 32 * pair + 16));
-                // The 32-bit halves of both keys' lanes, high lane first: each 64-bit
-                // lane's low half times its high half lands in the swapped order.
+            // Two vectors at a time: the halves of both keys are gathered together.
+            for (half, vectors) in self.0.chunks_exact_mut(2).enumerate() {
+                let data_a = load(stripe, 32 * half);
+                let data_b = load(stripe, 32 * half + 16);
+                let key_a = v128_xor(data_a, load(&SECRET, secret + 32 * half));
+                let key_b = v128_xor(data_b, load(&SECRET, secret + 32 * half + 16));
+                // The low 32-bit halves of both keys' 64-bit lanes, and their high
+                // halves, each key's lane 1 before its lane 0: each lane's low half
+                // times its high half then lands in the swapped order.
                 let low_halves = i32x4_shuffle::<2, 0, 6, 4>(key_a, key_b);
                 let high_halves = i32x4_shuffle::<3, 1, 7, 5>(key_a, key_b);
                 let products_a = u64x2_extmul_low_u32x4(low_halves, high_halves);
                 let products_b = u64x2_extmul_high_u32x4(low_halves, high_halves);
-                lanes[0] = i64x2_add(lanes[0], i64x2_add(products_a, data_a));
-                lanes[1] = i64x2_add(lanes[1], i64x2_add(products_b, data_b));
+                vectors[0] = i64x2_add(vectors[0], i64x2_add(products_a, data_a));
+                vectors[1] = i64x2_add(vectors[1], i64x2_add(products_b, data_b));
             }
         }
 
@@ -452,7 +456,7 @@ mod kernel {
         /// accumulators is its end: all 64 of its loads would come first, and most of
         /// them would be spilled to the stack and reloaded. An opaque use of a value
         /// that needs every accumulator (three XORs and a store) is the use, a stripe
-        /// at a time.
+        /// at a time. It orders code only: the hash never depends on it.
         #[inline(always)]
         pub(super) fn settle(&self) {
             let every = v128_xor(
