@@ -110,7 +110,15 @@ fn build_guest(workspace: &Path, out_dir: &Path, guest: &Guest) -> Result<PathBu
         .env("CARGO_TARGET_DIR", &target_dir)
         // The outer build's flags are for the host target, not wasm.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env("RUSTFLAGS", "-C target-feature=+simd128")
+        // 128-bit vectors (the checksum's loop), and LLVM's inliner at twice its usual
+        // threshold: wasmtime's code for a guest is best when its hot functions are
+        // neither many small calls nor one huge loop whose values Cranelift spills
+        // (100,000 echo ops of 64 bytes: 1,210M instructions at the default, 1,169M
+        // at 500; docs/performance.md, "Inlining for Cranelift").
+        .env(
+            "RUSTFLAGS",
+            "-C target-feature=+simd128 -C llvm-args=-inline-threshold=500",
+        )
         // One codegen unit and link-time optimization: the storage engine's hot paths
         // (key decoding, searches, the merge) cross crates, and only LTO inlines them.
         .env("CARGO_PROFILE_RELEASE_LTO", "fat")

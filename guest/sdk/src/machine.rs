@@ -243,9 +243,23 @@ async fn deliver<M: StateMachine>(
         } else {
             context.committed_later(op, &mut reply);
         }
-        machine.compact(op).await?;
+        // Compaction is polled from a function of its own: inlined, it made the loop
+        // one function too large for Cranelift to keep its values in registers.
+        OutOfLine(std::pin::pin!(machine.compact(op))).await?;
     }
     Ok(())
+}
+
+/// A future polled from a function of its own, never inlined into its caller's poll.
+struct OutOfLine<'a, F>(Pin<&'a mut F>);
+
+impl<F: Future> Future for OutOfLine<'_, F> {
+    type Output = F::Output;
+
+    #[inline(never)]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        self.0.as_mut().poll(cx)
+    }
 }
 
 type StepFuture<M> = Pin<Box<dyn Future<Output = (M, Result<(), Failure>)>>>;
