@@ -158,6 +158,17 @@ pub(crate) struct Merge<'a> {
 /// The merge: the newer input wins on equal keys, and the older value is consumed
 /// with it.
 fn merge<V: Value>(run: &mut Merge<'_>) {
+    // The loop compiled twice, so that the common one has no tombstone check and one
+    // value fewer to keep live.
+    if run.drop_tombstones {
+        merge_dropping::<V, true>(run);
+    } else {
+        merge_dropping::<V, false>(run);
+    }
+}
+
+/// [`merge`], dropping tombstones if `DROP_TOMBSTONES`.
+fn merge_dropping<V: Value, const DROP_TOMBSTONES: bool>(run: &mut Merge<'_>) {
     let size = V::SIZE;
     let (a_count, b_count) = (run.a.len() / size, run.b.len() / size);
     let out_count = run.out.len() / size;
@@ -192,7 +203,7 @@ fn merge<V: Value>(run: &mut Merge<'_>) {
             _ => break,
         };
         consumed += 1;
-        if run.drop_tombstones && V::decode(value).is_tombstone() {
+        if DROP_TOMBSTONES && V::decode(value).is_tombstone() {
             continue;
         }
         assert!(
