@@ -461,6 +461,9 @@ impl Tree {
     /// End of a bar: the mutable table, sorted and with one value per key (the
     /// newest), is absorbed into the immutable table (its values win over older ones of
     /// the same key), which has room for it: see [`Tree::immutable_flushes`].
+    // Once a bar: kept out of the per-op compaction's code, whose values Cranelift
+    // keeps in registers better without it.
+    #[inline(never)]
     pub fn swap_memory_tables(&mut self) {
         let layout = self.config.layout;
         let size = layout.value_size;
@@ -645,6 +648,9 @@ impl Tree {
     /// Start the compactions of a half-bar: odd target levels in the first half, even
     /// ones (and the immutable table into level 0) in the second. Outputs become
     /// visible at `snapshot_output`.
+    // Once a half bar: kept out of the per-op compaction's code (see
+    // `swap_memory_tables`).
+    #[inline(never)]
     pub fn start_half_bar(&mut self, first_half: bool, snapshot_output: u64) {
         assert!(!self.is_compacting());
         let first_target = if first_half { 1 } else { 0 };
