@@ -223,9 +223,15 @@ fn multiply_wide_by_halves(a: u64, b: u64) -> (u64, u64) {
 #[inline(always)]
 fn combine_products(low_low: u64, high_low: u64, low_high: u64, high_high: u64) -> (u64, u64) {
     const LOW: u64 = 0xFFFF_FFFF;
-    // The middle column, carries included: it cannot overflow 64 bits.
-    let middle = (low_low >> 32) + (high_low & LOW) + low_high;
-    let high = high_high + (high_low >> 32) + (middle >> 32);
+    // The middle column, carries included: it cannot overflow 64 bits, nor can the
+    // high one (the product fits in 128). Wrapping adds, because the guests are built
+    // with overflow checks, which would test each add here for what cannot happen.
+    let middle = (low_low >> 32)
+        .wrapping_add(high_low & LOW)
+        .wrapping_add(low_high);
+    let high = high_high
+        .wrapping_add(high_low >> 32)
+        .wrapping_add(middle >> 32);
     let low = (middle << 32) | (low_low & LOW);
     (low, high)
 }
