@@ -168,36 +168,41 @@ fn merge<V: Value>(run: &mut Merge<'_>) {
 }
 
 /// [`merge`], dropping tombstones if `DROP_TOMBSTONES`.
+///
+/// The cursors are byte offsets: an index times the value's size would be a checked
+/// multiply for every value (the guests are built with overflow checks).
 fn merge_dropping<V: Value, const DROP_TOMBSTONES: bool>(run: &mut Merge<'_>) {
     let size = V::SIZE;
-    let (a_count, b_count) = (run.a.len() / size, run.b.len() / size);
-    let out_count = run.out.len() / size;
-    let (mut a, mut b, mut written, mut consumed) = (0, 0, 0, 0);
+    let a_end = run.a.len() - run.a.len() % size;
+    let b_end = run.b.len() - run.b.len() % size;
+    let out_end = run.out.len() - run.out.len() % size;
+    let key_at = |values: &[u8], at: usize| V::decode(&values[at..at + size]).key();
+    let (mut a, mut b, mut out, mut consumed) = (0, 0, 0, 0);
     let mut key_last = run.key_last;
-    while consumed < run.budget && written < out_count {
-        let (value, key) = match (a < a_count, b < b_count) {
+    while consumed < run.budget && out < out_end {
+        let (value, key) = match (a < a_end, b < b_end) {
             (true, true) => {
-                let (a_key, b_key) = (key_at::<V>(run.a, a), key_at::<V>(run.b, b));
+                let (a_key, b_key) = (key_at(run.a, a), key_at(run.b, b));
                 if a_key <= b_key {
-                    a += 1;
+                    a += size;
                     if a_key == b_key {
-                        b += 1;
+                        b += size;
                         consumed += 1;
                     }
-                    (&run.a[(a - 1) * size..a * size], a_key)
+                    (&run.a[a - size..a], a_key)
                 } else {
-                    b += 1;
-                    (&run.b[(b - 1) * size..b * size], b_key)
+                    b += size;
+                    (&run.b[b - size..b], b_key)
                 }
             }
             // The other input has ended: its slice was empty from the start.
-            (true, false) if b_count == 0 => {
-                a += 1;
-                (&run.a[(a - 1) * size..a * size], key_at::<V>(run.a, a - 1))
+            (true, false) if b_end == 0 => {
+                a += size;
+                (&run.a[a - size..a], key_at(run.a, a - size))
             }
-            (false, true) if a_count == 0 => {
-                b += 1;
-                (&run.b[(b - 1) * size..b * size], key_at::<V>(run.b, b - 1))
+            (false, true) if a_end == 0 => {
+                b += size;
+                (&run.b[b - size..b], key_at(run.b, b - size))
             }
             // Both have ended, or a slice ran out and its cursor must read on.
             _ => break,
@@ -210,16 +215,16 @@ fn merge_dropping<V: Value, const DROP_TOMBSTONES: bool>(run: &mut Merge<'_>) {
             key_last.is_none_or(|last| last < key),
             "values out of order"
         );
-        if written == 0 {
+        if out == 0 {
             run.key_first = key;
         }
         key_last = Some(key);
-        run.out[written * size..(written + 1) * size].copy_from_slice(value);
-        written += 1;
+        run.out[out..out + size].copy_from_slice(value);
+        out += size;
     }
-    run.a_taken = a;
-    run.b_taken = b;
-    run.written = written;
+    run.a_taken = a / size;
+    run.b_taken = b / size;
+    run.written = out / size;
     run.consumed = consumed;
     run.key_last = key_last;
 }
