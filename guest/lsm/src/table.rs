@@ -88,7 +88,13 @@ impl Layout {
 /// The key of value `position` of `values`.
 #[inline(always)]
 fn key_at<V: Value>(values: &[u8], position: usize) -> u128 {
-    V::decode(&values[position * V::SIZE..][..V::SIZE]).key()
+    key_at_offset::<V>(values, position * V::SIZE)
+}
+
+/// The key of the value at byte `offset` of `values`.
+#[inline(always)]
+fn key_at_offset<V: Value>(values: &[u8], offset: usize) -> u128 {
+    V::decode(&values[offset..offset + V::SIZE]).key()
 }
 
 fn search<V: Value>(values: &[u8], key: u128) -> Result<usize, usize> {
@@ -176,13 +182,12 @@ fn merge_dropping<V: Value, const DROP_TOMBSTONES: bool>(run: &mut Merge<'_>) {
     let a_end = run.a.len() - run.a.len() % size;
     let b_end = run.b.len() - run.b.len() % size;
     let out_end = run.out.len() - run.out.len() % size;
-    let key_at = |values: &[u8], at: usize| V::decode(&values[at..at + size]).key();
     let (mut a, mut b, mut out, mut consumed) = (0, 0, 0, 0);
     let mut key_last = run.key_last;
     while consumed < run.budget && out < out_end {
         let (value, key) = match (a < a_end, b < b_end) {
             (true, true) => {
-                let (a_key, b_key) = (key_at(run.a, a), key_at(run.b, b));
+                let (a_key, b_key) = (key_at_offset::<V>(run.a, a), key_at_offset::<V>(run.b, b));
                 if a_key <= b_key {
                     a += size;
                     if a_key == b_key {
@@ -198,11 +203,11 @@ fn merge_dropping<V: Value, const DROP_TOMBSTONES: bool>(run: &mut Merge<'_>) {
             // The other input has ended: its slice was empty from the start.
             (true, false) if b_end == 0 => {
                 a += size;
-                (&run.a[a - size..a], key_at(run.a, a - size))
+                (&run.a[a - size..a], key_at_offset::<V>(run.a, a - size))
             }
             (false, true) if a_end == 0 => {
                 b += size;
-                (&run.b[b - size..b], key_at(run.b, b - size))
+                (&run.b[b - size..b], key_at_offset::<V>(run.b, b - size))
             }
             // Both have ended, or a slice ran out and its cursor must read on.
             _ => break,
@@ -388,7 +393,13 @@ pub fn partition_point(count: usize, is_before: impl Fn(usize) -> bool) -> usize
         }
         size -= half;
     }
-    base + usize::from(is_before(base))
+    // `base` moved only onto indexes before the answer: then the answer is the next
+    // one. Index 0 alone was never probed.
+    if base > 0 {
+        base + 1
+    } else {
+        usize::from(is_before(0))
+    }
 }
 
 /// Builds tables from values pushed in key order, writing each block as it fills.
@@ -586,6 +597,15 @@ mod tests {
                 assert!(
                     probed.get() <= bound as usize,
                     "{} probes for {count}",
+                    probed.get()
+                );
+                // One probe a halving, and a last one only when the halvings never
+                // moved off index 0 (an index the search moved onto is known to be
+                // before the answer, so it is not compared again).
+                let halvings = (usize::BITS - count.saturating_sub(1).leading_zeros()) as usize;
+                assert!(
+                    probed.get() <= halvings + usize::from(found <= 1),
+                    "{} probes for {prefix} of {count}",
                     probed.get()
                 );
             }
