@@ -19,6 +19,8 @@ mod bindings {
     });
 }
 
+mod requests;
+
 use bindings::carapace::state_machine::{clock, grid, log, types};
 use bindings::exports::carapace::state_machine::machine::Guest as MachineExports;
 
@@ -30,6 +32,9 @@ pub const WORLD_IMPORTS: [&str; 5] = [
     "carapace:state-machine/delivery@0.5.0",
     "carapace:state-machine/log@0.5.0",
 ];
+
+/// The interface the machine's exports are in.
+const MACHINE_EXPORT: &str = "carapace:state-machine/machine@0.5.0";
 
 /// The world's `delivery` interface, which the host links by hand: beginning an op
 /// refills the fuel, which needs the store.
@@ -318,9 +323,12 @@ impl Runtime {
             .map_err(|error| refused("instantiating the component", error))?;
         let bindings = bindings::StateMachine::new(&mut store, &instance)
             .map_err(|error| refused("instantiating the component", error))?;
+        let deliver = deliver_export(&mut store, &instance)
+            .map_err(|error| refused("instantiating the component", error))?;
         Ok(WasmInstance {
             store,
             bindings,
+            deliver,
             bodies: Vec::new(),
             fuel_per_call: self.limits.fuel_per_call,
             deadline_ticks: self.limits.deadline_ms.div_ceil(EPOCH_TICK_MS),
@@ -332,6 +340,8 @@ impl Runtime {
 pub struct WasmInstance {
     store: Store<WasmState>,
     bindings: bindings::StateMachine,
+    /// The `deliver` export, called with requests lowered by [`requests`].
+    deliver: wasmtime::component::Func,
     /// A delivery's bodies end to end, as `deliver` takes them: kept between deliveries
     /// so that copying them together allocates nothing.
     bodies: Vec<u8>,
@@ -414,6 +424,29 @@ fn wasm_failure(failure: types::Failure) -> Fault {
     Fault::Failure { kind, message }
 }
 
+/// The parameters of `machine.deliver`.
+type Deliver<'a> = (&'a [requests::LoweredRequest], &'a [u8]);
+
+/// The `machine` interface's `deliver` export of `instance`.
+fn deliver_export(
+    store: &mut Store<WasmState>,
+    instance: &wasmtime::component::Instance,
+) -> wasmtime::Result<wasmtime::component::Func> {
+    let machine = instance
+        .get_export_index(&mut *store, None, MACHINE_EXPORT)
+        .ok_or_else(|| wasmtime::format_err!("no `{MACHINE_EXPORT}` export"))?;
+    let deliver = instance
+        .get_export_index(&mut *store, Some(&machine), "deliver")
+        .ok_or_else(|| wasmtime::format_err!("no `deliver` in `{MACHINE_EXPORT}`"))?;
+    let func = instance
+        .get_func(&mut *store, deliver)
+        .ok_or_else(|| wasmtime::format_err!("`deliver` is not a function"))?;
+    // Type-checked once here, so that a component whose `deliver` differs is refused
+    // at instantiation, as bindgen's exports are.
+    func.typed::<Deliver<'_>, (Result<types::Step, types::Failure>,)>(&*store)?;
+    Ok(func)
+}
+
 impl Instance for WasmInstance {
     fn identify(&mut self) -> Result<Identity, Fault> {
         let identity = self.call("identify", |exports, store| exports.call_identify(store))?;
@@ -452,22 +485,27 @@ impl Instance for WasmInstance {
     fn deliver(&mut self, requests: &[Request]) -> Result<Step, Fault> {
         let headers: Vec<_> = requests
             .iter()
-            .map(|request| types::Request {
-                client: types::U128 {
-                    high: (request.client >> 64) as u64,
-                    low: request.client as u64,
-                },
-                op: request.op,
-                timestamp: request.timestamp,
-                operation: request.operation,
-                body_size: request.body_size(),
+            .map(|request| {
+                requests::LoweredRequest(types::Request {
+                    client: types::U128 {
+                        high: (request.client >> 64) as u64,
+                        low: request.client as u64,
+                    },
+                    op: request.op,
+                    timestamp: request.timestamp,
+                    operation: request.operation,
+                    body_size: request.body_size(),
+                })
             })
             .collect();
         // The bodies cross into the guest in one piece: one allocation there, one copy.
         let mut bodies = std::mem::take(&mut self.bodies);
         let lowered = bodies_end_to_end(requests, &mut bodies);
-        let result = self.step("deliver", |exports, store| {
-            exports.call_deliver(store, &headers, lowered)
+        let deliver = self.deliver;
+        let result = self.step("deliver", |_, store| {
+            let deliver =
+                deliver.typed::<Deliver<'_>, (Result<types::Step, types::Failure>,)>(&*store)?;
+            Ok(deliver.call(store, (&headers, lowered))?.0)
         });
         self.bodies = bodies;
         result
