@@ -2,6 +2,9 @@
 
 use clap::Parser;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     match carapace::cli::Cli::parse().execute() {
         Ok(()) => std::process::ExitCode::SUCCESS,
