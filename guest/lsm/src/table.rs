@@ -49,7 +49,12 @@ pub struct Layout {
     pub(crate) push: fn(&mut Vec<u8>, &[u8]) -> u128,
     /// One run of a compaction's merge; see [`Merge`].
     pub(crate) merge: fn(&mut Merge<'_>),
+    /// A bar's values merged into the immutable table; see [`absorb`].
+    pub(crate) absorb: Absorb,
 }
+
+/// `absorb(older, bar, values, merged)`: see [`absorb`].
+pub(crate) type Absorb = fn(&[u8], &[(u128, u32)], &[u8], &mut Vec<u8>);
 
 impl std::fmt::Debug for Layout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -81,6 +86,7 @@ impl Layout {
             keys: keys::<V>,
             push: push::<V>,
             merge: merge::<V>,
+            absorb: absorb::<V>,
         }
     }
 }
@@ -124,6 +130,31 @@ fn keys<V: Value>(values: &[u8], out: &mut Vec<(u128, u32)>) {
             .enumerate()
             .map(|(index, value)| (V::decode(value).key(), index as u32)),
     );
+}
+
+/// Merge a bar into `older` (sorted values), into `merged`: `bar` is the bar's `(key,
+/// position in values)` sorted by key, arrival order kept within a key, and the last of
+/// a key's run, the newest, wins over the others and over an older value of that key.
+/// A bar is short and `older` long: each new key is found by binary search and the older
+/// values between new keys are copied in bulk, rather than every older value compared.
+fn absorb<V: Value>(older: &[u8], bar: &[(u128, u32)], values: &[u8], merged: &mut Vec<u8>) {
+    let mut copied = 0;
+    for (position, &(key, index)) in bar.iter().enumerate() {
+        if bar.get(position + 1).is_some_and(|&(next, _)| next == key) {
+            continue;
+        }
+        let rest = &older[copied..];
+        let (below, superseded) = match search::<V>(rest, key) {
+            Ok(found) => (found, 1),
+            Err(below) => (below, 0),
+        };
+        merged.extend_from_slice(&rest[..below * V::SIZE]);
+        let start = index as usize * V::SIZE;
+        // A copy of a constant size: inline, rather than a call to copy memory.
+        merged.extend_from_slice(&values[start..start + V::SIZE]);
+        copied += (below + superseded) * V::SIZE;
+    }
+    merged.extend_from_slice(&older[copied..]);
 }
 
 fn push<V: Value>(values: &mut Vec<u8>, value: &[u8]) -> u128 {
@@ -579,7 +610,51 @@ impl TableBuilder {
 
 #[cfg(test)]
 mod tests {
-    use super::partition_point;
+    use std::collections::BTreeMap;
+
+    use super::{Value, absorb, partition_point};
+    use crate::groove::UniqueKey;
+
+    fn encoded(key: u128, timestamp: u64) -> Vec<u8> {
+        let mut bytes = vec![0; UniqueKey::SIZE];
+        UniqueKey { key, timestamp }.encode(&mut bytes);
+        bytes
+    }
+
+    #[test]
+    fn absorb_keeps_each_keys_newest_value_in_key_order() {
+        // Older values at even keys; bars of keys below, between, on and above them,
+        // some repeated within the bar (arrival order decides the newest).
+        let older: Vec<u8> = (1..=40_u128).flat_map(|key| encoded(key * 2, 1)).collect();
+        let bars: [&[u128]; 5] = [
+            &[0, 1, 2, 81, 100],
+            &[7, 7, 8, 8, 8, 3],
+            &[80, 2, 40, 41, 40],
+            &[50],
+            &[5, 4, 3, 2, 1, 0],
+        ];
+        for bar_keys in bars {
+            let values: Vec<u8> = (0..)
+                .zip(bar_keys)
+                .flat_map(|(arrival, &key)| encoded(key, 100 + arrival))
+                .collect();
+            let mut bar: Vec<(u128, u32)> =
+                (0..).zip(bar_keys).map(|(at, &key)| (key, at)).collect();
+            bar.sort_by_key(|&(key, _)| key);
+            let mut merged = Vec::new();
+            absorb::<UniqueKey>(&older, &bar, &values, &mut merged);
+
+            let mut model = BTreeMap::new();
+            for value in older
+                .chunks(UniqueKey::SIZE)
+                .chain(values.chunks(UniqueKey::SIZE))
+            {
+                model.insert(UniqueKey::decode(value).key(), value.to_vec());
+            }
+            let expected: Vec<u8> = model.into_values().flatten().collect();
+            assert_eq!(merged, expected, "bar {bar_keys:?}");
+        }
+    }
 
     #[test]
     fn partition_point_finds_the_end_of_every_prefix() {

@@ -502,27 +502,13 @@ impl Tree {
                 }
             }
         } else {
-            // A bar is short and the immutable table long: find each new key by binary
-            // search and copy the old values between them in bulk, rather than compare
-            // every old value.
-            let older = &self.immutable;
-            let merged = &mut self.merge_scratch;
-            merged.clear();
-            let mut copied = 0;
-            for position in 0..self.sort_scratch.len() {
-                let Some((key, value)) = newest(position) else {
-                    continue;
-                };
-                let (below, superseded) = match (layout.search)(&older[copied * size..], key) {
-                    Ok(found) => (copied + found, 1),
-                    Err(below) => (copied + below, 0),
-                };
-                merged.extend_from_slice(&older[copied * size..below * size]);
-                merged.extend_from_slice(value);
-                // An older value of the same key is superseded.
-                copied = below + superseded;
-            }
-            merged.extend_from_slice(&older[copied * size..]);
+            self.merge_scratch.clear();
+            (layout.absorb)(
+                &self.immutable,
+                &self.sort_scratch,
+                &self.mutable,
+                &mut self.merge_scratch,
+            );
             std::mem::swap(&mut self.immutable, &mut self.merge_scratch);
         }
         assert!(self.immutable.len() <= self.immutable_values_max * size);
