@@ -424,8 +424,9 @@ fn wasm_failure(failure: types::Failure) -> Fault {
     Fault::Failure { kind, message }
 }
 
-/// The parameters of `machine.deliver`.
-type Deliver<'a> = (&'a [requests::LoweredRequest], &'a [u8]);
+/// The parameters of `machine.deliver`, and its results.
+type DeliverParams<'a> = (&'a [requests::LoweredRequest], &'a [u8]);
+type DeliverResults = (Result<types::Step, types::Failure>,);
 
 /// The `machine` interface's `deliver` export of `instance`.
 fn deliver_export(
@@ -443,7 +444,7 @@ fn deliver_export(
         .ok_or_else(|| wasmtime::format_err!("`deliver` is not a function"))?;
     // Type-checked once here, so that a component whose `deliver` differs is refused
     // at instantiation, as bindgen's exports are.
-    func.typed::<Deliver<'_>, (Result<types::Step, types::Failure>,)>(&*store)?;
+    func.typed::<DeliverParams<'_>, DeliverResults>(&*store)?;
     Ok(func)
 }
 
@@ -503,8 +504,7 @@ impl Instance for WasmInstance {
         let lowered = bodies_end_to_end(requests, &mut bodies);
         let deliver = self.deliver;
         let result = self.step("deliver", |_, store| {
-            let deliver =
-                deliver.typed::<Deliver<'_>, (Result<types::Step, types::Failure>,)>(&*store)?;
+            let deliver = deliver.typed::<DeliverParams<'_>, DeliverResults>(&*store)?;
             Ok(deliver.call(store, (&headers, lowered))?.0)
         });
         self.bodies = bodies;
