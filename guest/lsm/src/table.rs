@@ -49,12 +49,12 @@ pub struct Layout {
     pub(crate) push: fn(&mut Vec<u8>, &[u8]) -> u128,
     /// One run of a compaction's merge; see [`Merge`].
     pub(crate) merge: fn(&mut Merge<'_>),
-    /// A bar's values merged into the immutable table; see [`absorb`].
+    /// A bar absorbed into the immutable table; see [`absorb`].
     pub(crate) absorb: Absorb,
 }
 
-/// `absorb(older, bar, values, merged)`: see [`absorb`].
-pub(crate) type Absorb = fn(&[u8], &[(u128, u32)], &[u8], &mut Vec<u8>);
+/// `absorb(immutable, scratch, bar, values)`: see [`absorb`].
+pub(crate) type Absorb = fn(&mut Vec<u8>, &mut Vec<u8>, &[(u128, u32)], &[u8]);
 
 impl std::fmt::Debug for Layout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -132,29 +132,56 @@ fn keys<V: Value>(values: &[u8], out: &mut Vec<(u128, u32)>) {
     );
 }
 
-/// Merge a bar into `older` (sorted values), into `merged`: `bar` is the bar's `(key,
-/// position in values)` sorted by key, arrival order kept within a key, and the last of
-/// a key's run, the newest, wins over the others and over an older value of that key.
-/// A bar is short and `older` long: each new key is found by binary search and the older
-/// values between new keys are copied in bulk, rather than every older value compared.
-fn absorb<V: Value>(older: &[u8], bar: &[(u128, u32)], values: &[u8], merged: &mut Vec<u8>) {
-    let mut copied = 0;
-    for (position, &(key, index)) in bar.iter().enumerate() {
-        if bar.get(position + 1).is_some_and(|&(next, _)| next == key) {
-            continue;
+/// Absorb a bar into the immutable table `immutable` (sorted values): `bar` is the
+/// bar's `(key, position in values)` sorted by key, arrival order kept within a key,
+/// and the last of a key's run, the newest, wins over the others and over an older
+/// value of that key. Keys that only grow (timestamps, sequential ids) are appended.
+/// Otherwise the bar is merged into `scratch`, which then becomes the immutable table:
+/// a bar is short and the table long, so each new key is found by binary search and
+/// the older values between new keys are copied in bulk, rather than every older value
+/// compared.
+fn absorb<V: Value>(
+    immutable: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    bar: &[(u128, u32)],
+    values: &[u8],
+) {
+    let newest = bar
+        .iter()
+        .enumerate()
+        .filter(|&(position, &(key, _))| bar.get(position + 1).is_none_or(|&(next, _)| next != key))
+        .map(|(_, &(key, index))| {
+            let start = index as usize * V::SIZE;
+            // A slice of a constant size: copied inline, not by a call to copy memory.
+            (key, &values[start..start + V::SIZE])
+        });
+    let Some(&(key_min, _)) = bar.first() else {
+        return;
+    };
+    let key_max = immutable
+        .len()
+        .checked_sub(V::SIZE)
+        .map(|last| key_at_offset::<V>(immutable, last));
+    if key_max.is_none_or(|key_max| key_max < key_min) {
+        for (_, value) in newest {
+            immutable.extend_from_slice(value);
         }
-        let rest = &older[copied..];
+        return;
+    }
+    scratch.clear();
+    let mut copied = 0;
+    for (key, value) in newest {
+        let rest = &immutable[copied..];
         let (below, superseded) = match search::<V>(rest, key) {
             Ok(found) => (found, 1),
             Err(below) => (below, 0),
         };
-        merged.extend_from_slice(&rest[..below * V::SIZE]);
-        let start = index as usize * V::SIZE;
-        // A copy of a constant size: inline, rather than a call to copy memory.
-        merged.extend_from_slice(&values[start..start + V::SIZE]);
+        scratch.extend_from_slice(&rest[..below * V::SIZE]);
+        scratch.extend_from_slice(value);
         copied += (below + superseded) * V::SIZE;
     }
-    merged.extend_from_slice(&older[copied..]);
+    scratch.extend_from_slice(&immutable[copied..]);
+    std::mem::swap(immutable, scratch);
 }
 
 fn push<V: Value>(values: &mut Vec<u8>, value: &[u8]) -> u128 {
@@ -624,14 +651,17 @@ mod tests {
     #[test]
     fn absorb_keeps_each_keys_newest_value_in_key_order() {
         // Older values at even keys; bars of keys below, between, on and above them,
-        // some repeated within the bar (arrival order decides the newest).
+        // some repeated within the bar (arrival order decides the newest), and one bar
+        // wholly above them.
         let older: Vec<u8> = (1..=40_u128).flat_map(|key| encoded(key * 2, 1)).collect();
-        let bars: [&[u128]; 5] = [
+        let bars: [&[u128]; 6] = [
             &[0, 1, 2, 81, 100],
             &[7, 7, 8, 8, 8, 3],
             &[80, 2, 40, 41, 40],
             &[50],
             &[5, 4, 3, 2, 1, 0],
+            // All above the older keys: appended.
+            &[81, 90, 90, 85],
         ];
         for bar_keys in bars {
             let values: Vec<u8> = (0..)
@@ -641,8 +671,8 @@ mod tests {
             let mut bar: Vec<(u128, u32)> =
                 (0..).zip(bar_keys).map(|(at, &key)| (key, at)).collect();
             bar.sort_by_key(|&(key, _)| key);
-            let mut merged = Vec::new();
-            absorb::<UniqueKey>(&older, &bar, &values, &mut merged);
+            let mut merged = older.clone();
+            absorb::<UniqueKey>(&mut merged, &mut Vec::new(), &bar, &values);
 
             let mut model = BTreeMap::new();
             for value in older

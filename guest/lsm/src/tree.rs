@@ -477,40 +477,12 @@ impl Tree {
         if !self.sort_scratch.is_sorted_by_key(|&(key, _)| key) {
             self.sort_scratch.sort_by_key(|&(key, _)| key);
         }
-        let newest = |position: usize| {
-            let (key, index) = self.sort_scratch[position];
-            let is_newest = self
-                .sort_scratch
-                .get(position + 1)
-                .is_none_or(|&(next, _)| next != key);
-            is_newest.then(|| {
-                let start = index as usize * size;
-                (key, &self.mutable[start..start + size])
-            })
-        };
-        let immutable_key_max = self
-            .immutable
-            .len()
-            .checked_sub(size)
-            .map(|last| (layout.key_of)(&self.immutable[last..]));
-        let bar_key_min = self.sort_scratch[0].0;
-        if immutable_key_max.is_none_or(|key_max| bar_key_min > key_max) {
-            // Keys that only grow (timestamps, sequential ids): an append.
-            for position in 0..self.sort_scratch.len() {
-                if let Some((_, value)) = newest(position) {
-                    (layout.push)(&mut self.immutable, value);
-                }
-            }
-        } else {
-            self.merge_scratch.clear();
-            (layout.absorb)(
-                &self.immutable,
-                &self.sort_scratch,
-                &self.mutable,
-                &mut self.merge_scratch,
-            );
-            std::mem::swap(&mut self.immutable, &mut self.merge_scratch);
-        }
+        (layout.absorb)(
+            &mut self.immutable,
+            &mut self.merge_scratch,
+            &self.sort_scratch,
+            &self.mutable,
+        );
         assert!(self.immutable.len() <= self.immutable_values_max * size);
         self.mutable.clear();
         self.mutable_keys = None;
