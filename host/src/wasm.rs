@@ -4,9 +4,7 @@
 
 use carapace_core::error::{Error, FailureKind, Fault, Result};
 use carapace_core::imports::{HostImports, Level, Violation};
-use carapace_core::instance::{
-    Identity, Instance, Options, Request, Statistic, Step, bodies_end_to_end,
-};
+use carapace_core::instance::{Identity, Instance, Options, Request, Statistic, Step};
 pub use wasmtime::component::Component;
 use wasmtime::component::{HasSelf, Linker, WasmList};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreContextMut};
@@ -329,7 +327,6 @@ impl Runtime {
             store,
             bindings,
             deliver,
-            bodies: Vec::new(),
             fuel_per_call: self.limits.fuel_per_call,
             deadline_ticks: self.limits.deadline_ms.div_ceil(EPOCH_TICK_MS),
         })
@@ -342,9 +339,6 @@ pub struct WasmInstance {
     bindings: bindings::StateMachine,
     /// The `deliver` export, called with requests lowered by [`requests`].
     deliver: wasmtime::component::Func,
-    /// A delivery's bodies end to end, as `deliver` takes them: kept between deliveries
-    /// so that copying them together allocates nothing.
-    bodies: Vec<u8>,
     fuel_per_call: u64,
     /// Epoch ticks each export call may take (0: no deadline).
     deadline_ticks: u64,
@@ -425,7 +419,7 @@ fn wasm_failure(failure: types::Failure) -> Fault {
 }
 
 /// The parameters of `machine.deliver`, and its results.
-type DeliverParams<'a> = (&'a [requests::LoweredRequest], &'a [u8]);
+type DeliverParams<'a> = (&'a [requests::LoweredRequest], requests::LoweredBodies<'a>);
 type DeliverResults = (Result<types::Step, types::Failure>,);
 
 /// The `machine` interface's `deliver` export of `instance`.
@@ -499,9 +493,9 @@ impl Instance for WasmInstance {
                 })
             })
             .collect();
-        // The bodies cross into the guest in one piece: one allocation there, one copy.
-        let mut bodies = std::mem::take(&mut self.bodies);
-        let lowered = bodies_end_to_end(requests, &mut bodies);
+        // The bodies cross into the guest in one piece: one allocation there, and each
+        // copied once, from its request.
+        let bodies = requests::LoweredBodies(requests);
         // SAFETY: `deliver_export` type-checked the function against these types when
         // the instance was made (as bindgen's exports are checked once, then called
         // unchecked); checking again would cost ~1,700 instructions a delivery.
@@ -510,11 +504,9 @@ impl Instance for WasmInstance {
                 self.deliver,
             )
         };
-        let result = self.step("deliver", |_, store| {
-            Ok(deliver.call(store, (&headers, lowered))?.0)
-        });
-        self.bodies = bodies;
-        result
+        self.step("deliver", |_, store| {
+            Ok(deliver.call(store, (&headers, bodies))?.0)
+        })
     }
 
     fn checkpoint(&mut self, op: u64) -> Result<Step, Fault> {

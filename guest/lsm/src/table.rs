@@ -639,8 +639,8 @@ impl TableBuilder {
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::{Value, absorb, partition_point};
-    use crate::groove::UniqueKey;
+    use super::{Merge, Value, absorb, merge, partition_point};
+    use crate::groove::{TOMBSTONE_BIT, UniqueKey};
 
     fn encoded(key: u128, timestamp: u64) -> Vec<u8> {
         let mut bytes = vec![0; UniqueKey::SIZE];
@@ -684,6 +684,167 @@ mod tests {
             let expected: Vec<u8> = model.into_values().flatten().collect();
             assert_eq!(merged, expected, "bar {bar_keys:?}");
         }
+    }
+
+    /// A deterministic stream of numbers for the tests' inputs (splitmix64).
+    struct Numbers(u64);
+
+    impl Numbers {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+
+        fn below(&mut self, bound: u64) -> u64 {
+            self.next() % bound
+        }
+    }
+
+    /// Sorted values of `count` distinct keys below `key_bound`, a tenth of them
+    /// tombstones, the timestamp naming the input.
+    fn input(numbers: &mut Numbers, count: usize, key_bound: u64, name: u64) -> Vec<u8> {
+        let mut keys = std::collections::BTreeSet::new();
+        while keys.len() < count {
+            keys.insert(u128::from(numbers.below(key_bound)));
+        }
+        keys.into_iter()
+            .flat_map(|key| {
+                let tombstone = if numbers.below(10) == 0 {
+                    TOMBSTONE_BIT
+                } else {
+                    0
+                };
+                encoded(key, name | tombstone)
+            })
+            .collect()
+    }
+
+    /// A compaction's merge of `a` (newer) over `b`, as the compaction runs it: over
+    /// slices of blocks of `block_values` (cut shorter at random, as when a cursor's
+    /// block is only partly in memory), into output blocks of `out_values`, with a
+    /// random budget at every run. Returns the output and the values consumed.
+    fn merged(
+        numbers: &mut Numbers,
+        a: &[u8],
+        b: &[u8],
+        drop_tombstones: bool,
+        block_values: usize,
+        out_values: usize,
+    ) -> (Vec<u8>, u64) {
+        let size = UniqueKey::SIZE;
+        let (mut a_at, mut b_at) = (0, 0);
+        let mut out = vec![0; out_values * size];
+        let (mut out_at, mut output, mut consumed) = (0, Vec::new(), 0);
+        let mut key_last = None;
+        // The slice of an input in memory: to the end of its block, or shorter.
+        let slice = |input: &[u8], at: usize, numbers: &mut Numbers| -> std::ops::Range<usize> {
+            let block_end = (at / (block_values * size) + 1) * block_values * size;
+            let end = block_end.min(input.len());
+            if at == end || numbers.below(3) != 0 {
+                return at..end;
+            }
+            let values = (end - at) / size;
+            at..at + (1 + numbers.below(values as u64) as usize) * size
+        };
+        while a_at < a.len() || b_at < b.len() {
+            let a_slice = slice(a, a_at, numbers);
+            let b_slice = slice(b, b_at, numbers);
+            let mut run = Merge {
+                a: &a[a_slice],
+                b: &b[b_slice],
+                out: &mut out[out_at..],
+                budget: 1 + numbers.below(12),
+                drop_tombstones,
+                key_last,
+                a_taken: 0,
+                b_taken: 0,
+                written: 0,
+                consumed: 0,
+                key_first: 0,
+            };
+            merge::<UniqueKey>(&mut run);
+            // Budget and room are never zero, and an input's slice is empty only once
+            // the input has ended: every run takes a value.
+            assert!(run.consumed > 0, "no progress");
+            assert_eq!(run.consumed as usize, run.a_taken + run.b_taken);
+            if run.written > 0 {
+                let first = UniqueKey::decode(&run.out[..size]).key();
+                assert_eq!(run.key_first, first);
+            }
+            a_at += run.a_taken * size;
+            b_at += run.b_taken * size;
+            out_at += run.written * size;
+            consumed += run.consumed;
+            key_last = run.key_last;
+            if out_at == out.len() {
+                output.extend_from_slice(&out);
+                out_at = 0;
+            }
+        }
+        output.extend_from_slice(&out[..out_at]);
+        (output, consumed)
+    }
+
+    #[test]
+    fn merge_keeps_the_newer_value_of_each_key_across_slices_budgets_and_blocks() {
+        let mut numbers = Numbers(7);
+        for round in 0..200 {
+            // From disjoint to dense overlaps, and inputs of very different lengths
+            // (a level's tables are a growth factor apart).
+            let key_bound = [40, 400, 1 << 40][round % 3];
+            let a_count = numbers.below(30).min(key_bound) as usize;
+            let b_count = numbers.below(240).min(key_bound) as usize;
+            let a = input(&mut numbers, a_count, key_bound, 1);
+            let b = input(&mut numbers, b_count, key_bound, 2);
+            let drop_tombstones = round % 2 == 1;
+            let block_values = 1 + numbers.below(9) as usize;
+            let out_values = 1 + numbers.below(9) as usize;
+            let (output, consumed) = merged(
+                &mut numbers,
+                &a,
+                &b,
+                drop_tombstones,
+                block_values,
+                out_values,
+            );
+
+            let mut model = BTreeMap::new();
+            for value in b.chunks(UniqueKey::SIZE).chain(a.chunks(UniqueKey::SIZE)) {
+                model.insert(UniqueKey::decode(value).key(), value.to_vec());
+            }
+            let expected: Vec<u8> = model
+                .into_values()
+                .filter(|value| !(drop_tombstones && UniqueKey::decode(value).is_tombstone()))
+                .flatten()
+                .collect();
+            assert_eq!(output, expected, "round {round}");
+            assert_eq!(consumed as usize, (a.len() + b.len()) / UniqueKey::SIZE);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "values out of order")]
+    fn merge_refuses_an_input_out_of_order() {
+        let a: Vec<u8> = [5, 3].into_iter().flat_map(|key| encoded(key, 1)).collect();
+        let b = encoded(9, 2);
+        let mut out = vec![0; 4 * UniqueKey::SIZE];
+        let mut run = Merge {
+            a: &a,
+            b: &b,
+            out: &mut out,
+            budget: 10,
+            drop_tombstones: false,
+            key_last: None,
+            a_taken: 0,
+            b_taken: 0,
+            written: 0,
+            consumed: 0,
+            key_first: 0,
+        };
+        merge::<UniqueKey>(&mut run);
     }
 
     #[test]

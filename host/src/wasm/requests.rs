@@ -1,4 +1,4 @@
-//! A delivery's requests, lowered into the guest in one pass over their list.
+//! A delivery's requests and bodies, lowered into the guest in one pass each.
 //!
 //! wasmtime's derived lowering of a `list<request>` stores each field of each request
 //! on its own, and every store looks the guest's memory up again: ~320 instructions an
@@ -8,12 +8,19 @@
 //! guest. Everything else about the type (its ABI, its type check, lowering one
 //! request alone) is the derived record's.
 //!
+//! The bodies cross as one `list<u8>`. Lowering a `&[u8]` would need them end to end
+//! in the host first, a copy of every byte that the guest's copy then repeats (at
+//! 64 KiB bodies, one of the op's few passes over its body); [`LoweredBodies`] copies
+//! each body straight from its request into the list's bytes in the guest.
+//!
 //! This implements wasmtime's `ComponentType` and `Lower` by hand, which wasmtime
 //! documents as internal: the workspace pins wasmtime to one version, and the layout
 //! is checked against the component's own type when the export is looked up.
 
 use std::mem::MaybeUninit;
 
+use carapace_core::instance::Request;
+use wasmtime::ValRaw;
 use wasmtime::component::__internal::{
     CanonicalAbiInfo, InstanceType, InterfaceType, LowerContext,
 };
@@ -113,6 +120,73 @@ unsafe impl Lower for LoweredRequest {
             bytes[32] = request.operation;
             bytes[36..40].copy_from_slice(&request.body_size.to_le_bytes());
         }
+        Ok(())
+    }
+}
+
+/// The bodies of a delivery's requests end to end, as a `list<u8>` (see the module).
+#[derive(Debug)]
+pub(super) struct LoweredBodies<'a>(pub &'a [Request]);
+
+impl LoweredBodies<'_> {
+    /// Allocate the list in the guest and copy each body into it; its address and
+    /// length.
+    fn store<T>(&self, cx: &mut LowerContext<'_, T>) -> wasmtime::Result<(usize, usize)> {
+        let size = self
+            .0
+            .iter()
+            .try_fold(0_usize, |size, request| {
+                size.checked_add(request.body.len())
+            })
+            .ok_or_else(|| wasmtime::format_err!("size overflow copying the bodies"))?;
+        // `realloc` refuses an address whose `size` bytes are not all in memory.
+        let address = cx.realloc(0, 0, 1, size)?;
+        let mut memory = &mut cx.as_slice_mut()[address..][..size];
+        for request in self.0 {
+            let (body, rest) = memory.split_at_mut(request.body.len());
+            body.copy_from_slice(&request.body);
+            memory = rest;
+        }
+        Ok((address, size))
+    }
+}
+
+// SAFETY: the ABI and type check are `[u8]`'s, which is what the bytes lowered are.
+unsafe impl ComponentType for LoweredBodies<'_> {
+    type Lower = <[u8] as ComponentType>::Lower;
+
+    const ABI: CanonicalAbiInfo = <[u8] as ComponentType>::ABI;
+
+    fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> wasmtime::Result<()> {
+        <[u8] as ComponentType>::typecheck(ty, types)
+    }
+}
+
+// SAFETY: the list is lowered as the canonical ABI lowers a `list<u8>`: bytes allocated
+// by the guest's `realloc` (which checks them in bounds), then their address and length
+// as two flat values (64 bits wide, as wasmtime writes pointer pairs) or as two 32-bit
+// words in memory.
+unsafe impl Lower for LoweredBodies<'_> {
+    fn linear_lower_to_flat<T>(
+        &self,
+        cx: &mut LowerContext<'_, T>,
+        _ty: InterfaceType,
+        dst: &mut MaybeUninit<Self::Lower>,
+    ) -> wasmtime::Result<()> {
+        let (address, size) = self.store(cx)?;
+        dst.write([ValRaw::i64(address as i64), ValRaw::i64(size as i64)]);
+        Ok(())
+    }
+
+    fn linear_lower_to_memory<T>(
+        &self,
+        cx: &mut LowerContext<'_, T>,
+        _ty: InterfaceType,
+        offset: usize,
+    ) -> wasmtime::Result<()> {
+        let (address, size) = self.store(cx)?;
+        *cx.get::<4>(offset) = u32::try_from(address)?.to_le_bytes();
+        *cx.get::<4>(offset + 4) = u32::try_from(size)?.to_le_bytes();
         Ok(())
     }
 }
