@@ -243,7 +243,9 @@ impl Forest {
                 tree.start_half_bar(beat < half_beats, half_bar_op_min + half_beats);
             }
         }
-        for tree in trees.iter_mut() {
+        // Most beats find a tree with no compaction in flight: then its beat, a future
+        // to set up and poll, is not even made.
+        for tree in trees.iter_mut().filter(|tree| tree.is_compacting()) {
             tree.beat(grid, half_beats - beat_in_half).await?;
         }
         if beat_in_half + 1 == half_beats {

@@ -443,13 +443,23 @@ pub fn partition_point(count: usize, is_before: impl Fn(usize) -> bool) -> usize
     // comparison says, so the loop's shape does not depend on the keys and its body
     // is a conditional move (fewer branches and live values for Cranelift).
     let (mut base, mut size) = (0, count);
-    while size > 1 {
-        let half = size / 2;
-        let middle = base + half;
+    let halve = |base: &mut usize, size: &mut usize| {
+        let half = *size / 2;
+        let middle = *base + half;
         if is_before(middle) {
-            base = middle;
+            *base = middle;
         }
-        size -= half;
+        *size -= half;
+    };
+    // Four halvings a turn: a loop's turn pays wasm's fuel and interruption checks.
+    while size > 15 {
+        halve(&mut base, &mut size);
+        halve(&mut base, &mut size);
+        halve(&mut base, &mut size);
+        halve(&mut base, &mut size);
+    }
+    while size > 1 {
+        halve(&mut base, &mut size);
     }
     // `base` moved only onto indexes before the answer: then the answer is the next
     // one. Index 0 alone was never probed.
