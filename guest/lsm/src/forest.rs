@@ -181,6 +181,13 @@ impl Forest {
         self.trees[index].remove(key);
     }
 
+    /// [`Forest::get`] where it needs no block (see [`Tree::get_without_io`]): a caller
+    /// that awaits `get` only when this is `None` makes no future for the lookups the
+    /// memory tables or the key ranges decide, as a new key's are.
+    pub fn get_without_io(&self, index: usize, key: u128, out: &mut [u8]) -> Option<bool> {
+        self.trees[index].get_without_io(key, out)
+    }
+
     /// The value of `key` in tree `index` as op `snapshot` sees it.
     pub async fn get(
         &self,

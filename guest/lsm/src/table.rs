@@ -651,6 +651,7 @@ mod tests {
 
     use super::{Merge, Value, absorb, merge, partition_point};
     use crate::groove::{TOMBSTONE_BIT, UniqueKey};
+    use carapace_sdk::testing::SplitMix64;
 
     fn encoded(key: u128, timestamp: u64) -> Vec<u8> {
         let mut bytes = vec![0; UniqueKey::SIZE];
@@ -696,26 +697,9 @@ mod tests {
         }
     }
 
-    /// A deterministic stream of numbers for the tests' inputs (splitmix64).
-    struct Numbers(u64);
-
-    impl Numbers {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        fn below(&mut self, bound: u64) -> u64 {
-            self.next() % bound
-        }
-    }
-
     /// Sorted values of `count` distinct keys below `key_bound`, a tenth of them
     /// tombstones, the timestamp naming the input.
-    fn input(numbers: &mut Numbers, count: usize, key_bound: u64, name: u64) -> Vec<u8> {
+    fn input(numbers: &mut SplitMix64, count: usize, key_bound: u64, name: u64) -> Vec<u8> {
         let mut keys = std::collections::BTreeSet::new();
         while keys.len() < count {
             keys.insert(u128::from(numbers.below(key_bound)));
@@ -737,7 +721,7 @@ mod tests {
     /// block is only partly in memory), into output blocks of `out_values`, with a
     /// random budget at every run. Returns the output and the values consumed.
     fn merged(
-        numbers: &mut Numbers,
+        numbers: &mut SplitMix64,
         a: &[u8],
         b: &[u8],
         drop_tombstones: bool,
@@ -750,7 +734,7 @@ mod tests {
         let (mut out_at, mut output, mut consumed) = (0, Vec::new(), 0);
         let mut key_last = None;
         // The slice of an input in memory: to the end of its block, or shorter.
-        let slice = |input: &[u8], at: usize, numbers: &mut Numbers| -> std::ops::Range<usize> {
+        let slice = |input: &[u8], at: usize, numbers: &mut SplitMix64| -> std::ops::Range<usize> {
             let block_end = (at / (block_values * size) + 1) * block_values * size;
             let end = block_end.min(input.len());
             if at == end || numbers.below(3) != 0 {
@@ -800,7 +784,7 @@ mod tests {
 
     #[test]
     fn merge_keeps_the_newer_value_of_each_key_across_slices_budgets_and_blocks() {
-        let mut numbers = Numbers(7);
+        let mut numbers = SplitMix64::new(7);
         for round in 0..200 {
             // From disjoint to dense overlaps, and inputs of very different lengths
             // (a level's tables are a growth factor apart).

@@ -272,6 +272,17 @@ impl Tree {
         Some(!(layout.is_tombstone)(found))
     }
 
+    /// [`Tree::get`] where it needs no block: `Some(found)` if the memory tables hold
+    /// `key`, or no table holds a key as large; `None` if the levels must be read.
+    pub fn get_without_io(&self, key: u128, out: &mut [u8]) -> Option<bool> {
+        if let Some(found) = self.get_from_memory(key, out) {
+            return Some(found);
+        }
+        self.tables_key_max
+            .is_none_or(|max| max < key)
+            .then_some(false)
+    }
+
     /// The value of `key` as lookups at op `snapshot` see it, copied into `out`;
     /// whether there is one.
     pub async fn get(
@@ -281,11 +292,8 @@ impl Tree {
         snapshot: u64,
         out: &mut [u8],
     ) -> Result<bool, Failure> {
-        if let Some(found) = self.get_from_memory(key, out) {
+        if let Some(found) = self.get_without_io(key, out) {
             return Ok(found);
-        }
-        if self.tables_key_max.is_none_or(|max| max < key) {
-            return Ok(false);
         }
         let layout = self.config.layout;
         for level in 0..self.shape.levels {
@@ -935,6 +943,7 @@ mod tests {
         let mut prng = carapace_sdk::testing::SplitMix64::new(0x9e37_79b9_7f4a_7c15);
         let mut next = move |bound: u64| prng.below(bound);
         let mut flushes = 0;
+        let (mut decided, mut undecided) = (0, 0);
         for op in 1..=600 {
             for _ in 0..PUTS_PER_OP {
                 let key = u128::from(next(200));
@@ -963,8 +972,31 @@ mod tests {
                     "key {key} before op {}",
                     op + 1
                 );
+                // Where the lookup needs no block, it says the same without one.
+                let mut without_io = [0; UniqueKey::SIZE];
+                match forest.get_without_io(0, key, &mut without_io) {
+                    Some(found) => {
+                        decided += 1;
+                        assert_eq!(
+                            found.then(|| UniqueKey::decode(&without_io).timestamp),
+                            expected,
+                            "key {key} without I/O before op {}",
+                            op + 1
+                        );
+                    }
+                    None => undecided += 1,
+                }
             }
+            // A key above every key the tree has held is absent, whatever the levels.
+            assert_eq!(
+                forest.get_without_io(0, 200, &mut [0; UniqueKey::SIZE]),
+                Some(false)
+            );
         }
         assert!(flushes > 10, "{flushes} flushes");
+        assert!(
+            decided > 1000 && undecided > 1000,
+            "{decided} decided, {undecided} not"
+        );
     }
 }
