@@ -242,19 +242,15 @@ impl Compaction {
             if a.is_empty() && b.is_empty() {
                 break;
             }
-            let mut run = table::Merge {
+            let key_last = self.builder.key_last();
+            let mut run = table::Merge::new(
                 a,
                 b,
-                key_last: self.builder.key_last(),
-                out: self.builder.block_space(),
-                budget: if last { u64::MAX } else { quota - consumed },
-                drop_tombstones: self.drop_tombstones,
-                a_taken: 0,
-                b_taken: 0,
-                written: 0,
-                consumed: 0,
-                key_first: 0,
-            };
+                self.builder.block_space(),
+                if last { u64::MAX } else { quota - consumed },
+                self.drop_tombstones,
+                key_last,
+            );
             (layout.merge)(&mut run);
             let (a_taken, b_taken) = (run.a_taken, run.b_taken);
             let (written, key_first, key_last) = (run.written, run.key_first, run.key_last);

@@ -219,6 +219,32 @@ pub(crate) struct Merge<'a> {
     pub key_first: u128,
 }
 
+impl<'a> Merge<'a> {
+    /// A run over `a` (newer) and `b` into `out`, nothing taken yet.
+    pub fn new(
+        a: &'a [u8],
+        b: &'a [u8],
+        out: &'a mut [u8],
+        budget: u64,
+        drop_tombstones: bool,
+        key_last: Option<u128>,
+    ) -> Merge<'a> {
+        Merge {
+            a,
+            b,
+            out,
+            budget,
+            drop_tombstones,
+            key_last,
+            a_taken: 0,
+            b_taken: 0,
+            written: 0,
+            consumed: 0,
+            key_first: 0,
+        }
+    }
+}
+
 /// The merge: the newer input wins on equal keys, and the older value is consumed
 /// with it.
 fn merge<V: Value>(run: &mut Merge<'_>) {
@@ -746,19 +772,14 @@ mod tests {
         while a_at < a.len() || b_at < b.len() {
             let a_slice = slice(a, a_at, numbers);
             let b_slice = slice(b, b_at, numbers);
-            let mut run = Merge {
-                a: &a[a_slice],
-                b: &b[b_slice],
-                out: &mut out[out_at..],
-                budget: 1 + numbers.below(12),
+            let mut run = Merge::new(
+                &a[a_slice],
+                &b[b_slice],
+                &mut out[out_at..],
+                1 + numbers.below(12),
                 drop_tombstones,
                 key_last,
-                a_taken: 0,
-                b_taken: 0,
-                written: 0,
-                consumed: 0,
-                key_first: 0,
-            };
+            );
             merge::<UniqueKey>(&mut run);
             // Budget and room are never zero, and an input's slice is empty only once
             // the input has ended: every run takes a value.
@@ -825,19 +846,7 @@ mod tests {
         let a: Vec<u8> = [5, 3].into_iter().flat_map(|key| encoded(key, 1)).collect();
         let b = encoded(9, 2);
         let mut out = vec![0; 4 * UniqueKey::SIZE];
-        let mut run = Merge {
-            a: &a,
-            b: &b,
-            out: &mut out,
-            budget: 10,
-            drop_tombstones: false,
-            key_last: None,
-            a_taken: 0,
-            b_taken: 0,
-            written: 0,
-            consumed: 0,
-            key_first: 0,
-        };
+        let mut run = Merge::new(&a, &b, &mut out, 10, false, None);
         merge::<UniqueKey>(&mut run);
     }
 
