@@ -31,8 +31,8 @@ pub fn checksum(bytes: &[u8]) -> u128 {
 pub fn checksum_joined(head: &[u8], tail: &[u8]) -> u128 {
     // A short input is copied onto the stack and hashed in one pass, which costs less
     // than setting up a streaming state. Up to 128 bytes (a header and a small body),
-    // in a buffer of that size: wasm zeroes the buffer past a constant-size header
-    // with a call out of the guest, which then fills 95 bytes rather than 207.
+    // in a buffer of that size: wasm zeroes the buffer past a header of constant size
+    // with a call out of the guest, and a smaller buffer leaves it less to fill.
     let len = head.len() + tail.len();
     if len <= 128 {
         return checksum_on_stack::<128>(head, tail);

@@ -478,6 +478,7 @@ pub fn partition_point(count: usize, is_before: impl Fn(usize) -> bool) -> usize
         *size -= half;
     };
     // Four halvings a turn: a loop's turn pays wasm's fuel and interruption checks.
+    // From 16 up, each of the four halves a size of at least 2, as the loop below does.
     while size > 15 {
         halve(&mut base, &mut size);
         halve(&mut base, &mut size);
