@@ -4,7 +4,7 @@ use carapace::imports::IoOrder;
 use carapace::native::NativeInstance;
 use carapace::replica::Replica;
 use carapace::storage::MemoryStorage;
-use carapace_sdk::{Context, Failure, StateMachine};
+use carapace_sdk::{Context, Failure, Reply, StateMachine};
 
 use crate::support::*;
 
@@ -48,10 +48,10 @@ impl StateMachine for Rogue {
         _: u8,
         _: &[u8],
         _: &mut Vec<u8>,
-    ) -> Result<(), Failure> {
+    ) -> Result<Reply, Failure> {
         // Commit must be pure: submitting I/O here breaks the contract.
         let _read = self.context.read(5);
-        Ok(())
+        Ok(Reply::Written)
     }
     async fn compact(&mut self, _: u64) -> Result<(), Failure> {
         Ok(())

@@ -17,7 +17,7 @@ use carapace_lsm::forest::Forest;
 use carapace_lsm::groove::TOMBSTONE_BIT;
 use carapace_lsm::table::{Layout, Value};
 use carapace_lsm::tree::{Shape, TreeConfig};
-use carapace_sdk::{Context, Failure, StateMachine};
+use carapace_sdk::{Context, Failure, Reply, StateMachine};
 
 use crate::support::*;
 
@@ -153,7 +153,7 @@ impl StateMachine for ModelMachine {
         operation: u8,
         body: &[u8],
         reply: &mut Vec<u8>,
-    ) -> Result<(), Failure> {
+    ) -> Result<Reply, Failure> {
         if operation == PUT {
             for pair in body.chunks_exact(16) {
                 let entry = Entry::decode(pair);
@@ -168,7 +168,7 @@ impl StateMachine for ModelMachine {
                 reply.extend_from_slice(&value.unwrap_or(ABSENT).to_le_bytes());
             }
         }
-        Ok(())
+        Ok(Reply::Written)
     }
 
     async fn compact(&mut self, op: u64) -> Result<(), Failure> {

@@ -17,7 +17,7 @@ use carapace::storage::MemoryStorage;
 use carapace::workload::{self, EchoWorkload};
 use carapace::{Error, Instance};
 use carapace_echo::Echo;
-use carapace_sdk::{Context, Failure, StateMachine};
+use carapace_sdk::{Context, Failure, Reply, StateMachine};
 use clap::Parser;
 
 fn long_config() -> Options {
@@ -116,13 +116,18 @@ impl StateMachine for Divergent {
         operation: u8,
         body: &[u8],
         reply: &mut Vec<u8>,
-    ) -> Result<(), Failure> {
-        self.0
+    ) -> Result<Reply, Failure> {
+        let kind = self
+            .0
             .commit(client, op, timestamp, operation, body, reply)?;
-        if op >= DIVERGENT_OP {
-            reply.push(0);
+        if op < DIVERGENT_OP {
+            return Ok(kind);
         }
-        Ok(())
+        if let Reply::Body(range) = kind {
+            reply.extend_from_slice(&body[range]);
+        }
+        reply.push(0);
+        Ok(Reply::Written)
     }
     async fn compact(&mut self, op: u64) -> Result<(), Failure> {
         self.0.compact(op).await

@@ -21,7 +21,7 @@ use carapace_lsm::forest::Forest;
 use carapace_lsm::groove::{CompositeKey, TOMBSTONE_BIT, UniqueKey};
 use carapace_lsm::table::{Layout, Value};
 use carapace_lsm::tree::TreeConfig;
-use carapace_sdk::{Context, Failure, Identity, Level, Options, StateMachine, Statistic};
+use carapace_sdk::{Context, Failure, Identity, Level, Options, Reply, StateMachine, Statistic};
 
 mod settings;
 
@@ -420,7 +420,7 @@ impl StateMachine for Echo {
         operation: u8,
         body: &[u8],
         reply: &mut Vec<u8>,
-    ) -> Result<(), Failure> {
+    ) -> Result<Reply, Failure> {
         if op != self.prefetched.op || op != self.op_committed + 1 {
             return Err(self.protocol(format!(
                 "commit of op {op}, but op {} was prefetched and op {} committed last",
@@ -432,7 +432,7 @@ impl StateMachine for Echo {
                 "op {op} has timestamp {timestamp}, at or past 2^63"
             )));
         }
-        match Operation::from_u8(operation) {
+        let kind = match Operation::from_u8(operation) {
             Some(Operation::Echo) => {
                 #[cfg(feature = "poison-test-version")]
                 assert!(
@@ -453,10 +453,17 @@ impl StateMachine for Echo {
                     value,
                     id,
                 });
-                reply.extend_from_slice(body);
                 #[cfg(feature = "divergent-test-version")]
                 if op >= DIVERGENT_FROM_OP {
+                    reply.extend_from_slice(body);
                     reply.push(0);
+                }
+                // The reply is the body itself, handed to the host where it lies, unless
+                // the divergent test version wrote one of its own.
+                if reply.is_empty() {
+                    Reply::Body(0..body.len())
+                } else {
+                    Reply::Written
                 }
             }
             Some(Operation::Lookup) => {
@@ -467,13 +474,14 @@ impl StateMachine for Echo {
                         thing.encode(&mut reply[start..]);
                     }
                 }
+                Reply::Written
             }
             None => {
                 return Err(self.protocol(format!("commit of unknown operation {operation}")));
             }
-        }
+        };
         self.op_committed = op;
-        Ok(())
+        Ok(kind)
     }
 
     async fn compact(&mut self, op: u64) -> Result<(), Failure> {

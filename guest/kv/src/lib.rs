@@ -59,7 +59,7 @@ use carapace_lsm::forest::Forest;
 use carapace_lsm::groove::TOMBSTONE_BIT;
 use carapace_lsm::table::{Layout, Value};
 use carapace_lsm::tree::TreeConfig;
-use carapace_sdk::{Context, Failure, Identity, Level, Options, StateMachine, Statistic};
+use carapace_sdk::{Context, Failure, Identity, Level, Options, Reply, StateMachine, Statistic};
 
 pub mod format;
 mod settings;
@@ -295,7 +295,7 @@ impl StateMachine for Kv {
         operation: u8,
         body: &[u8],
         reply: &mut Vec<u8>,
-    ) -> Result<(), Failure> {
+    ) -> Result<Reply, Failure> {
         if op != self.prefetched.op || op != self.op_committed + 1 {
             return Err(Failure::Protocol(format!(
                 "commit of op {op}, but op {} was prefetched and op {} committed last",
@@ -346,7 +346,7 @@ impl StateMachine for Kv {
             }
         }
         self.op_committed = op;
-        Ok(())
+        Ok(Reply::Written)
     }
 
     async fn compact(&mut self, op: u64) -> Result<(), Failure> {

@@ -9,6 +9,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::ops::Range;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context as TaskContext, Poll};
@@ -77,8 +78,28 @@ struct Inner {
     /// The last op committed, while its report waits to ride on the next op's first
     /// `due-timer`: most ops then cost the host two calls, not three.
     unreported_op: Cell<Option<u64>>,
-    /// Its reply. Only the runner borrows it mutably, between calls to the host.
+    /// Its reply, if the machine wrote it. Only the runner borrows it mutably, between
+    /// calls to the host.
     unreported_reply: RefCell<Vec<u8>>,
+    /// Its reply, if that is bytes of its request's body: those bytes where they lie.
+    unreported_body: RefCell<Option<BodyReply>>,
+}
+
+/// A reply that is bytes of its request's body, where they lie among its delivery's
+/// bodies: reported from there, it is never copied inside the guest.
+#[derive(Clone, Debug)]
+pub(crate) struct BodyReply {
+    /// The delivery's bodies, end to end.
+    pub bodies: Rc<Vec<u8>>,
+    /// Where the reply lies in them.
+    pub range: Range<usize>,
+}
+
+impl BodyReply {
+    /// The reply's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bodies[self.range.clone()]
+    }
 }
 
 /// The guest's handle on its host: clock, timers, log and grid I/O. Cheap to clone; all
@@ -105,6 +126,7 @@ impl Context {
                 in_flight: RefCell::new(Vec::with_capacity(IO_IN_FLIGHT_MAX)),
                 unreported_op: Cell::new(None),
                 unreported_reply: RefCell::new(Vec::new()),
+                unreported_body: RefCell::new(None),
             }),
         }
     }
@@ -131,8 +153,7 @@ impl Context {
         match self.inner.unreported_op.get() {
             Some(previous) if previous + 1 == op => {
                 self.inner.unreported_op.set(None);
-                let reply = self.inner.unreported_reply.borrow();
-                self.inner.imports.due_timer(op, Some(&reply))
+                self.take_unreported_reply(|reply| self.inner.imports.due_timer(op, Some(reply)))
             }
             // Only the op before may ride; any other report goes on its own first.
             _ => self.host().due_timer(op, None),
@@ -150,15 +171,26 @@ impl Context {
     }
 
     /// Hand the host op `op`'s reply with the next op's first `due-timer`, or before any
-    /// other call to the host, whichever comes first. `reply` is taken (swapped for the
-    /// emptied buffer of the last report, so the guest allocates nothing again).
-    pub(crate) fn committed_later(&self, op: u64, reply: &mut Vec<u8>) {
+    /// other call to the host, whichever comes first. The reply is `from_body` if given,
+    /// else `reply`, which is then taken (swapped for the emptied buffer of the last
+    /// report, so the guest allocates nothing again).
+    pub(crate) fn committed_later(
+        &self,
+        op: u64,
+        reply: &mut Vec<u8>,
+        from_body: Option<BodyReply>,
+    ) {
         // The op before rode on this op's `due-timer`; if it somehow did not, it is
         // reported now rather than lost.
         self.report_committed();
-        let mut unreported = self.inner.unreported_reply.borrow_mut();
-        std::mem::swap(&mut *unreported, reply);
-        reply.clear();
+        match from_body {
+            Some(body) => *self.inner.unreported_body.borrow_mut() = Some(body),
+            None => {
+                let mut unreported = self.inner.unreported_reply.borrow_mut();
+                std::mem::swap(&mut *unreported, reply);
+                reply.clear();
+            }
+        }
         self.inner.unreported_op.set(Some(op));
     }
 
@@ -167,8 +199,16 @@ impl Context {
     /// op that committed before it answers anything.
     pub(crate) fn report_committed(&self) {
         if let Some(op) = self.inner.unreported_op.take() {
-            let reply = self.inner.unreported_reply.borrow();
-            self.inner.imports.committed(op, &reply);
+            self.take_unreported_reply(|reply| self.inner.imports.committed(op, reply));
+        }
+    }
+
+    /// Hand the reply waiting to be reported to `report`, letting go of the bodies it
+    /// lies in, if it does.
+    fn take_unreported_reply<T>(&self, report: impl FnOnce(&[u8]) -> T) -> T {
+        match self.inner.unreported_body.take() {
+            Some(body) => report(body.bytes()),
+            None => report(&self.inner.unreported_reply.borrow()),
         }
     }
 
@@ -367,8 +407,10 @@ mod tests {
         (Context::new(Box::new(recorder.clone())), recorder)
     }
 
-    /// A machine that echoes bodies, refuses operation 9, and fails to compact the op
-    /// its `fail-compact-at` setting names.
+    /// A machine that refuses operation 9 and fails to compact the op its
+    /// `fail-compact-at` setting names. Its reply is the body for operation 1, the body
+    /// reversed (written) for 2, the body but its first byte for 3, and one byte past
+    /// the body for 4 (a bug).
     struct Toy {
         fail_compact_at: u64,
     }
@@ -409,12 +451,20 @@ mod tests {
             _: u128,
             _: u64,
             _: u64,
-            _: u8,
+            operation: u8,
             body: &[u8],
             reply: &mut Vec<u8>,
-        ) -> Result<(), Failure> {
-            reply.extend_from_slice(body);
-            Ok(())
+        ) -> Result<crate::machine::Reply, Failure> {
+            use crate::machine::Reply;
+            Ok(match operation {
+                2 => {
+                    reply.extend(body.iter().rev());
+                    Reply::Written
+                }
+                3 => Reply::Body(1..body.len()),
+                4 => Reply::Body(0..body.len() + 1),
+                _ => Reply::Body(0..body.len()),
+            })
         }
 
         async fn compact(&mut self, op: u64) -> Result<(), Failure> {
@@ -496,16 +546,61 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_from_the_body_is_the_bytes_it_names_whether_it_rides_or_goes_at_once() {
+        // Body, written, part of a body, body: each reply as the machine said, however
+        // the written one's buffer and the bodies' replies alternate.
+        let (step, calls) = deliver_to_toy(&[(1, b"ab"), (2, b"cd"), (3, b"efg"), (1, b"h")], 0);
+        assert_eq!(step, Ok(crate::machine::Step::Done));
+        assert_eq!(
+            calls,
+            [
+                "due-timer 1 None",
+                "prefetched 1",
+                "due-timer 2 Some([97, 98])",
+                "prefetched 2",
+                "due-timer 3 Some([100, 99])",
+                "prefetched 3",
+                "due-timer 4 Some([102, 103])",
+                "prefetched 4",
+                "committed 4 [104]",
+            ]
+        );
+        // The last op's reply, part of its body, goes at once.
+        let (_, calls) = deliver_to_toy(&[(2, b"ab"), (3, b"cd")], 0);
+        assert_eq!(calls.last().unwrap(), "committed 2 [100]");
+    }
+
+    #[test]
+    fn a_reply_past_the_end_of_its_body_is_the_machines_failure_and_is_not_reported() {
+        let (step, calls) = deliver_to_toy(&[(1, b"a"), (4, b"bc"), (1, b"d")], 0);
+        assert_eq!(
+            step,
+            Err(Failure::Protocol(
+                "the reply to op 2 is bytes 0..3 of its body, which is 2 bytes long".into()
+            ))
+        );
+        assert_eq!(
+            calls,
+            [
+                "due-timer 1 None",
+                "prefetched 1",
+                "due-timer 2 Some([97])",
+                "prefetched 2",
+            ]
+        );
+    }
+
+    #[test]
     fn only_the_op_before_rides_and_a_reply_is_never_dropped() {
         let (context, recorder) = recorded();
         let mut reply = b"one".to_vec();
-        context.committed_later(1, &mut reply);
+        context.committed_later(1, &mut reply, None);
         // Not the op after it: reported on its own first.
         context.due_timer(5);
         reply.extend_from_slice(b"two");
-        context.committed_later(2, &mut reply);
+        context.committed_later(2, &mut reply, None);
         reply.extend_from_slice(b"three");
-        context.committed_later(3, &mut reply);
+        context.committed_later(3, &mut reply, None);
         context.report_committed();
         assert_eq!(
             recorder.calls.take(),
@@ -522,19 +617,19 @@ mod tests {
     fn a_reply_held_back_rides_on_the_next_due_timer_or_goes_before_any_other_call() {
         let (context, recorder) = recorded();
         let mut reply = b"one".to_vec();
-        context.committed_later(1, &mut reply);
+        context.committed_later(1, &mut reply, None);
         assert!(reply.is_empty());
         context.due_timer(2);
         context.due_timer(2);
         reply.extend_from_slice(b"two");
-        context.committed_later(2, &mut reply);
+        context.committed_later(2, &mut reply, None);
         context.log(Level::Info, "compacting");
         context.due_timer(3);
         reply.extend_from_slice(b"three");
-        context.committed_later(3, &mut reply);
+        context.committed_later(3, &mut reply, None);
         drop(context.read(9));
         reply.extend_from_slice(b"four");
-        context.committed_later(4, &mut reply);
+        context.committed_later(4, &mut reply, None);
         context.report_committed();
         context.report_committed();
         assert_eq!(

@@ -30,4 +30,6 @@ pub mod testing;
 
 pub use failure::Failure;
 pub use io::{Context, Imports, Level};
-pub use machine::{Delivery, Identity, Options, Request, Runner, StateMachine, Statistic, Step};
+pub use machine::{
+    Delivery, Identity, Options, Reply, Request, Runner, StateMachine, Statistic, Step,
+};

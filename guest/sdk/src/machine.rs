@@ -10,11 +10,13 @@
 //! of calls.
 
 use std::future::Future;
+use std::ops::Range;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context as TaskContext, Poll, Waker};
 
 use crate::failure::Failure;
-use crate::io::Context;
+use crate::io::{BodyReply, Context};
 
 /// Options passed to `init`, as in the contract's `options`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,7 +58,9 @@ pub struct Request {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Delivery {
     requests: Vec<Request>,
-    bodies: Vec<u8>,
+    /// Shared with the replies that are bytes of a body (see [`Reply::Body`]) while
+    /// they wait to be reported.
+    bodies: Rc<Vec<u8>>,
 }
 
 impl Delivery {
@@ -74,14 +78,17 @@ impl Delivery {
                 bodies.len()
             )));
         }
-        Ok(Delivery { requests, bodies })
+        Ok(Delivery {
+            requests,
+            bodies: Rc::new(bodies),
+        })
     }
 
     /// An empty delivery with room for `requests` requests and `bytes` bytes of bodies.
     pub fn with_capacity(requests: usize, bytes: usize) -> Delivery {
         Delivery {
             requests: Vec::with_capacity(requests),
-            bodies: Vec::with_capacity(bytes),
+            bodies: Rc::new(Vec::with_capacity(bytes)),
         }
     }
 
@@ -98,7 +105,7 @@ impl Delivery {
             operation,
             body_size: u32::try_from(body.len()).expect("a body under 4 GiB"),
         });
-        self.bodies.extend_from_slice(body);
+        Rc::make_mut(&mut self.bodies).extend_from_slice(body);
     }
 
     /// How many requests it holds.
@@ -113,13 +120,31 @@ impl Delivery {
 
     /// Each request with its body, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&Request, &[u8])> {
-        let mut rest = &self.bodies[..];
+        self.iter_with_offsets()
+            .map(|(request, body, _)| (request, body))
+    }
+
+    /// Each request with its body and where the body begins among the bodies.
+    fn iter_with_offsets(&self) -> impl Iterator<Item = (&Request, &[u8], usize)> {
+        let mut start = 0;
         self.requests.iter().map(move |request| {
-            let (body, after) = rest.split_at(request.body_size as usize);
-            rest = after;
-            (request, body)
+            let end = start + request.body_size as usize;
+            let body = &self.bodies[start..end];
+            let offset = std::mem::replace(&mut start, end);
+            (request, body, offset)
         })
     }
+}
+
+/// An op's reply, as [`StateMachine::commit`] returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// The bytes `commit` wrote into its `reply` buffer.
+    Written,
+    /// Bytes `range` of the op's own request body, which `commit` leaves as they are:
+    /// they are handed to the host where they lie, so that a reply repeating its
+    /// request (an echo) costs no copy inside the guest, however large.
+    Body(Range<usize>),
 }
 
 /// Where an asynchronous step stands, as in the contract's `step`.
@@ -174,7 +199,8 @@ pub trait StateMachine: Sized + 'static {
     /// Load what `commit` of this op will read.
     async fn prefetch(&mut self, op: u64, operation: u8, body: &[u8]) -> Result<(), Failure>;
 
-    /// Apply the op; write its reply into `reply` (empty on entry).
+    /// Apply the op, and say what its reply is: bytes written into `reply` (empty on
+    /// entry), or bytes of `body`.
     fn commit(
         &mut self,
         client: u128,
@@ -183,7 +209,7 @@ pub trait StateMachine: Sized + 'static {
         operation: u8,
         body: &[u8],
         reply: &mut Vec<u8>,
-    ) -> Result<(), Failure>;
+    ) -> Result<Reply, Failure>;
 
     /// A bounded beat of background work after committing `op`.
     async fn compact(&mut self, op: u64) -> Result<(), Failure>;
@@ -215,7 +241,7 @@ async fn deliver<M: StateMachine>(
     // waits in the context to be reported, and the host copies each out.
     let mut reply = Vec::new();
     let last = delivery.len().saturating_sub(1);
-    for (index, (request, body)) in delivery.iter().enumerate() {
+    for (index, (request, body, offset)) in delivery.iter_with_offsets().enumerate() {
         let (op, operation) = (request.op, request.operation);
         if machine.input_valid(operation, body).is_err() {
             break;
@@ -227,7 +253,7 @@ async fn deliver<M: StateMachine>(
         machine.prefetch(op, operation, body).await?;
         context.prefetched(op);
         reply.clear();
-        machine.commit(
+        let kind = machine.commit(
             request.client,
             op,
             request.timestamp,
@@ -235,19 +261,46 @@ async fn deliver<M: StateMachine>(
             body,
             &mut reply,
         )?;
+        let from_body = match kind {
+            Reply::Written => None,
+            Reply::Body(range) => Some(body_reply(delivery, offset, body.len(), op, range)?),
+        };
         // Reported with the next op's first `due-timer`, which saves the host a call;
         // the last op of the batch at once, so that the host can tell a trap in its
         // compaction from one in its commit.
         if index == last {
-            context.committed(op, &reply);
+            let bytes = from_body.as_ref().map_or(&reply[..], BodyReply::bytes);
+            context.committed(op, bytes);
         } else {
-            context.committed_later(op, &mut reply);
+            context.committed_later(op, &mut reply, from_body);
         }
         // Compaction is polled from a function of its own: inlined, it made the loop
         // one function too large for Cranelift to keep its values in registers.
         OutOfLine(std::pin::pin!(machine.compact(op))).await?;
     }
     Ok(())
+}
+
+/// Op `op`'s reply `range` of its body, which begins at `offset` among `delivery`'s
+/// bodies and is `body_size` bytes long; a failure if the range is not within the body
+/// (a machine's bug, reported as a failure rather than a panic).
+fn body_reply(
+    delivery: &Delivery,
+    offset: usize,
+    body_size: usize,
+    op: u64,
+    range: Range<usize>,
+) -> Result<BodyReply, Failure> {
+    if range.start > range.end || range.end > body_size {
+        return Err(Failure::Protocol(format!(
+            "the reply to op {op} is bytes {range:?} of its body, which is {body_size} \
+             bytes long"
+        )));
+    }
+    Ok(BodyReply {
+        bodies: Rc::clone(&delivery.bodies),
+        range: offset + range.start..offset + range.end,
+    })
 }
 
 /// A future polled from a function of its own, never inlined into its caller's poll.
