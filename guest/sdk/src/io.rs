@@ -174,6 +174,7 @@ impl Context {
     /// other call to the host, whichever comes first. The reply is `from_body` if given,
     /// else `reply`, which is then taken (swapped for the emptied buffer of the last
     /// report, so the guest allocates nothing again).
+    #[inline]
     pub(crate) fn committed_later(
         &self,
         op: u64,

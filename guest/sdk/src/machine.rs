@@ -58,9 +58,7 @@ pub struct Request {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Delivery {
     requests: Vec<Request>,
-    /// Shared with the replies that are bytes of a body (see [`Reply::Body`]) while
-    /// they wait to be reported.
-    bodies: Rc<Vec<u8>>,
+    bodies: Vec<u8>,
 }
 
 impl Delivery {
@@ -78,17 +76,14 @@ impl Delivery {
                 bodies.len()
             )));
         }
-        Ok(Delivery {
-            requests,
-            bodies: Rc::new(bodies),
-        })
+        Ok(Delivery { requests, bodies })
     }
 
     /// An empty delivery with room for `requests` requests and `bytes` bytes of bodies.
     pub fn with_capacity(requests: usize, bytes: usize) -> Delivery {
         Delivery {
             requests: Vec::with_capacity(requests),
-            bodies: Rc::new(Vec::with_capacity(bytes)),
+            bodies: Vec::with_capacity(bytes),
         }
     }
 
@@ -105,7 +100,7 @@ impl Delivery {
             operation,
             body_size: u32::try_from(body.len()).expect("a body under 4 GiB"),
         });
-        Rc::make_mut(&mut self.bodies).extend_from_slice(body);
+        self.bodies.extend_from_slice(body);
     }
 
     /// How many requests it holds.
@@ -120,20 +115,21 @@ impl Delivery {
 
     /// Each request with its body, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&Request, &[u8])> {
-        self.iter_with_offsets()
-            .map(|(request, body, _)| (request, body))
+        with_bodies(&self.requests, &self.bodies).map(|(request, body, _)| (request, body))
     }
+}
 
-    /// Each request with its body and where the body begins among the bodies.
-    fn iter_with_offsets(&self) -> impl Iterator<Item = (&Request, &[u8], usize)> {
-        let mut start = 0;
-        self.requests.iter().map(move |request| {
-            let end = start + request.body_size as usize;
-            let body = &self.bodies[start..end];
-            let offset = std::mem::replace(&mut start, end);
-            (request, body, offset)
-        })
-    }
+/// Each of `requests` with its body, and where that begins among `bodies`.
+fn with_bodies<'a>(
+    requests: &'a [Request],
+    bodies: &'a [u8],
+) -> impl Iterator<Item = (&'a Request, &'a [u8], usize)> {
+    let mut start = 0;
+    requests.iter().map(move |request| {
+        let end = start + request.body_size as usize;
+        let offset = std::mem::replace(&mut start, end);
+        (request, &bodies[offset..end], offset)
+    })
 }
 
 /// An op's reply, as [`StateMachine::commit`] returns it.
@@ -235,13 +231,14 @@ pub trait StateMachine: Sized + 'static {
 async fn deliver<M: StateMachine>(
     machine: &mut M,
     context: &Context,
-    delivery: &Delivery,
+    requests: &[Request],
+    bodies: &Rc<Vec<u8>>,
 ) -> Result<(), Failure> {
     // Reply buffers for the batch: a commit writes into one while the last op's reply
     // waits in the context to be reported, and the host copies each out.
     let mut reply = Vec::new();
-    let last = delivery.len().saturating_sub(1);
-    for (index, (request, body, offset)) in delivery.iter_with_offsets().enumerate() {
+    let last = requests.len().saturating_sub(1);
+    for (index, (request, body, offset)) in with_bodies(requests, bodies).enumerate() {
         let (op, operation) = (request.op, request.operation);
         if machine.input_valid(operation, body).is_err() {
             break;
@@ -263,7 +260,7 @@ async fn deliver<M: StateMachine>(
         )?;
         let from_body = match kind {
             Reply::Written => None,
-            Reply::Body(range) => Some(body_reply(delivery, offset, body.len(), op, range)?),
+            Reply::Body(range) => Some(body_reply(bodies, offset, body.len(), op, range)?),
         };
         // Reported with the next op's first `due-timer`, which saves the host a call;
         // the last op of the batch at once, so that the host can tell a trap in its
@@ -281,26 +278,31 @@ async fn deliver<M: StateMachine>(
     Ok(())
 }
 
-/// Op `op`'s reply `range` of its body, which begins at `offset` among `delivery`'s
-/// bodies and is `body_size` bytes long; a failure if the range is not within the body
-/// (a machine's bug, reported as a failure rather than a panic).
+/// Op `op`'s reply `range` of its body, which begins at `offset` among `bodies` and is
+/// `body_size` bytes long; a failure if the range is not within the body (a machine's
+/// bug, reported as a failure rather than a panic).
+#[inline]
 fn body_reply(
-    delivery: &Delivery,
+    bodies: &Rc<Vec<u8>>,
     offset: usize,
     body_size: usize,
     op: u64,
     range: Range<usize>,
 ) -> Result<BodyReply, Failure> {
     if range.start > range.end || range.end > body_size {
-        return Err(Failure::Protocol(format!(
-            "the reply to op {op} is bytes {range:?} of its body, which is {body_size} \
-             bytes long"
-        )));
+        return Err(reply_outside_body(op, range, body_size));
     }
     Ok(BodyReply {
-        bodies: Rc::clone(&delivery.bodies),
+        bodies: Rc::clone(bodies),
         range: offset + range.start..offset + range.end,
     })
+}
+
+#[cold]
+fn reply_outside_body(op: u64, range: Range<usize>, body_size: usize) -> Failure {
+    Failure::Protocol(format!(
+        "the reply to op {op} is bytes {range:?} of its body, which is {body_size} bytes long"
+    ))
 }
 
 /// A future polled from a function of its own, never inlined into its caller's poll.
@@ -376,8 +378,12 @@ impl<M: StateMachine> Runner<M> {
     /// ride on the next op's first `due-timer`).
     pub fn deliver(&mut self, delivery: Delivery) -> Result<Step, Failure> {
         let context = self.context.clone();
+        let Delivery { requests, bodies } = delivery;
+        // Shared with the replies that are bytes of a body while they wait to be
+        // reported (see `Reply::Body`).
+        let bodies = Rc::new(bodies);
         self.start(move |mut machine| async move {
-            let result = deliver(&mut machine, &context, &delivery).await;
+            let result = deliver(&mut machine, &context, &requests, &bodies).await;
             (machine, result)
         })
     }
