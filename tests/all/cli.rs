@@ -484,6 +484,9 @@ fn bench_matrix_quick_runs_every_cell_and_writes_a_chart() {
             "{ratios}"
         );
     }
+    for copy in ["memcpy_bytes_per_second", "into_sandbox_bytes_per_second"] {
+        assert!(report[copy].as_f64().unwrap() > 0.0, "{report}");
+    }
     let svg = std::fs::read_to_string(&chart).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("fjall (files, no fsync)"));
     assert_eq!(svg.matches("<polyline").count(), 5);

@@ -227,14 +227,15 @@ impl BenchCommand {
         );
         let runs = (matrix::BODY_SIZES.len() * matrix::SUBJECTS.len()) as u64;
         let bar = super::progress_bar(runs * u64::from(self.rounds), "runs");
-        let cells = matrix::run_matrix(self.quick, self.rounds, &bar)?;
+        let engines = matrix::Engines::load()?;
+        let cells = matrix::run_matrix(&engines, self.quick, self.rounds, &bar)?;
         bar.finish_and_clear();
-        let memcpy = matrix::memcpy_rate(*matrix::BODY_SIZES.last().unwrap() as usize);
+        let copies = engines.copy_rates(*matrix::BODY_SIZES.last().unwrap())?;
         matrix::write_chart(&self.chart, &cells)?;
         if self.json {
-            say!(out, "{}", matrix::json(&cells, memcpy))?;
+            say!(out, "{}", matrix::json(&cells, copies))?;
         } else {
-            matrix::print(out, &cells, memcpy)?;
+            matrix::print(out, &cells, copies)?;
             say!(out, "== chart written to {}", self.chart.display())?;
         }
         Ok(())
