@@ -9,6 +9,8 @@
 #[cfg(any(target_arch = "wasm32", test))]
 mod xxh3;
 
+use std::mem::MaybeUninit;
+
 /// Up to this many bytes, XXH3 hashes its input in one pass.
 const SHORT_MAX: usize = 240;
 
@@ -52,13 +54,70 @@ pub fn checksum_joined(head: &[u8], tail: &[u8]) -> u128 {
 }
 
 /// The checksum of `head` followed by `tail`, copied side by side into `N` bytes on the
-/// stack (they fit).
+/// stack (they fit). The bytes past them are never written nor read: zeroing them, as
+/// an initialized buffer must be, is a `memory.fill` call out of the guest in wasm.
 fn checksum_on_stack<const N: usize>(head: &[u8], tail: &[u8]) -> u128 {
     let len = head.len() + tail.len();
-    let mut joined = [0; N];
-    joined[..head.len()].copy_from_slice(head);
-    joined[head.len()..len].copy_from_slice(tail);
-    checksum(&joined[..len])
+    let mut joined = [MaybeUninit::<u8>::uninit(); N];
+    copy_short(&mut joined[..head.len()], head);
+    copy_short(&mut joined[head.len()..len], tail);
+    // SAFETY: the first `len` bytes were written just above.
+    let joined = unsafe { std::slice::from_raw_parts(joined.as_ptr().cast::<u8>(), len) };
+    checksum(joined)
+}
+
+/// Copy `from` into `to`, which is as long: natively `memcpy`, in wasm [`copy_in_pieces`].
+#[inline(always)]
+fn copy_short(to: &mut [MaybeUninit<u8>], from: &[u8]) {
+    #[cfg(target_arch = "wasm32")]
+    copy_in_pieces(to, from);
+    #[cfg(not(target_arch = "wasm32"))]
+    to.write_copy_of_slice(from);
+}
+
+/// Copy `from` into `to`, which is as long, in pieces of constant sizes and, below 256
+/// bytes, without a loop. In wasm a copy whose length is not a constant is a
+/// `memory.copy`, a call out of the guest that costs more than copying a few dozen bytes
+/// (and LLVM turns a loop of constant pieces back into one); a piece of constant size is
+/// a few loads and stores. Natively `memcpy` is as cheap; this is built for its test.
+#[cfg(any(target_arch = "wasm32", test))]
+fn copy_in_pieces(to: &mut [MaybeUninit<u8>], from: &[u8]) {
+    let len = from.len();
+    assert_eq!(to.len(), len);
+    match len {
+        0 => {}
+        1..4 => {
+            to[0].write(from[0]);
+            to[len / 2].write(from[len / 2]);
+            to[len - 1].write(from[len - 1]);
+        }
+        4..8 => copy_ends::<4>(to, from),
+        8..16 => copy_ends::<8>(to, from),
+        16..256 => {
+            let mut at = 0;
+            for piece in [128, 64, 32, 16] {
+                if len - at >= piece {
+                    to[at..at + piece].write_copy_of_slice(&from[at..at + piece]);
+                    at += piece;
+                }
+            }
+            // Fewer than 16 bytes are left: the last 16 cover them.
+            to[len - 16..].write_copy_of_slice(&from[len - 16..]);
+        }
+        _ => {
+            to.write_copy_of_slice(from);
+        }
+    }
+}
+
+/// Copy the first and the last `N` bytes of `from` (at least `N`, at most `2 * N`, so that
+/// they cover it) into `to`.
+#[cfg(any(target_arch = "wasm32", test))]
+#[inline(always)]
+fn copy_ends<const N: usize>(to: &mut [MaybeUninit<u8>], from: &[u8]) {
+    let len = from.len();
+    to[..N].write_copy_of_slice(&from[..N]);
+    to[len - N..].write_copy_of_slice(&from[len - N..]);
 }
 
 #[cfg(test)]
@@ -78,6 +137,19 @@ mod tests {
                     "{len} bytes, head of {split}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_copy_in_pieces_copies_every_length() {
+        let from: Vec<u8> = (0..300_u32).map(|index| (index * 7 + 1) as u8).collect();
+        for len in 0..=from.len() {
+            let mut to = [MaybeUninit::new(0_u8); 300];
+            copy_in_pieces(&mut to[..len], &from[..len]);
+            // SAFETY: every byte was initialized (to 0) before the copy wrote over some.
+            let to: [u8; 300] = unsafe { std::mem::transmute(to) };
+            assert_eq!(to[..len], from[..len], "{len} bytes");
+            assert!(to[len..].iter().all(|&byte| byte == 0), "{len} bytes");
         }
     }
 
