@@ -295,6 +295,7 @@ impl Engines {
             Ok(())
         })?;
         Ok(CopyRates {
+            body_size,
             memcpy: memcpy_rate(size),
             into_sandbox,
         })
@@ -419,6 +420,8 @@ fn keep_fastest(so_far: Option<Cell>, mut cell: Cell) -> Result<Cell> {
 /// in the same run as the cells.
 #[derive(Clone, Copy, Debug)]
 pub struct CopyRates {
+    /// The size of the body copied.
+    pub body_size: u32,
     /// A plain memory copy of a body: the ceiling.
     pub memcpy: f64,
     /// A body crossing into the sandbox: the component's `input-valid` of it, which
@@ -552,7 +555,7 @@ pub fn print(out: &mut dyn std::io::Write, cells: &[Cell], copies: CopyRates) ->
         out,
         "== {} copied: {:.1} GB/s by memcpy, {:.1} GB/s into the sandbox (input-valid), in \
          the same run",
-        size_label(BODY_SIZES[BODY_SIZES.len() - 1]),
+        size_label(copies.body_size),
         copies.memcpy / 1e9,
         copies.into_sandbox / 1e9
     )?;
