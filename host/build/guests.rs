@@ -27,25 +27,33 @@ pub struct Guest {
 }
 
 /// Build every guest of `guests` from the workspace at `workspace`, componentize it,
-/// and tell cargo its path as `CARAPACE_{NAME}_COMPONENT`.
+/// and tell cargo its path as `CARAPACE_{NAME}_COMPONENT` and the checksum of its bytes
+/// (XXH3-128, in hex) as `CARAPACE_{NAME}_COMPONENT_CHECKSUM`.
 pub fn build_all(workspace: &Path, guests: &[Guest]) -> Result<()> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     println!("cargo:rerun-if-changed={}", workspace.join("wit").display());
     ensure_wasm_target()?;
     for guest in guests {
         let module = build_guest(workspace, &out_dir, guest)?;
-        let path = componentize(&module, &out_dir, guest.name)?;
+        let (path, component) = componentize(&module, &out_dir, guest.name)?;
+        let name = guest.name.to_uppercase();
         println!(
-            "cargo:rustc-env=CARAPACE_{}_COMPONENT={}",
-            guest.name.to_uppercase(),
+            "cargo:rustc-env=CARAPACE_{name}_COMPONENT={}",
             path.display()
+        );
+        // Names an embedded component's entry in the precompiled cache, so that a start
+        // from the cache never reads the component's bytes.
+        println!(
+            "cargo:rustc-env=CARAPACE_{name}_COMPONENT_CHECKSUM={:032x}",
+            xxhash_rust::xxh3::xxh3_128(&component)
         );
     }
     Ok(())
 }
 
-/// Turn the core module at `core_module` into a component at `OUT_DIR/{name}.component.wasm`.
-fn componentize(core_module: &Path, out_dir: &Path, name: &str) -> Result<PathBuf> {
+/// Turn the core module at `core_module` into a component at
+/// `OUT_DIR/{name}.component.wasm`; returns its path and bytes.
+fn componentize(core_module: &Path, out_dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>)> {
     let bytes = fs::read(core_module)
         .with_context(|| format!("reading the guest module {}", core_module.display()))?;
     let component = wit_component::ComponentEncoder::default()
@@ -55,8 +63,8 @@ fn componentize(core_module: &Path, out_dir: &Path, name: &str) -> Result<PathBu
         .encode()
         .context("componentizing the guest module")?;
     let path = out_dir.join(format!("{name}.component.wasm"));
-    fs::write(&path, component)?;
-    Ok(path)
+    fs::write(&path, &component)?;
+    Ok((path, component))
 }
 
 /// Make sure the standard library for the wasm target is installed: install it with

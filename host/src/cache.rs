@@ -4,7 +4,8 @@
 //! An entry is named by the checksum of the component's bytes and of the engine's
 //! compatibility hash (wasmtime's `precompile_compatibility_hash`: its version and every
 //! setting that changes code), so another component, another configuration (fuel,
-//! deadlines, stack) or another wasmtime never finds it. Its contents: wasmtime's
+//! deadlines, stack) or another wasmtime never finds it. An embedded component's
+//! checksum is computed when the binary is built, so a hit never reads its bytes. Its contents: wasmtime's
 //! serialized component, then a trailer of a magic and the checksum of what precedes it.
 //! The trailer comes last so that wasmtime maps the file itself (`deserialize_file`)
 //! rather than copying it into memory: a start reads the entry once, in small pieces,
@@ -63,12 +64,18 @@ pub fn default_dir() -> Option<PathBuf> {
 
 /// Where the entry of `bytes` for `runtime`'s engine lives in `dir`.
 pub fn entry_path(runtime: &Runtime, bytes: &[u8], dir: &Path) -> PathBuf {
+    entry_path_of(runtime, checksum(bytes), dir)
+}
+
+/// Where the entry of the component whose bytes have the checksum `bytes_checksum`
+/// lives in `dir`.
+fn entry_path_of(runtime: &Runtime, bytes_checksum: u128, dir: &Path) -> PathBuf {
     let mut hasher = std::hash::DefaultHasher::new();
     runtime
         .engine()
         .precompile_compatibility_hash()
         .hash(&mut hasher);
-    let mut key = checksum(bytes).to_le_bytes().to_vec();
+    let mut key = bytes_checksum.to_le_bytes().to_vec();
     key.extend_from_slice(&hasher.finish().to_le_bytes());
     dir.join(format!("{:032x}.cwasm", checksum(&key)))
 }
@@ -80,7 +87,19 @@ pub const ENTRIES_KEPT: usize = 32;
 
 /// Load `bytes` as a component through the cache in `dir`.
 pub fn load(runtime: &Runtime, bytes: &[u8], dir: &Path) -> Result<(Component, CacheUse)> {
-    let path = entry_path(runtime, bytes, dir);
+    load_checksummed(runtime, bytes, checksum(bytes), dir)
+}
+
+/// [`load`], given the checksum of `bytes` (an embedded component's, computed when the
+/// binary was built): on a hit, `bytes` are never read. A wrong checksum would load
+/// another component's code, so only the crate passes one.
+pub(crate) fn load_checksummed(
+    runtime: &Runtime,
+    bytes: &[u8],
+    bytes_checksum: u128,
+    dir: &Path,
+) -> Result<(Component, CacheUse)> {
+    let path = entry_path_of(runtime, bytes_checksum, dir);
     let why = match read_entry(runtime, &path) {
         Ok(Some(component)) => {
             mark_used(&path);

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use carapace_core::checksum::checksum;
 use carapace_core::error::{Error, Result};
 use carapace_core::imports::HostImports;
 use carapace_core::instance::{Instance, Options};
@@ -28,17 +29,49 @@ pub const ECHO_POISON_COMPONENT_PATH: &str = env!("CARAPACE_ECHO_POISON_COMPONEN
 /// (I/O completion order leaks into its state), for tests of the simulator.
 pub const ECHO_ORDER_LEAK_COMPONENT_PATH: &str = env!("CARAPACE_ECHO_ORDER_LEAK_COMPONENT");
 
-/// The embedded machines, by name; the first is the default.
-pub const EMBEDDED: [(&str, &[u8]); 2] = [("echo", ECHO_COMPONENT), ("kv", KV_COMPONENT)];
+/// A machine the binary embeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Embedded {
+    /// Its name, as `--machine` gives it.
+    pub name: &'static str,
+    /// Its component.
+    pub bytes: &'static [u8],
+    /// The [`checksum`](carapace_core::checksum::checksum) of `bytes`, computed by the
+    /// build script: it names the component's entry in the precompiled cache, so that a
+    /// start from the cache does not read the bytes (a pass over a few hundred KB, the
+    /// first touch of their pages).
+    pub checksum: u128,
+}
 
-/// The embedded component of the machine named `name`.
-pub fn embedded(name: &str) -> Result<&'static [u8]> {
+/// The embedded machines, by name; the first is the default.
+pub const EMBEDDED: [Embedded; 2] = [
+    Embedded {
+        name: "echo",
+        bytes: ECHO_COMPONENT,
+        checksum: from_hex(env!("CARAPACE_ECHO_COMPONENT_CHECKSUM")),
+    },
+    Embedded {
+        name: "kv",
+        bytes: KV_COMPONENT,
+        checksum: from_hex(env!("CARAPACE_KV_COMPONENT_CHECKSUM")),
+    },
+];
+
+/// A checksum the build script wrote in hex.
+const fn from_hex(hex: &str) -> u128 {
+    match u128::from_str_radix(hex, 16) {
+        Ok(value) => value,
+        Err(_) => panic!("the build script writes a component's checksum in hex"),
+    }
+}
+
+/// The embedded machine named `name`.
+pub fn embedded(name: &str) -> Result<&'static Embedded> {
     EMBEDDED
         .iter()
-        .find(|(embedded, _)| *embedded == name)
-        .map(|(_, bytes)| *bytes)
+        .find(|embedded| embedded.name == name)
         .ok_or_else(|| {
-            let names: Vec<&str> = EMBEDDED.iter().map(|(name, _)| *name).collect();
+            let names: Vec<&str> = EMBEDDED.iter().map(|embedded| embedded.name).collect();
             Error::Refused(format!(
                 "no embedded machine is named `{name}` (there are: {})",
                 names.join(", ")
@@ -125,15 +158,20 @@ impl Factory {
     pub fn load_cached(source: &Source, limits: Limits, cache: Option<&Path>) -> Result<Factory> {
         let started = std::time::Instant::now();
         // An embedded component is used where it lies in the binary, not copied.
-        let bytes: std::borrow::Cow<'static, [u8]> = match source {
-            Source::Embedded(name) => embedded(name)?.into(),
-            Source::File(path) => read_component(path)?.into(),
+        let (bytes, known_checksum): (std::borrow::Cow<'static, [u8]>, _) = match source {
+            Source::Embedded(name) => {
+                let embedded = embedded(name)?;
+                (embedded.bytes.into(), Some(embedded.checksum))
+            }
+            Source::File(path) => (read_component(path)?.into(), None),
             Source::Native(name) => return native(name),
         };
         let runtime = Runtime::new(limits)?;
         let (component, cache) = match cache {
             Some(dir) => {
-                let (component, cache_use) = crate::cache::load(&runtime, &bytes, dir)?;
+                let bytes_checksum = known_checksum.unwrap_or_else(|| checksum(&bytes));
+                let (component, cache_use) =
+                    crate::cache::load_checksummed(&runtime, &bytes, bytes_checksum, dir)?;
                 (component, Some(cache_use))
             }
             None => (runtime.load(&bytes)?, None),

@@ -78,6 +78,33 @@ fn another_component_or_engine_configuration_never_finds_the_entry() {
 }
 
 #[test]
+fn an_embedded_machine_loads_from_the_entry_its_bytes_name() {
+    // The build script computes each embedded component's checksum; a stale one would
+    // name another component's entry.
+    for embedded in carapace::machines::EMBEDDED {
+        assert_eq!(
+            embedded.checksum,
+            carapace::checksum::checksum(embedded.bytes),
+            "{}",
+            embedded.name
+        );
+    }
+    let dir = temporary_dir("embedded");
+    let runtime = Runtime::new(Limits::default()).unwrap();
+    let entry = cache::entry_path(&runtime, ECHO_COMPONENT, &dir);
+    let source = carapace::machines::Source::Embedded("echo".into());
+    let factory =
+        carapace::machines::Factory::load_cached(&source, Limits::default(), Some(&dir)).unwrap();
+    assert_eq!(factory.loaded().cache, Some(CacheUse::Stored));
+    assert!(
+        entry.is_file(),
+        "the entry is where the bytes' checksum names it"
+    );
+    assert_eq!(load(&runtime, &dir).1, CacheUse::Hit);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_damaged_foreign_stale_or_loosely_permitted_entry_is_rebuilt() {
     let dir = temporary_dir("damaged");
     let runtime = Runtime::new(Limits::default()).unwrap();

@@ -21,7 +21,7 @@ pub struct ComponentCommand {
 impl ComponentCommand {
     /// Write the component and say where.
     pub fn execute(self, out: &mut dyn std::io::Write) -> Result<()> {
-        let bytes = crate::machines::embedded(&self.machine)?;
+        let bytes = crate::machines::embedded(&self.machine)?.bytes;
         std::fs::write(&self.output, bytes)
             .with_context(|| format!("writing `{}`", self.output.display()))?;
         say!(
