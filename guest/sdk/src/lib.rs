@@ -25,6 +25,10 @@ pub mod machine;
 #[cfg(feature = "component")]
 pub mod component;
 
+// A component's global allocator (tested natively).
+#[cfg(any(test, all(feature = "component", target_arch = "wasm32")))]
+mod pages;
+
 #[cfg(feature = "testing")]
 pub mod testing;
 
