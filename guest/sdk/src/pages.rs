@@ -12,8 +12,11 @@
 //! dlmalloc's.
 //!
 //! A freed region goes to the front of its class's list (its first word links the
-//! next), and is reused as it is: `alloc_zeroed` zeroes only a reused region. A region
-//! wastes up to half its address space, never a page the machine does not write.
+//! next), and is reused as it is: `alloc_zeroed` zeroes only a reused region. Regions
+//! are never split nor merged, so memory holds, for each class, the most regions of it
+//! ever live at once: a machine that allocates its buffers at `init` reaches that at
+//! once. A region wastes up to half its address space, never a page the machine does
+//! not write.
 //! Everything here is deterministic: a component runs on one thread, and which region
 //! an allocation gets depends only on the allocations before it.
 
@@ -97,12 +100,15 @@ impl Pages {
         self.free[class].set(region);
     }
 
-    /// Grow memory so that at least `bytes` are fresh at `next`. Memory that grew
+    /// Grow memory so that at least `bytes` are fresh at `next`: by [`GROW_MIN`], or by
+    /// `bytes` alone when memory cannot grow so far (near its limit). Memory that grew
     /// elsewhere in between (dlmalloc grows it too) leaves the fresh rest behind: it is
     /// handed to the free lists, so none is lost.
     fn grow_by(&self, bytes: usize) -> Option<()> {
-        let wasm_pages = bytes.max(GROW_MIN).div_ceil(WASM_PAGE);
-        let start = (self.grow)(wasm_pages)?;
+        let needed = bytes.div_ceil(WASM_PAGE);
+        let (start, wasm_pages) = [GROW_MIN.div_ceil(WASM_PAGE).max(needed), needed]
+            .into_iter()
+            .find_map(|wasm_pages| Some(((self.grow)(wasm_pages)?, wasm_pages)))?;
         if start != self.end.get() {
             self.give_back_rest();
             self.next.set(start);
@@ -379,6 +385,17 @@ mod tests {
             "memory cannot grow so far"
         );
         assert_eq!(grown(), before);
+    }
+
+    #[test]
+    fn near_its_limit_memory_grows_by_only_what_an_allocation_needs() {
+        let pages = Pages::new(grow);
+        // 512 KiB left: not enough for the usual 1 MiB of growth.
+        steal(MEMORY_SIZE / WASM_PAGE - grown() / WASM_PAGE - 8);
+        let (region, _) = allocate(&pages, 256 << 10, false);
+        assert_eq!(grown(), MEMORY_SIZE - (256 << 10));
+        assert!(fails(&pages, layout(512 << 10)), "256 KiB are left");
+        free(&pages, region, 256 << 10);
     }
 
     #[test]
