@@ -5,18 +5,19 @@
 //! and zeroes what `alloc_zeroed` returns itself. A machine's `init` makes its buffers
 //! all at once (the LSM's blocks and tables, its free set), and so wrote to a page of
 //! each: ~257 pages for echo, every one a page fault in the host, most of an empty
-//! `open`'s time. Here an allocation of at least [`PAGE`] bytes takes a region of 2^k
-//! pages (its class), from its class's free list or else from memory fresh from
+//! `open`'s time. Here an allocation of [`PAGE`] bytes to [`REGION_MAX`] takes a region
+//! of 2^k pages (its class), from its class's free list or else from memory fresh from
 //! `memory.grow`, which wasm guarantees is zero: a buffer's pages are first touched when
-//! the machine writes them. Smaller allocations, and any aligned past a page, stay
-//! dlmalloc's.
+//! the machine writes them. Smaller allocations, larger ones (few; dlmalloc fits them
+//! exactly) and any aligned past a page stay dlmalloc's.
 //!
 //! A freed region goes to the front of its class's list (its first word links the
 //! next), and is reused as it is: `alloc_zeroed` zeroes only a reused region. Regions
 //! are never split nor merged, so memory holds, for each class, the most regions of it
 //! ever live at once: a machine that allocates its buffers at `init` reaches that at
-//! once. A region wastes up to half its address space, never a page the machine does
-//! not write.
+//! once. A region wastes less than half its address space, at most 4 MiB, never a page
+//! the machine does not write.
+//!
 //! Everything here is deterministic: a component runs on one thread, and which region
 //! an allocation gets depends only on the allocations before it.
 
@@ -26,12 +27,19 @@ use std::ptr;
 
 /// The unit of large allocations: the host's page (wasm's own is 64 KiB).
 pub(crate) const PAGE: usize = 4096;
+/// Regions of 1 to 2^(CLASSES - 1) pages.
+const CLASSES: usize = 12;
+/// The largest region, and allocation, here: 8 MiB.
+pub(crate) const REGION_MAX: usize = PAGE << (CLASSES - 1);
 /// wasm's page, the unit `memory.grow` counts in.
 const WASM_PAGE: usize = 65536;
-/// Memory grows by at least this much at a time, so that growing is rare.
+/// Memory grows by at least this much at a time, so that growing is rare. Where the
+/// host traps a growth past the guest's limit (carapace's does), an allocation can trap
+/// up to this much short of it.
 const GROW_MIN: usize = 1 << 20;
-/// Regions of 1 to 2^19 pages (2 GiB, the largest a 32-bit size reaches by doubling).
-const CLASSES: usize = 20;
+
+#[cfg(all(target_arch = "wasm32", target_feature = "atomics"))]
+compile_error!("the page allocator assumes one thread: build components without wasm threads");
 
 /// Grows memory by this many wasm pages; the address of the new memory, or `None` when
 /// it cannot grow.
@@ -48,14 +56,15 @@ pub(crate) struct Pages {
     end: Cell<usize>,
 }
 
-// SAFETY: a component instance runs on one thread (wasm32 without threads), the only
-// place the allocator is global; tests use their own instances, each on one thread.
+// SAFETY: a component instance runs on one thread (wasm32 without threads, which the
+// `compile_error!` above enforces), the only place the allocator is global; tests use
+// their own instances, each on one thread.
 unsafe impl Sync for Pages {}
 
-/// The class of a region that holds `layout`, if it is large: `Some(k)` for 2^k pages
-/// (`k` may be past the largest class, which no allocation can have).
+/// The class of the region that holds `layout`, `Some(k)` for 2^k pages, if it is one
+/// of this allocator's.
 fn class_of(layout: Layout) -> Option<usize> {
-    if layout.size() < PAGE || layout.align() > PAGE {
+    if !(PAGE..=REGION_MAX).contains(&layout.size()) || layout.align() > PAGE {
         return None;
     }
     let pages = layout.size().div_ceil(PAGE);
@@ -74,9 +83,6 @@ impl Pages {
 
     /// A region of `class`, and whether it is fresh (zero, never handed out).
     fn take(&self, class: usize) -> Option<(*mut u8, bool)> {
-        if class >= CLASSES {
-            return None;
-        }
         let first = self.free[class].get();
         if first != 0 {
             // SAFETY: a free region is ours, and its first word links the next.
@@ -101,24 +107,30 @@ impl Pages {
     }
 
     /// Grow memory so that at least `bytes` are fresh at `next`: by [`GROW_MIN`], or by
-    /// `bytes` alone when memory cannot grow so far (near its limit). Memory that grew
-    /// elsewhere in between (dlmalloc grows it too) leaves the fresh rest behind: it is
-    /// handed to the free lists, so none is lost.
+    /// `bytes` alone where a host fails a growth past the guest's limit (rather than
+    /// trapping). Memory that grew elsewhere in between (dlmalloc grows it too) leaves
+    /// the fresh rest behind: it is handed to the free lists, so none is lost.
     fn grow_by(&self, bytes: usize) -> Option<()> {
         let needed = bytes.div_ceil(WASM_PAGE);
-        let (start, wasm_pages) = [GROW_MIN.div_ceil(WASM_PAGE).max(needed), needed]
+        let usual = GROW_MIN.div_ceil(WASM_PAGE).max(needed);
+        let (start, wasm_pages) = [usual, needed]
             .into_iter()
+            .take(if usual > needed { 2 } else { 1 })
             .find_map(|wasm_pages| Some(((self.grow)(wasm_pages)?, wasm_pages)))?;
+        // Memory that would end at 4 GiB, wasm32's whole address space, cannot be
+        // described: it is left unused.
+        let end = start.checked_add(wasm_pages * WASM_PAGE)?;
         if start != self.end.get() {
             self.give_back_rest();
             self.next.set(start);
         }
-        self.end.set(start + wasm_pages * WASM_PAGE);
+        self.end.set(end);
         Some(())
     }
 
     /// Hand the fresh memory left, `next..end`, to the free lists, largest region first.
     fn give_back_rest(&self) {
+        // Both are page multiples: the loop leaves nothing behind.
         let (mut at, end) = (self.next.get(), self.end.get());
         while end - at >= PAGE {
             let class = (((end - at) / PAGE).ilog2() as usize).min(CLASSES - 1);
@@ -288,13 +300,34 @@ mod tests {
         }
     }
 
+    /// The address every allocation of a fixed sequence gets, from the first one's.
+    fn offsets_of_a_sequence(pages: &Pages) -> Vec<usize> {
+        let mut live = Vec::new();
+        let mut offsets = Vec::new();
+        let mut seed = 11u64;
+        for _ in 0..300 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            if seed >> 63 == 1 && !live.is_empty() {
+                let (region, size) = live.swap_remove((seed >> 40) as usize % live.len());
+                free(pages, region, size);
+            } else {
+                let size = PAGE + (seed >> 33) as usize % (256 << 10);
+                live.push((allocate(pages, size, false).0, size));
+                offsets.push(live.last().unwrap().0);
+            }
+        }
+        offsets.iter().map(|&region| region - offsets[0]).collect()
+    }
+
     #[test]
-    fn large_allocations_are_page_aligned_disjoint_and_zeroed_even_when_reused() {
+    fn large_allocations_are_page_aligned_disjoint_and_zeroed_when_reused() {
         let pages = Pages::new(grow);
-        let sizes = [PAGE, 5000, 3 * PAGE, 64 << 10, 100_000, 1 << 20];
-        let mut regions = Vec::new();
-        // The second round reuses every region the first freed, garbage in them.
-        for _ in 0..2 {
+        let sizes = [PAGE, 5000, 3 * PAGE, 64 << 10, 100_000, REGION_MAX];
+        let mut first_round = Vec::new();
+        for round in 0..2 {
+            let mut regions = Vec::new();
             for &size in &sizes {
                 let (region, bytes) = allocate(&pages, size, true);
                 assert_eq!(region % PAGE, 0);
@@ -302,11 +335,19 @@ mod tests {
                 bytes.fill(0xa5);
                 regions.push((region, size));
             }
-            regions.sort();
-            for pair in regions.windows(2) {
+            let mut sorted = regions.clone();
+            sorted.sort();
+            for pair in sorted.windows(2) {
                 assert!(pair[0].0 + pair[0].1 <= pair[1].0, "{pair:?} overlap");
             }
-            for (region, size) in regions.drain(..) {
+            if round == 0 {
+                first_round = sorted;
+            } else {
+                assert_eq!(sorted, first_round, "the second round reuses every region");
+            }
+            // Freed with garbage in them, last first: each class's list gives back its
+            // last freed region first.
+            for &(region, size) in regions.iter().rev() {
                 free(&pages, region, size);
             }
         }
@@ -320,9 +361,9 @@ mod tests {
         let (second, _) = allocate(&pages, 4 * PAGE, false);
         assert_eq!(first, second, "three pages and four are one class");
         free(&pages, second, 4 * PAGE);
-        // One region of each class up to 1 MiB, then many allocations of sizes up to
-        // 1 MiB, each freed: memory does not grow again.
-        for class in 0..=8 {
+        // One region of each class, then many allocations of every size, each freed:
+        // memory does not grow again.
+        for class in 0..CLASSES {
             let (region, _) = allocate(&pages, PAGE << class, false);
             free(&pages, region, PAGE << class);
         }
@@ -332,7 +373,7 @@ mod tests {
             seed = seed
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            let size = PAGE + (seed >> 33) as usize % ((1 << 20) - PAGE + 1);
+            let size = PAGE + (seed >> 33) as usize % (REGION_MAX - PAGE + 1);
             let (region, _) = allocate(&pages, size, false);
             free(&pages, region, size);
         }
@@ -342,8 +383,6 @@ mod tests {
     #[test]
     fn reallocation_keeps_a_region_within_its_class_and_moves_the_bytes_across() {
         let pages = Pages::new(grow);
-        let (region, bytes) = allocate(&pages, 5000, false);
-        bytes.fill(7);
         let sevens = |at: *mut u8, size: usize| {
             // SAFETY: `at` is a live allocation of at least `size` bytes.
             unsafe { std::slice::from_raw_parts(at, size) }
@@ -352,68 +391,85 @@ mod tests {
         };
         // SAFETY: each call passes the live allocation and the layout it has.
         unsafe {
-            let same = pages.realloc(region as *mut u8, layout(5000), 8000);
-            assert_eq!(
-                same as usize, region,
-                "5,000 and 8,000 bytes are both two pages"
-            );
-            let moved = pages.realloc(same, layout(8000), 40_000);
-            assert_ne!(moved, same);
-            assert!(sevens(moved, 5000));
-            // Down to a small allocation: the bytes go to `System`'s.
-            let small = pages.realloc(moved, layout(40_000), 100);
+            // From a small allocation into a region.
+            let small = pages.alloc(layout(100));
+            small.write_bytes(7, 100);
+            let region = pages.realloc(small, layout(100), 5000);
+            assert_eq!(region as usize % PAGE, 0);
+            assert!(sevens(region, 100));
+            region.write_bytes(7, 5000);
+            let same = pages.realloc(region, layout(5000), 8000);
+            assert_eq!(same, region, "5,000 and 8,000 bytes are both two pages");
+            let grown = pages.realloc(same, layout(8000), 40_000);
+            assert_ne!(grown, same);
+            assert!(sevens(grown, 5000));
+            let shrunk = pages.realloc(grown, layout(40_000), 9000);
+            assert_ne!(shrunk, grown, "three pages are a smaller class than ten");
+            assert!(sevens(shrunk, 5000));
+            // Past the largest region, and back down to a small allocation: dlmalloc's.
+            let large = pages.realloc(shrunk, layout(9000), 4 * REGION_MAX);
+            assert!(sevens(large, 5000));
+            let small = pages.realloc(large, layout(4 * REGION_MAX), 100);
             assert!(sevens(small, 100));
             pages.dealloc(small, layout(100));
         }
     }
 
     #[test]
-    fn small_or_overaligned_allocations_are_dlmallocs_and_too_large_ones_fail() {
+    fn small_overaligned_or_larger_allocations_are_dlmallocs() {
         let pages = Pages::new(grow);
         let before = grown();
-        assert!(!fails(&pages, layout(PAGE - 1)));
-        assert!(!fails(
-            &pages,
-            Layout::from_size_align(PAGE, 2 * PAGE).unwrap()
-        ));
-        assert!(
-            fails(&pages, layout(PAGE << CLASSES)),
-            "past the largest class"
-        );
-        assert!(
-            fails(&pages, layout(MEMORY_SIZE)),
-            "memory cannot grow so far"
-        );
-        assert_eq!(grown(), before);
+        for layout in [
+            layout(PAGE - 1),
+            Layout::from_size_align(PAGE, 2 * PAGE).unwrap(),
+            layout(REGION_MAX + 1),
+        ] {
+            assert!(!fails(&pages, layout), "{layout:?}");
+        }
+        assert_eq!(grown(), before, "none of them took this allocator's memory");
     }
 
     #[test]
     fn near_its_limit_memory_grows_by_only_what_an_allocation_needs() {
         let pages = Pages::new(grow);
-        // 512 KiB left: not enough for the usual 1 MiB of growth.
-        steal(MEMORY_SIZE / WASM_PAGE - grown() / WASM_PAGE - 8);
-        let (region, _) = allocate(&pages, 256 << 10, false);
-        assert_eq!(grown(), MEMORY_SIZE - (256 << 10));
-        assert!(fails(&pages, layout(512 << 10)), "256 KiB are left");
-        free(&pages, region, 256 << 10);
+        // 256 KiB left: not enough for the usual growth.
+        steal(MEMORY_SIZE / WASM_PAGE - grown() / WASM_PAGE - 4);
+        let (region, _) = allocate(&pages, 128 << 10, false);
+        assert_eq!(grown(), MEMORY_SIZE - (128 << 10));
+        assert!(fails(&pages, layout(256 << 10)), "128 KiB are left");
+        free(&pages, region, 128 << 10);
     }
 
     #[test]
     fn memory_grown_by_another_leaves_the_fresh_rest_to_the_free_lists() {
         let pages = Pages::new(grow);
-        // Memory grows by 1 MiB: one page used, 255 fresh.
-        let (first, _) = allocate(&pages, PAGE, false);
+        // Memory grows by 1 MiB; three pages are used, and one of them freed.
+        let (first, _) = allocate(&pages, 2 * PAGE, false);
+        let (freed, _) = allocate(&pages, PAGE, false);
+        free(&pages, freed, PAGE);
         steal(1);
-        // 1 MiB does not fit the rest: memory grows again, past the stolen 64 KiB, and
-        // the 255 fresh pages go to the free lists.
-        let (large, _) = allocate(&pages, 1 << 20, false);
-        assert!(large > first + (1 << 20));
+        // 1 MiB does not fit the 253 pages left: memory grows again, past the stolen
+        // 64 KiB, and the 253 fresh pages go to the free lists.
+        let (large, _) = allocate(&pages, GROW_MIN, false);
+        assert!(large >= first + GROW_MIN + WASM_PAGE);
         let before = grown();
-        // 128 + 64 + 32 + 16 + 8 + 4 + 2 + 1 pages, all from the rest.
-        for class in 0..8 {
+        let rest = first + 3 * PAGE..first + GROW_MIN;
+        // 128 + 64 + 32 + 16 + 8 + 4 + 1 pages. The one page goes in front of the freed
+        // one, its first word linking it: zeroed when reused.
+        let (one, bytes) = allocate(&pages, PAGE, true);
+        assert!(rest.contains(&one));
+        assert!(bytes.iter().all(|&byte| byte == 0));
+        for class in [2, 3, 4, 5, 6, 7] {
             let (region, _) = allocate(&pages, PAGE << class, false);
-            assert!(region < large, "class {class} from the rest");
+            assert!(rest.contains(&region), "class {class} from the rest");
         }
+        assert_eq!(allocate(&pages, PAGE, false).0, freed);
         assert_eq!(grown(), before);
+    }
+
+    #[test]
+    fn the_same_allocations_get_the_same_regions() {
+        let offsets = offsets_of_a_sequence(&Pages::new(grow));
+        assert_eq!(offsets_of_a_sequence(&Pages::new(grow)), offsets);
     }
 }
