@@ -5,8 +5,9 @@
 //! compatibility hash (wasmtime's `precompile_compatibility_hash`: its version and every
 //! setting that changes code), so another component, another configuration (fuel,
 //! deadlines, stack) or another wasmtime never finds it. An embedded component's
-//! checksum is computed when the binary is built, so a hit never reads its bytes. Its contents: wasmtime's
-//! serialized component, then a trailer of a magic and the checksum of what precedes it.
+//! checksum is computed when the binary is built, so a hit never reads its bytes. Its
+//! contents: wasmtime's serialized component, then a trailer of a magic and the checksum
+//! of what precedes it.
 //! The trailer comes last so that wasmtime maps the file itself (`deserialize_file`)
 //! rather than copying it into memory: a start reads the entry once, in small pieces,
 //! to check it, and the code pages come from the page cache. A damaged entry

@@ -26,11 +26,11 @@ use std::cell::Cell;
 use std::ptr;
 
 /// The unit of large allocations: the host's page (wasm's own is 64 KiB).
-pub(crate) const PAGE: usize = 4096;
+const PAGE: usize = 4096;
 /// Regions of 1 to 2^(CLASSES - 1) pages.
 const CLASSES: usize = 12;
 /// The largest region, and allocation, here: 8 MiB.
-pub(crate) const REGION_MAX: usize = PAGE << (CLASSES - 1);
+const REGION_MAX: usize = PAGE << (CLASSES - 1);
 /// wasm's page, the unit `memory.grow` counts in.
 const WASM_PAGE: usize = 65536;
 /// Memory grows by at least this much at a time, so that growing is rare. Where the
@@ -43,11 +43,11 @@ compile_error!("the page allocator assumes one thread: build components without 
 
 /// Grows memory by this many wasm pages; the address of the new memory, or `None` when
 /// it cannot grow.
-pub(crate) type Grow = fn(usize) -> Option<usize>;
+type Grow = fn(usize) -> Option<usize>;
 
 /// The allocator: free lists of regions by class, and the fresh memory not yet handed
 /// out, `next..end`.
-pub(crate) struct Pages {
+struct Pages {
     grow: Grow,
     /// The first free region of each class; 0 when there is none (memory.grow never
     /// returns address 0: a module's stack and data lie below).
@@ -72,7 +72,7 @@ fn class_of(layout: Layout) -> Option<usize> {
 }
 
 impl Pages {
-    pub(crate) const fn new(grow: Grow) -> Pages {
+    const fn new(grow: Grow) -> Pages {
         Pages {
             grow,
             free: [const { Cell::new(0) }; CLASSES],
@@ -113,10 +113,9 @@ impl Pages {
     fn grow_by(&self, bytes: usize) -> Option<()> {
         let needed = bytes.div_ceil(WASM_PAGE);
         let usual = GROW_MIN.div_ceil(WASM_PAGE).max(needed);
-        let (start, wasm_pages) = [usual, needed]
-            .into_iter()
-            .take(if usual > needed { 2 } else { 1 })
-            .find_map(|wasm_pages| Some(((self.grow)(wasm_pages)?, wasm_pages)))?;
+        let grow = |wasm_pages| Some(((self.grow)(wasm_pages)?, wasm_pages));
+        let (start, wasm_pages) =
+            grow(usual).or_else(|| (needed < usual).then(|| grow(needed))?)?;
         // Memory that would end at 4 GiB, wasm32's whole address space, cannot be
         // described: it is left unused.
         let end = start.checked_add(wasm_pages * WASM_PAGE)?;
